@@ -1,0 +1,289 @@
+//! Resource records in the shapes of the ECS model (member names exactly as the model spells
+//! them). Members that ecsd does not interpret are kept as JSON, exactly as the client sent them,
+//! so nothing a client stores is dropped. Counts and remaining resources are not stored: they
+//! are derived from the tasks when a record is shown (see `ops`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::status::{ContainerStatus, TaskStatus};
+
+/// A key/value tag (`Tag` in the model).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// `KeyValuePair` in the model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValuePair {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    pub cluster_arn: String,
+    pub cluster_name: String,
+    pub status: String,
+    /// `tags`, `settings`, `configuration`, `capacityProviders`,
+    /// `defaultCapacityProviderStrategy`, `serviceConnectDefaults`: as the client set them.
+    #[serde(flatten)]
+    pub options: Map<String, Value>,
+}
+
+/// A container instance's resource (`Resource` in the model).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub double_value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub long_value: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integer_value: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub string_set_value: Option<Vec<String>>,
+}
+
+/// `Attribute` in the model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attribute {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+}
+
+/// A registered container instance as stored; `ops` adds the derived members
+/// (`remainingResources`, `runningTasksCount`, `pendingTasksCount`) when showing it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerInstance {
+    pub container_instance_arn: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ec2_instance_id: Option<String>,
+    pub version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_info: Option<Value>,
+    pub registered_resources: Vec<Resource>,
+    pub status: String,
+    pub agent_connected: bool,
+    pub attributes: Vec<Attribute>,
+    pub registered_at: f64,
+    pub attachments: Vec<Value>,
+    pub tags: Vec<Tag>,
+}
+
+/// `NetworkBinding` in the model.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkBinding {
+    #[serde(rename = "bindIP", skip_serializing_if = "Option::is_none")]
+    pub bind_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_port_range: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_port_range: Option<String>,
+}
+
+/// `ManagedAgent` in the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedAgent {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_started_at: Option<f64>,
+}
+
+/// `Container` in the model: one per container definition of the task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    pub container_arn: String,
+    pub task_arn: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    pub last_status: ContainerStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub network_bindings: Vec<NetworkBinding>,
+    pub network_interfaces: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_agents: Vec<ManagedAgent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<String>,
+}
+
+/// `Attachment` in the model (an ENI of an awsvpc task, for instance).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub details: Vec<KeyValuePair>,
+}
+
+/// `Task` in the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub task_arn: String,
+    pub cluster_arn: String,
+    pub task_definition_arn: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_instance_arn: Option<String>,
+    pub overrides: Value,
+    pub last_status: TaskStatus,
+    pub desired_status: TaskStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    pub containers: Vec<Container>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    pub version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connectivity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connectivity_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_started_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_stopped_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_stopped_at: Option<f64>,
+    pub created_at: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopping_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    pub attachments: Vec<Attachment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
+    pub tags: Vec<Tag>,
+    pub enable_execute_command: bool,
+    /// `platformVersion`, `ephemeralStorage`, `capacityProviderName` and other members copied
+    /// from the request or the task definition without interpretation.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Task {
+    /// The id at the end of the task ARN.
+    pub fn id(&self) -> &str {
+        self.task_arn.rsplit('/').next().unwrap_or_default()
+    }
+}
+
+/// The parts of a stored task definition that placement and task creation read; the stored
+/// document keeps every member the client sent.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinitionSpec {
+    pub task_definition_arn: String,
+    pub family: String,
+    pub revision: i64,
+    pub status: String,
+    #[serde(default)]
+    pub network_mode: Option<String>,
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub container_definitions: Vec<ContainerSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub cpu: Option<i32>,
+    #[serde(default)]
+    pub memory: Option<i32>,
+    #[serde(default)]
+    pub memory_reservation: Option<i32>,
+    #[serde(default)]
+    pub essential: Option<bool>,
+    #[serde(default)]
+    pub port_mappings: Vec<PortMappingSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMappingSpec {
+    #[serde(default)]
+    pub container_port: Option<i32>,
+    #[serde(default)]
+    pub host_port: Option<i32>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+/// A registered task definition: the `TaskDefinition` shape as shown, plus its tags (which the
+/// model returns beside the definition, not inside it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredTaskDefinition {
+    pub definition: Map<String, Value>,
+    pub tags: Vec<Tag>,
+}
+
+impl StoredTaskDefinition {
+    pub fn spec(&self) -> Result<TaskDefinitionSpec, serde_json::Error> {
+        TaskDefinitionSpec::deserialize(Value::Object(self.definition.clone()))
+    }
+}

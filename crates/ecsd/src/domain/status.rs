@@ -1,0 +1,128 @@
+//! Task and container statuses. They are ordered the way ECS moves them, so that applying a
+//! report is `max(current, reported)`: repeated, late or reordered reports never move a status
+//! backwards.
+
+use serde::{Deserialize, Serialize};
+
+/// A task's `lastStatus` or `desiredStatus`, in lifecycle order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    Provisioning,
+    Pending,
+    Activating,
+    Running,
+    Deactivating,
+    Stopping,
+    Deprovisioning,
+    Stopped,
+    Deleted,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Provisioning => "PROVISIONING",
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Activating => "ACTIVATING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Deactivating => "DEACTIVATING",
+            TaskStatus::Stopping => "STOPPING",
+            TaskStatus::Deprovisioning => "DEPROVISIONING",
+            TaskStatus::Stopped => "STOPPED",
+            TaskStatus::Deleted => "DELETED",
+        }
+    }
+
+    pub const ALL: [TaskStatus; 9] = [
+        TaskStatus::Provisioning,
+        TaskStatus::Pending,
+        TaskStatus::Activating,
+        TaskStatus::Running,
+        TaskStatus::Deactivating,
+        TaskStatus::Stopping,
+        TaskStatus::Deprovisioning,
+        TaskStatus::Stopped,
+        TaskStatus::Deleted,
+    ];
+
+    /// A status by its wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The statuses an agent may report for a task.
+    pub fn from_agent(s: &str) -> Option<Self> {
+        match s {
+            "PENDING" => Some(TaskStatus::Pending),
+            "RUNNING" => Some(TaskStatus::Running),
+            "STOPPED" => Some(TaskStatus::Stopped),
+            _ => None,
+        }
+    }
+
+    /// Whether a task in this status still holds its container instance's resources.
+    pub fn holds_resources(self) -> bool {
+        self < TaskStatus::Stopped
+    }
+
+    /// Counted as pending (rather than running) in cluster and instance task counts.
+    pub fn is_pending(self) -> bool {
+        self < TaskStatus::Running
+    }
+}
+
+/// A container's `lastStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContainerStatus {
+    Pending,
+    Running,
+    Stopped,
+}
+
+impl ContainerStatus {
+    pub fn from_agent(s: &str) -> Option<Self> {
+        match s {
+            "PENDING" => Some(ContainerStatus::Pending),
+            "RUNNING" => Some(ContainerStatus::Running),
+            "STOPPED" => Some(ContainerStatus::Stopped),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_ordered_by_lifecycle() {
+        assert!(TaskStatus::Provisioning < TaskStatus::Pending);
+        assert!(TaskStatus::Pending < TaskStatus::Running);
+        assert!(TaskStatus::Running < TaskStatus::Stopped);
+        assert_eq!(
+            TaskStatus::Running.max(TaskStatus::Pending),
+            TaskStatus::Running
+        );
+        assert!(ContainerStatus::Running < ContainerStatus::Stopped);
+    }
+
+    #[test]
+    fn agents_report_only_three_task_statuses() {
+        assert_eq!(TaskStatus::from_agent("RUNNING"), Some(TaskStatus::Running));
+        assert_eq!(TaskStatus::from_agent("STOPPING"), None);
+        assert_eq!(TaskStatus::from_agent("running"), None);
+    }
+
+    #[test]
+    fn wire_names_match_the_serde_form() {
+        for s in [
+            TaskStatus::Provisioning,
+            TaskStatus::Running,
+            TaskStatus::Deprovisioning,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}

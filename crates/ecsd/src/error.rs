@@ -1,0 +1,93 @@
+//! The errors ecsd answers with: the small set of exception shapes that clients understand.
+//!
+//! Every layer's internal error ends up here; `ApiError` knows its wire name (the `__type`) and
+//! whether it is the caller's fault (HTTP 400) or ours (`ServerException`, HTTP 500).
+
+use std::fmt;
+
+/// An exception shape from the ECS model, or one of the protocol-level errors that AWS JSON
+/// services share (`UnknownOperationException`, `SerializationException`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    ClientException,
+    ClusterNotFoundException,
+    InvalidParameterException,
+    ServerException,
+    SerializationException,
+    UnknownOperationException,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ClientException => "ClientException",
+            ErrorCode::ClusterNotFoundException => "ClusterNotFoundException",
+            ErrorCode::InvalidParameterException => "InvalidParameterException",
+            ErrorCode::ServerException => "ServerException",
+            ErrorCode::SerializationException => "SerializationException",
+            ErrorCode::UnknownOperationException => "UnknownOperationException",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::ServerException => 500,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as the client will see it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_parameter(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParameterException, message)
+    }
+
+    pub fn client(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ClientException, message)
+    }
+
+    pub fn cluster_not_found() -> Self {
+        Self::new(ErrorCode::ClusterNotFoundException, "Cluster not found.")
+    }
+
+    pub fn serialization(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::SerializationException, message)
+    }
+
+    pub fn unknown_operation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UnknownOperationException, message)
+    }
+
+    pub fn server(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ServerException, message)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        // The detail stays in our logs; clients only learn that the fault is ours, so they retry.
+        tracing::error!(error = %err, "store failure");
+        ApiError::server("The server could not complete the request; it is safe to retry.")
+    }
+}

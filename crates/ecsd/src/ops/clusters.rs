@@ -1,0 +1,204 @@
+//! CreateCluster, DescribeClusters, ListClusters.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::{decode_token, page_size, paginate, Ctx};
+use crate::domain::is_valid_name;
+use crate::domain::records::Cluster;
+use crate::error::ApiError;
+use crate::store::{ClusterCounts, StoreExt, Tx};
+
+const MAX_TAGS: usize = 50;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateClusterRequest {
+    cluster_name: Option<String>,
+    #[serde(default)]
+    tags: Vec<Value>,
+    #[serde(flatten)]
+    options: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+pub struct ClusterResponse {
+    cluster: Value,
+}
+
+pub async fn create_cluster(
+    ctx: &Ctx,
+    req: CreateClusterRequest,
+) -> Result<ClusterResponse, ApiError> {
+    let name = req.cluster_name.unwrap_or_else(|| "default".into());
+    if !is_valid_name(&name) {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'clusterName': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
+        ));
+    }
+    if req.tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'tags': at most {MAX_TAGS} tags are allowed."
+        )));
+    }
+    let mut options = req.options;
+    options.insert("tags".into(), Value::Array(req.tags));
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            // Creating a cluster that exists returns it unchanged, as ECS does.
+            let cluster = match tx.cluster(&name)? {
+                Some(existing) if existing.status == "ACTIVE" => existing,
+                _ => {
+                    let cluster = Cluster {
+                        cluster_arn: tx.scope().cluster_arn(&name),
+                        cluster_name: name.clone(),
+                        status: "ACTIVE".into(),
+                        options: options.clone(),
+                    };
+                    tx.put_cluster(&cluster)?;
+                    cluster
+                }
+            };
+            let counts = tx.cluster_counts(&name)?;
+            Ok(ClusterResponse {
+                cluster: view(&cluster, counts, &ALL_FIELDS),
+            })
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+pub struct DescribeClustersRequest {
+    clusters: Option<Vec<String>>,
+    #[serde(default)]
+    include: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct DescribeClustersResponse {
+    clusters: Vec<Value>,
+    failures: Vec<Value>,
+}
+
+pub async fn describe_clusters(
+    ctx: &Ctx,
+    req: DescribeClustersRequest,
+) -> Result<DescribeClustersResponse, ApiError> {
+    let references = req.clusters.unwrap_or_else(|| vec!["default".into()]);
+    if references.len() > 100 {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'clusters': at most 100 clusters can be described at once.",
+        ));
+    }
+    let include = req.include;
+    ctx.store
+        .read(&ctx.scope, move |tx| {
+            let mut out = DescribeClustersResponse {
+                clusters: Vec::new(),
+                failures: Vec::new(),
+            };
+            for reference in &references {
+                let found = match tx.scope().cluster_name(reference) {
+                    Some(name) => tx.cluster(name)?,
+                    None => None,
+                };
+                match found {
+                    Some(cluster) => {
+                        let counts = tx.cluster_counts(&cluster.cluster_name)?;
+                        out.clusters.push(view(&cluster, counts, &include));
+                    }
+                    None => {
+                        let arn = if reference.starts_with("arn:") {
+                            reference.clone()
+                        } else {
+                            tx.scope().cluster_arn(reference)
+                        };
+                        out.failures.push(json!({"arn": arn, "reason": "MISSING"}));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListClustersRequest {
+    max_results: Option<i32>,
+    next_token: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListClustersResponse {
+    cluster_arns: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
+}
+
+pub async fn list_clusters(
+    ctx: &Ctx,
+    req: ListClustersRequest,
+) -> Result<ListClustersResponse, ApiError> {
+    let limit = page_size(req.max_results)?;
+    let after = decode_token("clusters", req.next_token.as_deref())?;
+    let clusters = ctx
+        .store
+        .read(&ctx.scope, move |tx: &mut dyn Tx| {
+            tx.list_clusters(after.as_deref(), limit + 1)
+                .map_err(ApiError::from)
+        })
+        .await?;
+    let (page, next_token) = paginate(clusters, limit, "clusters", |c| c.cluster_name.clone());
+    Ok(ListClustersResponse {
+        cluster_arns: page.into_iter().map(|c| c.cluster_arn).collect(),
+        next_token,
+    })
+}
+
+const ALL_FIELDS: [&str; 4] = ["TAGS", "SETTINGS", "CONFIGURATIONS", "STATISTICS"];
+
+/// A cluster as DescribeClusters shows it: counts derived from what the cluster holds, and the
+/// optional parts only when `include` asks for them.
+fn view<S: AsRef<str>>(cluster: &Cluster, counts: ClusterCounts, include: &[S]) -> Value {
+    let wants = |field: &str| include.iter().any(|i| i.as_ref() == field);
+    let mut out = Map::new();
+    out.insert("clusterArn".into(), cluster.cluster_arn.clone().into());
+    out.insert("clusterName".into(), cluster.cluster_name.clone().into());
+    out.insert("status".into(), cluster.status.clone().into());
+    out.insert(
+        "registeredContainerInstancesCount".into(),
+        counts.registered_container_instances.into(),
+    );
+    out.insert("runningTasksCount".into(), counts.running_tasks.into());
+    out.insert("pendingTasksCount".into(), counts.pending_tasks.into());
+    out.insert("activeServicesCount".into(), 0.into());
+    out.insert("statistics".into(), json!([]));
+    for (member, field) in [
+        ("tags", "TAGS"),
+        ("settings", "SETTINGS"),
+        ("configuration", "CONFIGURATIONS"),
+    ] {
+        if let Some(value) = cluster.options.get(member).filter(|_| wants(field)) {
+            out.insert(member.into(), value.clone());
+        }
+    }
+    if !wants("TAGS") {
+        out.insert("tags".into(), json!([]));
+    }
+    for member in ["capacityProviders", "defaultCapacityProviderStrategy"] {
+        out.insert(
+            member.into(),
+            cluster
+                .options
+                .get(member)
+                .cloned()
+                .unwrap_or_else(|| json!([])),
+        );
+    }
+    if let Some(defaults) = cluster.options.get("serviceConnectDefaults") {
+        out.insert("serviceConnectDefaults".into(), defaults.clone());
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,184 @@
+//! The ECS operations: one module per resource family, one async function per operation.
+//! Handlers know the domain, not HTTP: they take the request shape and return the response
+//! shape or an [`ApiError`].
+//!
+//! The operation table below is the single list of what ecsd implements; the wire names, the
+//! dispatch and the model check all derive from it.
+
+pub mod agent;
+pub mod clusters;
+pub mod container_instances;
+pub mod task_definitions;
+pub mod tasks;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::domain::Scope;
+use crate::error::ApiError;
+use crate::store::{Store, Tx};
+
+/// What a handler works with: the store and the scope (account and region) of the caller.
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub scope: Scope,
+}
+
+macro_rules! operations {
+    ($($name:ident => $module:ident::$handler:ident,)*) => {
+        /// Every operation ecsd answers.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Operation {
+            $($name,)*
+        }
+
+        impl Operation {
+            pub const ALL: &'static [Operation] = &[$(Operation::$name,)*];
+
+            /// The name in `X-Amz-Target` and in the model.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Operation::$name => stringify!($name),)*
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<Operation> {
+                match name {
+                    $(stringify!($name) => Some(Operation::$name),)*
+                    _ => None,
+                }
+            }
+
+            /// Runs the operation on a request already checked against the model.
+            pub async fn call(self, ctx: &Ctx, input: Value) -> Result<Value, ApiError> {
+                match self {
+                    $(Operation::$name => {
+                        let request = serde_json::from_value(input)
+                            .map_err(|e| ApiError::serialization(format!("Unable to read the request: {e}")))?;
+                        let response = $module::$handler(ctx, request).await?;
+                        serde_json::to_value(response)
+                            .map_err(|e| ApiError::server(format!("Unable to write the response: {e}")))
+                    })*
+                }
+            }
+        }
+    };
+}
+
+operations! {
+    CreateCluster => clusters::create_cluster,
+    DescribeClusters => clusters::describe_clusters,
+    ListClusters => clusters::list_clusters,
+    RegisterTaskDefinition => task_definitions::register_task_definition,
+    DescribeTaskDefinition => task_definitions::describe_task_definition,
+    RegisterContainerInstance => container_instances::register_container_instance,
+    DescribeContainerInstances => container_instances::describe_container_instances,
+    ListContainerInstances => container_instances::list_container_instances,
+    RunTask => tasks::run_task,
+    DescribeTasks => tasks::describe_tasks,
+    SubmitTaskStateChange => agent::submit_task_state_change,
+}
+
+/// The cluster a request names (`default` when it names none), if it exists and is ACTIVE.
+fn active_cluster(tx: &mut dyn Tx, reference: Option<&str>) -> Result<String, ApiError> {
+    let reference = reference.unwrap_or("default");
+    let name = tx
+        .scope()
+        .cluster_name(reference)
+        .ok_or_else(ApiError::cluster_not_found)?
+        .to_owned();
+    match tx.cluster(&name)? {
+        Some(c) if c.status == "ACTIVE" => Ok(name),
+        _ => Err(ApiError::cluster_not_found()),
+    }
+}
+
+/// Page size for list operations: `maxResults` within 1..=100, 100 when absent.
+fn page_size(max_results: Option<i32>) -> Result<usize, ApiError> {
+    match max_results {
+        None => Ok(100),
+        Some(n @ 1..=100) => Ok(n as usize),
+        Some(n) => Err(ApiError::invalid_parameter(format!(
+            "Invalid value {n} for 'maxResults'; it must be between 1 and 100."
+        ))),
+    }
+}
+
+/// Pagination tokens are opaque to clients: the kind of list and the last key shown.
+fn encode_token(kind: &str, last_key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}\n{last_key}"))
+}
+
+fn decode_token(kind: &str, token: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix(&format!("{kind}\n")).map(str::to_owned))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid_parameter("Invalid 'nextToken': it was not issued for this request.")
+        })
+}
+
+/// A page of `items` fetched with one extra row: the token resumes after the last one shown.
+fn paginate<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    kind: &str,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    if items.len() > limit {
+        items.truncate(limit);
+        let token = items.last().map(|last| encode_token(kind, &key(last)));
+        (items, token)
+    } else {
+        (items, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+
+    #[test]
+    fn the_operation_table_and_the_embedded_model_agree() {
+        let mut table: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
+        let mut model: Vec<&str> = Model::get().operation_names().collect();
+        table.sort_unstable();
+        model.sort_unstable();
+        assert_eq!(
+            table, model,
+            "run tools/gen-model.py with the operations in the table"
+        );
+        for op in Operation::ALL {
+            assert_eq!(Operation::from_name(op.name()), Some(*op));
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_and_are_bound_to_their_list() {
+        let token = encode_token("clusters", "prod");
+        assert_eq!(
+            decode_token("clusters", Some(&token)).unwrap().as_deref(),
+            Some("prod")
+        );
+        assert!(decode_token("tasks", Some(&token)).is_err());
+        assert!(decode_token("clusters", Some("%%%")).is_err());
+        assert_eq!(decode_token("clusters", None).unwrap(), None);
+    }
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        assert_eq!(page_size(None).unwrap(), 100);
+        assert_eq!(page_size(Some(5)).unwrap(), 5);
+        assert!(page_size(Some(0)).is_err());
+        assert!(page_size(Some(101)).is_err());
+    }
+}

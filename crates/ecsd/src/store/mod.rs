@@ -1,0 +1,194 @@
+//! Storage: one trait for every backend (the embedded SQLite store is the default).
+//!
+//! A handler's work runs as a closure over a [`Tx`], a transaction bound to one account and
+//! region: everything the closure reads and writes commits together or not at all, and the
+//! caller's answer is sent only once the commit is durable. A closure that returns an error is a
+//! domain abort: its writes are rolled back and the error goes back to the caller unchanged.
+//! Store failures are typed [`StoreError`]s that handlers turn into `ServerException`.
+
+pub mod sqlite;
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::domain::placement::{InstanceLoad, Reservation};
+use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
+use crate::domain::Scope;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("{0} is not stored")]
+    Missing(String),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("the store's worker failed: {0}")]
+    Worker(String),
+}
+
+/// Cluster task and instance counts, derived from what is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterCounts {
+    pub registered_container_instances: i64,
+    pub running_tasks: i64,
+    pub pending_tasks: i64,
+}
+
+/// One transaction over the resources of one scope. Lists are ordered by key and resume after
+/// the `after` key, so pagination tokens stay valid while other records come and go.
+pub trait Tx {
+    fn scope(&self) -> &Scope;
+
+    fn cluster(&mut self, name: &str) -> Result<Option<Cluster>, StoreError>;
+    fn put_cluster(&mut self, cluster: &Cluster) -> Result<(), StoreError>;
+    fn list_clusters(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Cluster>, StoreError>;
+    fn cluster_counts(&mut self, cluster: &str) -> Result<ClusterCounts, StoreError>;
+
+    fn task_definition(
+        &mut self,
+        family: &str,
+        revision: i64,
+    ) -> Result<Option<StoredTaskDefinition>, StoreError>;
+    /// The newest ACTIVE revision of a family.
+    fn latest_task_definition(
+        &mut self,
+        family: &str,
+    ) -> Result<Option<StoredTaskDefinition>, StoreError>;
+    /// The highest revision ever registered in a family (0 if none), active or not.
+    fn last_revision(&mut self, family: &str) -> Result<i64, StoreError>;
+    fn put_task_definition(
+        &mut self,
+        family: &str,
+        revision: i64,
+        status: &str,
+        td: &StoredTaskDefinition,
+    ) -> Result<(), StoreError>;
+
+    fn container_instance(
+        &mut self,
+        cluster: &str,
+        id: &str,
+    ) -> Result<Option<ContainerInstance>, StoreError>;
+    fn put_container_instance(
+        &mut self,
+        cluster: &str,
+        id: &str,
+        instance: &ContainerInstance,
+    ) -> Result<(), StoreError>;
+    fn list_container_instances(
+        &mut self,
+        cluster: &str,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ContainerInstance>, StoreError>;
+    /// What the tasks placed on an instance hold, summed over those not yet STOPPED.
+    fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError>;
+
+    fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError>;
+    /// Stores a new task with what it holds on its container instance (`instance` is that
+    /// instance's id) until it is STOPPED.
+    fn insert_task(
+        &mut self,
+        cluster: &str,
+        instance: Option<&str>,
+        task: &Task,
+        reservation: &Reservation,
+    ) -> Result<(), StoreError>;
+    /// Replaces a stored task.
+    fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError>;
+}
+
+/// A boxed future, so that `Store` can be used as a trait object.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Erased = Box<dyn Any + Send>;
+/// A closure over a transaction with its result and error types erased.
+pub type TxFn = Box<dyn FnMut(&mut dyn Tx) -> Result<Erased, Erased> + Send>;
+
+/// A storage backend. Use [`StoreExt::read`] and [`StoreExt::write`], which keep the types.
+pub trait Store: Send + Sync + 'static {
+    /// Runs `f` in a transaction of `scope`. Writes are committed durably before the future
+    /// resolves; a closure that returns `Err` has its writes rolled back.
+    fn transact(
+        &self,
+        scope: Scope,
+        write: bool,
+        f: TxFn,
+    ) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>>;
+}
+
+pub trait StoreExt {
+    fn read<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static;
+
+    fn write<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnMut(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static;
+}
+
+impl StoreExt for dyn Store {
+    fn read<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let mut f = Some(f);
+        let erased: TxFn = Box::new(move |tx| match f.take() {
+            Some(f) => erase(f(tx)),
+            None => Err(Box::new(E::from(StoreError::Worker(
+                "a read ran twice".into(),
+            )))),
+        });
+        let fut = self.transact(scope.clone(), false, erased);
+        async move { unerase(fut.await) }
+    }
+
+    fn write<R, E, F>(&self, scope: &Scope, mut f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnMut(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let erased: TxFn = Box::new(move |tx| erase(f(tx)));
+        let fut = self.transact(scope.clone(), true, erased);
+        async move { unerase(fut.await) }
+    }
+}
+
+fn erase<R: Send + 'static, E: Send + 'static>(r: Result<R, E>) -> Result<Erased, Erased> {
+    match r {
+        Ok(v) => Ok(Box::new(v)),
+        Err(e) => Err(Box::new(e)),
+    }
+}
+
+fn unerase<R: 'static, E: From<StoreError> + 'static>(
+    r: Result<Result<Erased, Erased>, StoreError>,
+) -> Result<R, E> {
+    let mismatch = || {
+        E::from(StoreError::Worker(
+            "a transaction returned an unexpected type".into(),
+        ))
+    };
+    match r {
+        Err(e) => Err(E::from(e)),
+        Ok(Ok(v)) => v.downcast::<R>().map(|v| *v).map_err(|_| mismatch()),
+        Ok(Err(e)) => Err(e.downcast::<E>().map(|e| *e).unwrap_or_else(|_| mismatch())),
+    }
+}

@@ -1,0 +1,562 @@
+//! The embedded store: one SQLite database file in WAL mode.
+//!
+//! All writes go through one writer thread that groups whatever is queued into a single
+//! transaction (each request in its own savepoint, so one request's abort does not undo
+//! another's) and commits with `synchronous=FULL`: one fsync covers the whole group, and no
+//! request is answered before the group is on disk. Reads run on a pool of read-only
+//! connections on the blocking thread pool and see the last committed state.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{BoxFuture, ClusterCounts, Erased, Store, StoreError, Tx, TxFn};
+use crate::domain::placement::{InstanceLoad, Reservation};
+use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
+use crate::domain::status::TaskStatus;
+use crate::domain::Scope;
+
+/// Requests committed together at most; bounds the latency one group adds to its first request.
+const MAX_GROUP: usize = 512;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 16;
+
+/// The schema, one step per entry; `PRAGMA user_version` counts the steps applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE clusters (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, name)
+);
+CREATE TABLE task_definitions (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    family TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, family, revision)
+);
+CREATE TABLE container_instances (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, cluster, id)
+);
+CREATE TABLE tasks (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    id TEXT NOT NULL,
+    container_instance TEXT,
+    last_status TEXT NOT NULL,
+    desired_status TEXT NOT NULL,
+    reservation TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, cluster, id)
+);
+CREATE INDEX tasks_holding_resources
+    ON tasks (account, region, cluster, container_instance, last_status)
+    WHERE last_status <> 'STOPPED';
+"#];
+
+type Reply = oneshot::Sender<Result<Result<Erased, Erased>, StoreError>>;
+
+struct Job {
+    scope: Scope,
+    f: TxFn,
+    reply: Reply,
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("ecsd-sqlite-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .map_err(|e| StoreError::Worker(e.to_string()))?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Commits what is queued and stops the writer. Later transactions fail with `Closed`.
+    pub fn close(&self) {
+        drop(self.jobs.lock().map(|mut j| j.take()));
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
+    }
+
+    fn read_connection(
+        path: &Path,
+        pool: &Mutex<Vec<Connection>>,
+    ) -> Result<Connection, StoreError> {
+        if let Some(conn) = pool.lock().ok().and_then(|mut p| p.pop()) {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store for SqliteStore {
+    fn transact(
+        &self,
+        scope: Scope,
+        write: bool,
+        mut f: TxFn,
+    ) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>> {
+        if write {
+            let (reply, answer) = oneshot::channel();
+            let sent = self
+                .jobs
+                .lock()
+                .ok()
+                .and_then(|jobs| jobs.as_ref().map(|j| j.send(Job { scope, f, reply })));
+            return Box::pin(async move {
+                match sent {
+                    Some(Ok(())) => answer.await.unwrap_or(Err(StoreError::Closed)),
+                    _ => Err(StoreError::Closed),
+                }
+            });
+        }
+        let path = self.path.clone();
+        let pool = self.readers.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = Self::read_connection(&path, &pool)?;
+                let outcome = (|| {
+                    let tx = conn.unchecked_transaction()?;
+                    let mut view = SqliteTx { conn: &tx, scope };
+                    let result = catch_unwind(AssertUnwindSafe(|| f(&mut view)))
+                        .map_err(|_| StoreError::Worker("a read panicked".into()))?;
+                    drop(view);
+                    tx.finish()?;
+                    Ok(result)
+                })();
+                if let Ok(mut idle) = pool.lock() {
+                    if idle.len() < MAX_IDLE_READERS {
+                        idle.push(conn);
+                    }
+                }
+                outcome
+            })
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if applied >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    for step in &MIGRATIONS[applied..] {
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    tx.commit()?;
+    tracing::info!(
+        from = applied,
+        to = MIGRATIONS.len(),
+        "migrated the store schema"
+    );
+    Ok(())
+}
+
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, group);
+    }
+}
+
+fn commit_group(conn: &mut Connection, group: Vec<Job>) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let message = e.to_string();
+            for job in group {
+                let _ = job.reply.send(Err(StoreError::Worker(message.clone())));
+            }
+            return;
+        }
+    };
+    let mut answers = Vec::with_capacity(group.len());
+    for Job {
+        scope,
+        mut f,
+        reply,
+    } in group
+    {
+        let outcome = (|| {
+            let savepoint = tx.savepoint()?;
+            let mut view = SqliteTx {
+                conn: &savepoint,
+                scope,
+            };
+            let result = catch_unwind(AssertUnwindSafe(|| f(&mut view)));
+            drop(view);
+            match result {
+                Ok(Ok(value)) => {
+                    savepoint.commit()?;
+                    Ok(Ok(value))
+                }
+                // Dropping the savepoint rolls it back.
+                Ok(Err(abort)) => Ok(Err(abort)),
+                Err(_) => Err(StoreError::Worker("a write panicked".into())),
+            }
+        })();
+        answers.push((reply, outcome));
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed");
+            let message = e.to_string();
+            for (reply, _) in answers {
+                let _ = reply.send(Err(StoreError::Worker(format!("commit failed: {message}"))));
+            }
+        }
+    }
+}
+
+/// A transaction (or savepoint) on one connection, bound to a scope.
+struct SqliteTx<'c> {
+    conn: &'c Connection,
+    scope: Scope,
+}
+
+impl SqliteTx<'_> {
+    fn doc<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params, |r| r.get(0))
+            .optional()?;
+        Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+    }
+
+    fn docs<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    fn cluster(&mut self, name: &str) -> Result<Option<Cluster>, StoreError> {
+        let s = &self.scope;
+        self.doc(
+            "SELECT doc FROM clusters WHERE account = ?1 AND region = ?2 AND name = ?3",
+            params![s.account, s.region, name],
+        )
+    }
+
+    fn put_cluster(&mut self, cluster: &Cluster) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO clusters (account, region, name, status, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (account, region, name) DO UPDATE SET status = excluded.status, doc = excluded.doc",
+            )?
+            .execute(params![
+                s.account,
+                s.region,
+                cluster.cluster_name,
+                cluster.status,
+                serde_json::to_string(cluster)?
+            ])?;
+        Ok(())
+    }
+
+    fn list_clusters(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Cluster>, StoreError> {
+        let s = &self.scope;
+        self.docs(
+            "SELECT doc FROM clusters WHERE account = ?1 AND region = ?2 AND status = 'ACTIVE' AND name > ?3
+             ORDER BY name LIMIT ?4",
+            params![s.account, s.region, after.unwrap_or(""), limit as i64],
+        )
+    }
+
+    fn cluster_counts(&mut self, cluster: &str) -> Result<ClusterCounts, StoreError> {
+        let s = &self.scope;
+        let registered = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM container_instances
+                 WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND status IN ('ACTIVE', 'DRAINING')",
+            )?
+            .query_row(params![s.account, s.region, cluster], |r| r.get(0))?;
+        let mut counts = ClusterCounts {
+            registered_container_instances: registered,
+            ..Default::default()
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT last_status, COUNT(*) FROM tasks
+             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND last_status <> 'STOPPED'
+             GROUP BY last_status",
+        )?;
+        let rows = stmt.query_map(params![s.account, s.region, cluster], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (status, n) = row?;
+            if status == TaskStatus::Running.as_str() {
+                counts.running_tasks += n;
+            } else if TaskStatus::parse(&status).is_some_and(TaskStatus::is_pending) {
+                counts.pending_tasks += n;
+            }
+        }
+        Ok(counts)
+    }
+
+    fn task_definition(
+        &mut self,
+        family: &str,
+        revision: i64,
+    ) -> Result<Option<StoredTaskDefinition>, StoreError> {
+        let s = &self.scope;
+        self.doc(
+            "SELECT doc FROM task_definitions WHERE account = ?1 AND region = ?2 AND family = ?3 AND revision = ?4",
+            params![s.account, s.region, family, revision],
+        )
+    }
+
+    fn latest_task_definition(
+        &mut self,
+        family: &str,
+    ) -> Result<Option<StoredTaskDefinition>, StoreError> {
+        let s = &self.scope;
+        self.doc(
+            "SELECT doc FROM task_definitions WHERE account = ?1 AND region = ?2 AND family = ?3 AND status = 'ACTIVE'
+             ORDER BY revision DESC LIMIT 1",
+            params![s.account, s.region, family],
+        )
+    }
+
+    fn last_revision(&mut self, family: &str) -> Result<i64, StoreError> {
+        let s = &self.scope;
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(MAX(revision), 0) FROM task_definitions WHERE account = ?1 AND region = ?2 AND family = ?3",
+            )?
+            .query_row(params![s.account, s.region, family], |r| r.get(0))?)
+    }
+
+    fn put_task_definition(
+        &mut self,
+        family: &str,
+        revision: i64,
+        status: &str,
+        td: &StoredTaskDefinition,
+    ) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO task_definitions (account, region, family, revision, status, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (account, region, family, revision) DO UPDATE SET status = excluded.status, doc = excluded.doc",
+            )?
+            .execute(params![s.account, s.region, family, revision, status, serde_json::to_string(td)?])?;
+        Ok(())
+    }
+
+    fn container_instance(
+        &mut self,
+        cluster: &str,
+        id: &str,
+    ) -> Result<Option<ContainerInstance>, StoreError> {
+        let s = &self.scope;
+        self.doc(
+            "SELECT doc FROM container_instances WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",
+            params![s.account, s.region, cluster, id],
+        )
+    }
+
+    fn put_container_instance(
+        &mut self,
+        cluster: &str,
+        id: &str,
+        instance: &ContainerInstance,
+    ) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO container_instances (account, region, cluster, id, status, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (account, region, cluster, id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
+            )?
+            .execute(params![
+                s.account,
+                s.region,
+                cluster,
+                id,
+                instance.status,
+                serde_json::to_string(instance)?
+            ])?;
+        Ok(())
+    }
+
+    fn list_container_instances(
+        &mut self,
+        cluster: &str,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ContainerInstance>, StoreError> {
+        let s = &self.scope;
+        self.docs(
+            "SELECT doc FROM container_instances
+             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND (?4 IS NULL OR status = ?4) AND id > ?5
+             ORDER BY id LIMIT ?6",
+            params![s.account, s.region, cluster, status, after.unwrap_or(""), limit as i64],
+        )
+    }
+
+    fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError> {
+        let s = &self.scope;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT last_status, reservation FROM tasks
+             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND container_instance = ?4 AND last_status <> 'STOPPED'",
+        )?;
+        let rows = stmt.query_map(params![s.account, s.region, cluster, id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut load = InstanceLoad::default();
+        for row in rows {
+            let (status, reservation) = row?;
+            let reservation: Reservation = serde_json::from_str(&reservation)?;
+            load.add(&reservation, status != TaskStatus::Running.as_str());
+        }
+        Ok(load)
+    }
+
+    fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError> {
+        let s = &self.scope;
+        self.doc(
+            "SELECT doc FROM tasks WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",
+            params![s.account, s.region, cluster, id],
+        )
+    }
+
+    fn insert_task(
+        &mut self,
+        cluster: &str,
+        instance: Option<&str>,
+        task: &Task,
+        reservation: &Reservation,
+    ) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tasks (account, region, cluster, id, container_instance, last_status, desired_status, reservation, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                s.account,
+                s.region,
+                cluster,
+                task.id(),
+                instance,
+                task.last_status.as_str(),
+                task.desired_status.as_str(),
+                serde_json::to_string(reservation)?,
+                serde_json::to_string(task)?
+            ])?;
+        Ok(())
+    }
+
+    fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError> {
+        let s = &self.scope;
+        let updated = self
+            .conn
+            .prepare_cached(
+                "UPDATE tasks SET last_status = ?5, desired_status = ?6, doc = ?7
+                 WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",
+            )?
+            .execute(params![
+                s.account,
+                s.region,
+                cluster,
+                task.id(),
+                task.last_status.as_str(),
+                task.desired_status.as_str(),
+                serde_json::to_string(task)?
+            ])?;
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Missing(format!("task {}", task.task_arn)))
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests of ecsd through the real `aws-sdk-ecs` client live in `tests/`.
