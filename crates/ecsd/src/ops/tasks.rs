@@ -138,8 +138,8 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
                     overrides: overrides.clone(),
                     last_status: if awsvpc { TaskStatus::Provisioning } else { TaskStatus::Pending },
                     desired_status: TaskStatus::Running,
-                    cpu: Some(need.cpu.to_string()),
-                    memory: Some(need.memory.to_string()),
+                    cpu: task_size(&overrides, "cpu", &spec.cpu),
+                    memory: task_size(&overrides, "memory", &spec.memory),
                     started_by: req.started_by.clone(),
                     version: 1,
                     stopped_reason: None,
@@ -196,6 +196,15 @@ fn overrides(requested: Option<Value>) -> Value {
         .entry("inferenceAcceleratorOverrides")
         .or_insert(json!([]));
     Value::Object(overrides)
+}
+
+/// A task-level size as ECS shows it: the override, else the task definition's, else none.
+fn task_size(overrides: &Value, member: &str, defined: &Option<String>) -> Option<String> {
+    overrides
+        .get(member)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| defined.clone())
 }
 
 fn containers(
