@@ -9,29 +9,49 @@ use std::fmt;
 /// services share (`UnknownOperationException`, `SerializationException`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
+    AccessDeniedException,
     ClientException,
     ClusterNotFoundException,
+    IncompleteSignatureException,
     InvalidParameterException,
+    InvalidSignatureException,
+    MissingAuthenticationTokenException,
+    RequestEntityTooLargeException,
+    RequestTimeoutException,
     ServerException,
     SerializationException,
+    ThrottlingException,
     UnknownOperationException,
+    UnrecognizedClientException,
 }
 
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorCode::AccessDeniedException => "AccessDeniedException",
             ErrorCode::ClientException => "ClientException",
             ErrorCode::ClusterNotFoundException => "ClusterNotFoundException",
+            ErrorCode::IncompleteSignatureException => "IncompleteSignatureException",
             ErrorCode::InvalidParameterException => "InvalidParameterException",
+            ErrorCode::InvalidSignatureException => "InvalidSignatureException",
+            ErrorCode::MissingAuthenticationTokenException => "MissingAuthenticationTokenException",
+            ErrorCode::RequestEntityTooLargeException => "RequestEntityTooLargeException",
+            ErrorCode::RequestTimeoutException => "RequestTimeoutException",
             ErrorCode::ServerException => "ServerException",
             ErrorCode::SerializationException => "SerializationException",
+            ErrorCode::ThrottlingException => "ThrottlingException",
             ErrorCode::UnknownOperationException => "UnknownOperationException",
+            ErrorCode::UnrecognizedClientException => "UnrecognizedClientException",
         }
     }
 
+    /// The HTTP status AWS answers this error with.
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::ServerException => 500,
+            ErrorCode::MissingAuthenticationTokenException => 403,
+            ErrorCode::RequestTimeoutException => 408,
+            ErrorCode::RequestEntityTooLargeException => 413,
             _ => 400,
         }
     }

@@ -166,21 +166,22 @@ impl Model {
         self.operations.keys().map(String::as_str)
     }
 
+    /// Whether the operation's input has a member of that name.
+    pub fn input_has_member(&self, operation: &str, member: &str) -> bool {
+        let input = self.operations.get(operation).and_then(|(input, _)| *input);
+        matches!(input.map(|i| &self.shapes[i].kind), Some(Kind::Structure { members, .. }) if members.iter().any(|(m, _)| m == member))
+    }
+
     /// Checks a request body against the operation's input shape and returns it normalised:
     /// unknown members and nulls removed.
     pub fn check_input(&self, operation: &str, body: &[u8]) -> Result<Value, ApiError> {
         let mut value: Value = if body.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Map::new())
         } else {
-            serde_json::from_slice(body).map_err(|e| {
-                ApiError::serialization(format!("The request body is not valid JSON: {e}"))
-            })?
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::serialization(format!("The request body is not valid JSON: {e}")))?
         };
-        let (input, _) = self
-            .operations
-            .get(operation)
-            .copied()
-            .unwrap_or((None, None));
+        let (input, _) = self.operations.get(operation).copied().unwrap_or((None, None));
         match input {
             Some(shape) => self.check(shape, &mut value, &mut Path::default(), Direction::Input)?,
             None => value = Value::Object(Map::new()),
@@ -190,11 +191,7 @@ impl Model {
 
     /// Checks a response against the operation's output shape; used by debug builds and tests.
     pub fn check_output(&self, operation: &str, value: &Value) -> Result<(), ApiError> {
-        let (_, output) = self
-            .operations
-            .get(operation)
-            .copied()
-            .unwrap_or((None, None));
+        let (_, output) = self.operations.get(operation).copied().unwrap_or((None, None));
         let Some(shape) = output else {
             return Ok(());
         };
@@ -202,13 +199,7 @@ impl Model {
         self.check(shape, &mut copy, &mut Path::default(), Direction::Output)
     }
 
-    fn check(
-        &self,
-        id: usize,
-        value: &mut Value,
-        path: &mut Path,
-        dir: Direction,
-    ) -> Result<(), ApiError> {
+    fn check(&self, id: usize, value: &mut Value, path: &mut Path, dir: Direction) -> Result<(), ApiError> {
         let shape = &self.shapes[id];
         match (&shape.kind, value) {
             (
@@ -291,9 +282,7 @@ impl Model {
                 }
                 self.check_size(shape, s.chars().count() as f64, path, "length")
             }
-            (Kind::Integer, Value::Number(n))
-                if n.as_i64().is_some_and(|v| i32::try_from(v).is_ok()) =>
-            {
+            (Kind::Integer, Value::Number(n)) if n.as_i64().is_some_and(|v| i32::try_from(v).is_ok()) => {
                 self.check_size(shape, n.as_f64().unwrap_or_default(), path, "value")
             }
             (Kind::Long, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(()),
@@ -309,13 +298,7 @@ impl Model {
         }
     }
 
-    fn check_size(
-        &self,
-        shape: &Shape,
-        size: f64,
-        path: &Path,
-        what: &str,
-    ) -> Result<(), ApiError> {
+    fn check_size(&self, shape: &Shape, size: f64, path: &Path, what: &str) -> Result<(), ApiError> {
         if let Some(min) = shape.min.filter(|min| size < *min) {
             return Err(ApiError::invalid_parameter(format!(
                 "The {what} of '{}' must be at least {min}.",
@@ -433,11 +416,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::SerializationException);
-        assert!(
-            err.message.contains("containers[0].exitCode"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("containers[0].exitCode"), "{}", err.message);
 
         let err = input("SubmitTaskStateChange", r#"{"pullStartedAt":"2024-01-01"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::SerializationException);
@@ -461,17 +440,9 @@ mod tests {
         assert_eq!(err.code, ErrorCode::InvalidParameterException);
         assert!(err.message.contains("'tasks'"), "{}", err.message);
 
-        let err = input(
-            "SubmitTaskStateChange",
-            r#"{"attachments":[{"attachmentArn":"a"}]}"#,
-        )
-        .unwrap_err();
+        let err = input("SubmitTaskStateChange", r#"{"attachments":[{"attachmentArn":"a"}]}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidParameterException);
-        assert!(
-            err.message.contains("attachments[0].status"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("attachments[0].status"), "{}", err.message);
 
         let err = input("RunTask", r#"{"taskDefinition":"x","launchType":"MOON"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidParameterException);
@@ -490,10 +461,6 @@ mod tests {
         model.check_output("DescribeTasks", &ok).unwrap();
         let bad = serde_json::json!({"tasks": [{"taskArn": "a", "lastState": "RUNNING"}]});
         let err = model.check_output("DescribeTasks", &bad).unwrap_err();
-        assert!(
-            err.message.contains("tasks[0].lastState"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("tasks[0].lastState"), "{}", err.message);
     }
 }

@@ -1,38 +1,89 @@
-//! The HTTP server: opens the store, serves the API on an already-bound listener until told
-//! to stop, then drains in-flight requests and closes the store.
+//! The HTTP server: opens the store, then serves the API on an already-bound listener until told
+//! to stop, within connection, header, body and time limits; on stop it lets in-flight requests
+//! finish and closes the store.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-use crate::domain::Scope;
+use crate::auth::Keys;
 use crate::error::ApiError;
 use crate::store::{SqliteStore, StoreError};
+use crate::throttle::Throttle;
 use crate::wire::{self, AppState};
 
 /// The file the embedded store keeps its database in, inside the data directory.
 pub const DATABASE_FILE: &str = "ecsd.sqlite3";
 
-/// What `ecsd serve` runs with.
+/// Limits that keep one client from holding the server.
 #[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Time to send a request's headers, and the longest a connection may sit idle between
+    /// requests.
+    pub header_timeout: Duration,
+    /// Time to send a request's body once its headers arrived (408 beyond).
+    pub body_timeout: Duration,
+    /// How long a stopping server waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What `ecsd serve` runs with.
 pub struct Options {
     pub data_dir: PathBuf,
-    pub region: String,
-    pub account_id: String,
+    /// Regions served; requests signed for another are refused.
+    pub regions: Vec<String>,
+    pub keys: Keys,
+    pub throttle: Throttle,
+    pub limits: Limits,
+}
+
+impl Options {
+    /// The development setup: the `test`/`test` principal in `account_id`, one region, default
+    /// limits, no throttling.
+    pub fn development(data_dir: PathBuf, account_id: &str, region: &str) -> Options {
+        Options {
+            data_dir,
+            regions: vec![region.to_owned()],
+            keys: Keys::development(account_id),
+            throttle: Throttle::off(),
+            limits: Limits::default(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error("server error: {0}")]
@@ -43,14 +94,9 @@ pub enum ServeError {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(wire::handle))
-        .route(
-            "/health",
-            get(|| async { (StatusCode::OK, "{\"status\":\"ok\"}") }),
-        )
+        .route("/health", get(|| async { (StatusCode::OK, "{\"status\":\"ok\"}") }))
         .fallback(|| async {
-            let err = ApiError::unknown_operation(
-                "Not found: ECS API calls are POST / with an X-Amz-Target header.",
-            );
+            let err = ApiError::unknown_operation("Not found: ECS API calls are POST / with an X-Amz-Target header.");
             let mut response = wire::error_response(&uuid::Uuid::new_v4().to_string(), &err);
             *response.status_mut() = StatusCode::NOT_FOUND;
             response
@@ -78,25 +124,69 @@ impl Server {
         let store = Arc::new(store);
         let state = Arc::new(AppState {
             store: store.clone(),
-            scope: Scope::new(options.account_id, options.region),
+            keys: options.keys,
+            regions: options.regions,
+            throttle: options.throttle,
+            limits: options.limits,
         });
         Ok(Server { store, state })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish and
-    /// closes the store (everything acknowledged is committed).
+    /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish
+    /// (up to the drain timeout) and closes the store: everything acknowledged is committed.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let served = axum::serve(listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = self.state.limits.clone();
+        let app = router(self.state);
+        let connections = Arc::new(Semaphore::new(limits.max_connections));
+        let graceful = GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => permit.map_err(std::io::Error::other)?,
+                () = &mut shutdown => break,
+            };
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(app.clone());
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish within the drain timeout");
+        }
         let store = self.store;
         tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(std::io::Error::other)?;
-        Ok(served?)
+        Ok(())
     }
 }

@@ -1,42 +1,47 @@
 //! The AWS JSON 1.1 protocol: `POST /` with `X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Op>`.
 //!
-//! Turns bytes into a checked request for an [`Operation`] and its result back into bytes:
-//! routing, the model check, the error envelope (`{"__type", "message"}` with
-//! `x-amzn-ErrorType`) and the `x-amzn-RequestId` header on every answer. Knows HTTP, not SQL.
+//! Turns bytes into a verified, authorised, checked request for an [`Operation`] and its result
+//! back into bytes: body limits, SigV4, routing, throttling, permissions, the model check, the
+//! error envelope (`{"__type", "message"}` with `x-amzn-ErrorType`) and the `x-amzn-RequestId`
+//! header on every answer. Knows HTTP, not SQL.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::auth::sigv4::{self, SignedRequest};
+use crate::auth::{Caller, Keys};
 use crate::domain::Scope;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::model::Model;
 use crate::ops::{Ctx, Operation};
+use crate::server::Limits;
 use crate::store::Store;
+use crate::throttle::Throttle;
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
+pub const SIGNING_NAME: &str = "ecs";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
 /// What every request is served with.
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub scope: Scope,
+    pub keys: Keys,
+    pub regions: Vec<String>,
+    pub throttle: Throttle,
+    pub limits: Limits,
 }
 
 /// Finds the operation a request asks for. Each way of getting this wrong has its own answer.
 pub fn route(headers: &HeaderMap) -> Result<Operation, ApiError> {
     let target = headers
         .get("x-amz-target")
-        .ok_or_else(|| {
-            ApiError::unknown_operation(
-                "Missing X-Amz-Target header: the operation to call is not named.",
-            )
-        })?
+        .ok_or_else(|| ApiError::unknown_operation("Missing X-Amz-Target header: the operation to call is not named."))?
         .to_str()
         .map_err(|_| ApiError::unknown_operation("The X-Amz-Target header is not valid text."))?;
     let name = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
@@ -44,17 +49,12 @@ pub fn route(headers: &HeaderMap) -> Result<Operation, ApiError> {
             "X-Amz-Target '{target}' does not name an operation of this service ({TARGET_PREFIX}<Operation>)."
         ))
     })?;
-    let operation = Operation::from_name(name).ok_or_else(|| {
-        ApiError::unknown_operation(format!(
-            "Operation '{name}' is not supported by this server."
-        ))
-    })?;
+    let operation = Operation::from_name(name)
+        .ok_or_else(|| ApiError::unknown_operation(format!("Operation '{name}' is not supported by this server.")))?;
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let content_type = content_type.to_str().unwrap_or_default();
         let media = content_type.split(';').next().unwrap_or_default().trim();
-        if !media.eq_ignore_ascii_case(CONTENT_TYPE)
-            && !media.eq_ignore_ascii_case("application/json")
-        {
+        if !media.eq_ignore_ascii_case(CONTENT_TYPE) && !media.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::serialization(format!(
                 "Unsupported Content-Type '{content_type}': send {CONTENT_TYPE}."
             )));
@@ -63,20 +63,74 @@ pub fn route(headers: &HeaderMap) -> Result<Operation, ApiError> {
     Ok(operation)
 }
 
+/// Reads a request body within the size and time limits.
+pub async fn read_body(body: Body, limits: &Limits) -> Result<axum::body::Bytes, ApiError> {
+    match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limits.max_body_bytes)).await {
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeoutException,
+            "The request body was not received in time.",
+        )),
+        Ok(Err(_)) => Err(ApiError::new(
+            ErrorCode::RequestEntityTooLargeException,
+            format!("The request body is larger than {} bytes.", limits.max_body_bytes),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// Verifies a request's signature and that its region is served here.
+pub fn authenticate(
+    state: &AppState,
+    method: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Caller, ApiError> {
+    let request = SignedRequest {
+        method,
+        path_and_query,
+        headers,
+        body,
+    };
+    let caller = sigv4::verify(&state.keys, SIGNING_NAME, &request, SystemTime::now())?;
+    if !state.regions.contains(&caller.region) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignatureException,
+            format!(
+                "Credential should be scoped to a valid region, not '{}'. This endpoint serves: {}.",
+                caller.region,
+                state.regions.join(", ")
+            ),
+        ));
+    }
+    Ok(caller)
+}
+
+fn access_denied(caller: &Caller, action: &str, resource: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::AccessDeniedException,
+        format!(
+            "User: {} is not authorized to perform: {action} on resource: {resource}",
+            caller.principal.arn()
+        ),
+    )
+}
+
 /// `POST /`: one ECS API call.
-pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
-    let operation = route(&headers);
-    let op_name = operation.as_ref().map(|o| o.name()).unwrap_or("-");
-    let result = match operation {
-        Ok(operation) => call(&state, operation, &body).await,
-        Err(e) => Err(e),
-    };
+    let (parts, body) = request.into_parts();
+    let mut op_name = "-";
+    let result = async {
+        let body = read_body(body, &state.limits).await?;
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let caller = authenticate(&state, parts.method.as_str(), path, &parts.headers, &body)?;
+        let operation = route(&parts.headers)?;
+        op_name = operation.name();
+        call(&state, &caller, operation, &body).await
+    }
+    .await;
     let response = match result {
         Ok(value) => answer(StatusCode::OK, &request_id, None, &value),
         Err(err) => {
@@ -98,12 +152,30 @@ pub async fn handle(
     response
 }
 
-async fn call(state: &AppState, operation: Operation, body: &[u8]) -> Result<Value, ApiError> {
+async fn call(state: &AppState, caller: &Caller, operation: Operation, body: &[u8]) -> Result<Value, ApiError> {
+    let scope = Scope::new(caller.principal.account_id(), caller.region.clone());
+    state
+        .throttle
+        .check(&scope.account, &scope.region, operation.family())?;
+    let action = operation.action();
+    if !caller.principal.may(&action) {
+        return Err(access_denied(
+            caller,
+            &action,
+            &format!("arn:aws:ecs:{}:{}:*", scope.region, scope.account),
+        ));
+    }
     let model = Model::get();
     let input = model.check_input(operation.name(), body)?;
+    for cluster in named_clusters(operation, &input) {
+        let name = scope.cluster_name(&cluster).unwrap_or(&cluster);
+        if !caller.principal.may_use_cluster(name) {
+            return Err(access_denied(caller, &action, &scope.cluster_arn(name)));
+        }
+    }
     let ctx = Ctx {
         store: state.store.clone(),
-        scope: state.scope.clone(),
+        scope,
     };
     let output = operation.call(&ctx, input).await?;
     if cfg!(debug_assertions) {
@@ -112,20 +184,32 @@ async fn call(state: &AppState, operation: Operation, body: &[u8]) -> Result<Val
     Ok(output)
 }
 
+/// The clusters a request names, `default` where it names none but takes one.
+fn named_clusters(operation: Operation, input: &Value) -> Vec<String> {
+    let model = Model::get();
+    let mut out = Vec::new();
+    for member in ["cluster", "clusterName"] {
+        if model.input_has_member(operation.name(), member) {
+            out.push(input[member].as_str().unwrap_or("default").to_owned());
+        }
+    }
+    if model.input_has_member(operation.name(), "clusters") {
+        match input["clusters"].as_array() {
+            Some(list) => out.extend(list.iter().filter_map(Value::as_str).map(str::to_owned)),
+            None => out.push("default".into()),
+        }
+    }
+    out
+}
+
 /// The error envelope AWS JSON clients parse.
 pub fn error_response(request_id: &str, err: &ApiError) -> Response {
-    let status =
-        StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = json!({"__type": err.code.as_str(), "message": err.message});
     answer(status, request_id, Some(err.code.as_str()), &body)
 }
 
-fn answer(
-    status: StatusCode,
-    request_id: &str,
-    error_type: Option<&str>,
-    body: &Value,
-) -> Response {
+fn answer(status: StatusCode, request_id: &str, error_type: Option<&str>, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
@@ -141,7 +225,6 @@ fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -154,10 +237,7 @@ mod tests {
     #[test]
     fn routes_a_known_target() {
         let h = headers(&[
-            (
-                "x-amz-target",
-                "AmazonEC2ContainerServiceV20141113.ListClusters",
-            ),
+            ("x-amz-target", "AmazonEC2ContainerServiceV20141113.ListClusters"),
             ("content-type", "application/x-amz-json-1.1"),
         ]);
         assert_eq!(route(&h).unwrap(), Operation::ListClusters);
@@ -169,15 +249,9 @@ mod tests {
         assert_eq!(missing.code, ErrorCode::UnknownOperationException);
         assert!(missing.message.contains("Missing X-Amz-Target"));
 
-        let foreign = route(&headers(&[(
-            "x-amz-target",
-            "DynamoDB_20120810.ListTables",
-        )]))
-        .unwrap_err();
+        let foreign = route(&headers(&[("x-amz-target", "DynamoDB_20120810.ListTables")])).unwrap_err();
         assert_eq!(foreign.code, ErrorCode::UnknownOperationException);
-        assert!(foreign
-            .message
-            .contains("does not name an operation of this service"));
+        assert!(foreign.message.contains("does not name an operation of this service"));
 
         let unknown = route(&headers(&[(
             "x-amz-target",
@@ -188,10 +262,7 @@ mod tests {
         assert!(unknown.message.contains("FlyToMoon"));
 
         let media = route(&headers(&[
-            (
-                "x-amz-target",
-                "AmazonEC2ContainerServiceV20141113.ListClusters",
-            ),
+            ("x-amz-target", "AmazonEC2ContainerServiceV20141113.ListClusters"),
             ("content-type", "text/plain"),
         ]))
         .unwrap_err();
@@ -207,5 +278,20 @@ mod tests {
         assert_eq!(r.headers()["content-type"], CONTENT_TYPE);
         let r = error_response("rid", &ApiError::server("boom"));
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn the_clusters_a_request_names() {
+        let named = |op, v: Value| named_clusters(op, &v);
+        assert_eq!(named(Operation::RunTask, json!({"cluster": "prod"})), vec!["prod"]);
+        assert_eq!(named(Operation::RunTask, json!({})), vec!["default"]);
+        assert_eq!(named(Operation::CreateCluster, json!({"clusterName": "x"})), vec!["x"]);
+        assert_eq!(
+            named(Operation::DescribeClusters, json!({"clusters": ["a", "b"]})),
+            vec!["a", "b"]
+        );
+        assert_eq!(named(Operation::DescribeClusters, json!({})), vec!["default"]);
+        assert!(named(Operation::ListClusters, json!({})).is_empty());
+        assert!(named(Operation::RegisterTaskDefinition, json!({})).is_empty());
     }
 }

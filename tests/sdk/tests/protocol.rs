@@ -3,21 +3,14 @@
 
 mod common;
 
-use common::Running;
-
-const TARGET: &str = "AmazonEC2ContainerServiceV20141113.";
+use common::{Running, TARGET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_errors_are_distinct_client_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path()).await;
     let cases: [(Option<String>, &str, &str, &str); 6] = [
-        (
-            None,
-            "{}",
-            "UnknownOperationException",
-            "Missing X-Amz-Target",
-        ),
+        (None, "{}", "UnknownOperationException", "Missing X-Amz-Target"),
         (
             Some(format!("{TARGET}LaunchRocket")),
             "{}",
@@ -50,13 +43,10 @@ async fn protocol_errors_are_distinct_client_errors() {
         ),
     ];
     for (target, body, code, fragment) in cases {
-        let (status, headers, json) = server.raw(target.as_deref(), body).await;
+        let common::Answer { status, headers, json } = server.raw(target.as_deref(), body).await;
         assert_eq!(status, 400, "{target:?} {body}");
         assert_eq!(json["__type"], code, "{target:?} {body}: {json}");
-        assert!(
-            json["message"].as_str().unwrap().contains(fragment),
-            "{json}"
-        );
+        assert!(json["message"].as_str().unwrap().contains(fragment), "{json}");
         assert_eq!(headers["x-amzn-errortype"], code);
         assert!(headers.contains_key("x-amzn-requestid"));
         assert_eq!(headers["content-type"], "application/x-amz-json-1.1");
@@ -68,26 +58,21 @@ async fn protocol_errors_are_distinct_client_errors() {
 async fn answers_carry_ids_and_timestamps_are_epoch_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path()).await;
-    let health = reqwest::get(format!("{}/health", server.url))
-        .await
-        .unwrap();
+    let health = reqwest::get(format!("{}/health", server.url)).await.unwrap();
     assert_eq!(health.status(), 200);
 
-    let (status, headers, _) = server
-        .raw(Some(&format!("{TARGET}CreateCluster")), "{}")
-        .await;
-    assert_eq!(status, 200);
-    assert!(!headers["x-amzn-requestid"].is_empty());
-    let (_, _, json) = server
+    let created = server.raw(Some(&format!("{TARGET}CreateCluster")), "{}").await;
+    assert_eq!(created.status, 200);
+    assert!(!created.headers["x-amzn-requestid"].is_empty());
+    let json = server
         .raw(
             Some(&format!("{TARGET}RegisterTaskDefinition")),
             r#"{"family":"f","containerDefinitions":[{"name":"c","image":"i","memory":8}],"unknownMember":1}"#,
         )
-        .await;
-    assert!(
-        json["taskDefinition"]["registeredAt"].is_f64()
-            || json["taskDefinition"]["registeredAt"].is_u64()
-    );
+        .await
+        .json;
+    let registered_at = &json["taskDefinition"]["registeredAt"];
+    assert!(registered_at.is_f64() || registered_at.is_u64(), "{json}");
     assert!(json["taskDefinition"].get("unknownMember").is_none());
     server.stop().await;
 }

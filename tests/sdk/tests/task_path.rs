@@ -6,8 +6,8 @@ mod common;
 
 use aws_sdk_ecs::primitives::DateTime;
 use aws_sdk_ecs::types::{
-    Attribute, ContainerDefinition, ContainerStateChange, KeyValuePair, NetworkBinding,
-    PortMapping, Tag, TransportProtocol,
+    Attribute, ContainerDefinition, ContainerStateChange, KeyValuePair, NetworkBinding, PortMapping, Tag,
+    TransportProtocol,
 };
 use aws_sdk_ecs::Client;
 use common::{agent_resources, error_code, error_message, Running};
@@ -15,12 +15,7 @@ use common::{agent_resources, error_code, error_message, Running};
 const CLUSTER: &str = "prod";
 
 async fn setup(client: &Client) -> (String, String) {
-    client
-        .create_cluster()
-        .cluster_name(CLUSTER)
-        .send()
-        .await
-        .unwrap();
+    client.create_cluster().cluster_name(CLUSTER).send().await.unwrap();
     client
         .register_task_definition()
         .family("web")
@@ -30,12 +25,7 @@ async fn setup(client: &Client) -> (String, String) {
                 .image("nginx:1.27")
                 .memory(512)
                 .cpu(256)
-                .port_mappings(
-                    PortMapping::builder()
-                        .container_port(80)
-                        .host_port(8080)
-                        .build(),
-                )
+                .port_mappings(PortMapping::builder().container_port(80).host_port(8080).build())
                 .docker_labels("team", "edge")
                 .build(),
         )
@@ -54,13 +44,7 @@ async fn setup(client: &Client) -> (String, String) {
         .register_container_instance()
         .cluster(CLUSTER)
         .set_total_resources(Some(agent_resources()))
-        .attributes(
-            Attribute::builder()
-                .name("ecs.os-type")
-                .value("linux")
-                .build()
-                .unwrap(),
-        )
+        .attributes(Attribute::builder().name("ecs.os-type").value("linux").build().unwrap())
         .attributes(
             Attribute::builder()
                 .name("ecs.capability.docker-remote-api.1.44")
@@ -148,10 +132,7 @@ async fn a_task_goes_pending_to_running_and_survives_a_restart() {
     assert_eq!(task.group(), Some("family:web"));
     assert_eq!(task.container_instance_arn(), Some(instance_arn.as_str()));
     assert_eq!(task.containers().len(), 2);
-    assert!(task
-        .containers()
-        .iter()
-        .all(|c| c.last_status() == Some("PENDING")));
+    assert!(task.containers().iter().all(|c| c.last_status() == Some("PENDING")));
 
     // The task holds its CPU, memory and host port on the instance.
     let described = client
@@ -167,9 +148,7 @@ async fn a_task_goes_pending_to_running_and_survives_a_restart() {
     let value = |name: &str| remaining.iter().find(|r| r.name() == Some(name)).unwrap();
     assert_eq!(value("CPU").integer_value(), 2048 - 256);
     assert_eq!(value("MEMORY").integer_value(), 4096 - 512 - 64);
-    assert!(value("PORTS")
-        .string_set_value()
-        .contains(&"8080".to_string()));
+    assert!(value("PORTS").string_set_value().contains(&"8080".to_string()));
 
     report_running(&client, &task_arn).await;
     let running = client
@@ -183,19 +162,9 @@ async fn a_task_goes_pending_to_running_and_survives_a_restart() {
     assert_eq!(task.last_status(), Some("RUNNING"));
     assert_eq!(task.version(), 2);
     assert!(task.started_at().is_some());
-    assert_eq!(
-        task.pull_started_at().unwrap().as_secs_f64(),
-        1_700_000_000.25
-    );
-    assert_eq!(
-        task.pull_stopped_at().unwrap().as_secs_f64(),
-        1_700_000_004.5
-    );
-    let app = task
-        .containers()
-        .iter()
-        .find(|c| c.name() == Some("app"))
-        .unwrap();
+    assert_eq!(task.pull_started_at().unwrap().as_secs_f64(), 1_700_000_000.25);
+    assert_eq!(task.pull_stopped_at().unwrap().as_secs_f64(), 1_700_000_004.5);
+    let app = task.containers().iter().find(|c| c.name() == Some("app")).unwrap();
     assert_eq!(app.last_status(), Some("RUNNING"));
     assert_eq!(app.runtime_id(), Some("d0c4e1"));
     assert_eq!(app.image_digest(), Some("sha256:aaaa"));
@@ -212,12 +181,7 @@ async fn a_task_goes_pending_to_running_and_survives_a_restart() {
         .unwrap();
     assert_eq!(again.tasks()[0], task);
 
-    let cluster = client
-        .describe_clusters()
-        .clusters(CLUSTER)
-        .send()
-        .await
-        .unwrap();
+    let cluster = client.describe_clusters().clusters(CLUSTER).send().await.unwrap();
     let cluster = &cluster.clusters()[0];
     assert_eq!(cluster.running_tasks_count(), 1);
     assert_eq!(cluster.pending_tasks_count(), 0);
@@ -233,28 +197,16 @@ async fn a_task_goes_pending_to_running_and_survives_a_restart() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        after.tasks()[0],
-        task,
-        "the task is exactly as before the restart"
-    );
+    assert_eq!(after.tasks()[0], task, "the task is exactly as before the restart");
     let definition = client
         .describe_task_definition()
         .task_definition("web")
         .send()
         .await
         .unwrap();
-    let app = &definition
-        .task_definition()
-        .unwrap()
-        .container_definitions()[0];
+    let app = &definition.task_definition().unwrap().container_definitions()[0];
     assert_eq!(app.docker_labels().unwrap()["team"], "edge");
-    let instances = client
-        .list_container_instances()
-        .cluster(CLUSTER)
-        .send()
-        .await
-        .unwrap();
+    let instances = client.list_container_instances().cluster(CLUSTER).send().await.unwrap();
     assert_eq!(instances.container_instance_arns(), &[instance_arn]);
     server.stop().await;
 }
@@ -268,9 +220,7 @@ async fn stopped_releases_the_instance_and_ends_the_task() {
     report_running(&client, &task_arn).await;
     client
         .submit_task_state_change()
-        .cluster(format!(
-            "arn:aws:ecs:us-east-1:123456789012:cluster/{CLUSTER}"
-        ))
+        .cluster(format!("arn:aws:ecs:us-east-1:123456789012:cluster/{CLUSTER}"))
         .task(task_arn.rsplit('/').next().unwrap())
         .status("STOPPED")
         .execution_stopped_at(DateTime::from_secs(1_700_000_100))
@@ -296,20 +246,11 @@ async fn stopped_releases_the_instance_and_ends_the_task() {
         .clone();
     assert_eq!(task.last_status(), Some("STOPPED"));
     assert_eq!(task.desired_status(), Some("STOPPED"));
-    assert_eq!(
-        task.stop_code().map(|c| c.as_str()),
-        Some("EssentialContainerExited")
-    );
-    assert_eq!(
-        task.stopped_reason(),
-        Some("Essential container in task exited")
-    );
+    assert_eq!(task.stop_code().map(|c| c.as_str()), Some("EssentialContainerExited"));
+    assert_eq!(task.stopped_reason(), Some("Essential container in task exited"));
     assert!(task.stopped_at().is_some());
     assert_eq!(task.execution_stopped_at().unwrap().secs(), 1_700_000_100);
-    assert!(task
-        .containers()
-        .iter()
-        .all(|c| c.last_status() == Some("STOPPED")));
+    assert!(task.containers().iter().all(|c| c.last_status() == Some("STOPPED")));
     assert_eq!(task.containers()[0].exit_code(), Some(3));
     assert_eq!(task.version(), 3);
 
@@ -368,12 +309,7 @@ async fn clusters_task_definitions_and_instances_behave_like_ecs() {
         .send()
         .await
         .unwrap();
-    let again = client
-        .create_cluster()
-        .cluster_name("alpha")
-        .send()
-        .await
-        .unwrap();
+    let again = client.create_cluster().cluster_name("alpha").send().await.unwrap();
     assert_eq!(
         first.cluster().unwrap().cluster_arn(),
         again.cluster().unwrap().cluster_arn()
@@ -395,42 +331,22 @@ async fn clusters_task_definitions_and_instances_behave_like_ecs() {
         .unwrap();
     assert_eq!(described.clusters().len(), 1);
     assert_eq!(described.clusters()[0].tags()[0].value(), Some("test"));
-    assert_eq!(
-        described.clusters()[0].settings()[0].value(),
-        Some("enabled")
-    );
+    assert_eq!(described.clusters()[0].settings()[0].value(), Some("enabled"));
     assert_eq!(described.failures()[0].reason(), Some("MISSING"));
     assert_eq!(
         described.failures()[0].arn(),
         Some("arn:aws:ecs:us-east-1:123456789012:cluster/ghost")
     );
-    let plain = client
-        .describe_clusters()
-        .clusters("alpha")
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        plain.clusters()[0].tags().is_empty(),
-        "tags only with include TAGS"
-    );
+    let plain = client.describe_clusters().clusters("alpha").send().await.unwrap();
+    assert!(plain.clusters()[0].tags().is_empty(), "tags only with include TAGS");
 
     let mut names = Vec::new();
-    let mut pages = client
-        .list_clusters()
-        .max_results(1)
-        .into_paginator()
-        .send();
+    let mut pages = client.list_clusters().max_results(1).into_paginator().send();
     while let Some(page) = pages.next().await {
         names.extend(page.unwrap().cluster_arns().to_vec());
     }
     assert_eq!(names.len(), 2);
-    let bad_token = client
-        .list_clusters()
-        .next_token("garbage")
-        .send()
-        .await
-        .unwrap_err();
+    let bad_token = client.list_clusters().next_token("garbage").send().await.unwrap_err();
     assert_eq!(error_code(&bad_token), "InvalidParameterException");
 
     let container = || {
@@ -452,15 +368,9 @@ async fn clusters_task_definitions_and_instances_behave_like_ecs() {
         assert_eq!(definition.revision(), expected);
         assert_eq!(
             definition.task_definition_arn(),
-            Some(
-                format!("arn:aws:ecs:us-east-1:123456789012:task-definition/job:{expected}")
-                    .as_str()
-            )
+            Some(format!("arn:aws:ecs:us-east-1:123456789012:task-definition/job:{expected}").as_str())
         );
-        assert_eq!(
-            definition.container_definitions()[0].essential(),
-            Some(true)
-        );
+        assert_eq!(definition.container_definitions()[0].essential(), Some(true));
     }
     for reference in [
         "job",
@@ -485,12 +395,7 @@ async fn clusters_task_definitions_and_instances_behave_like_ecs() {
     let no_memory = client
         .register_task_definition()
         .family("bad")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("c")
-                .image("busybox")
-                .build(),
-        )
+        .container_definitions(ContainerDefinition::builder().name("c").image("busybox").build())
         .send()
         .await
         .unwrap_err();
@@ -507,11 +412,7 @@ async fn clusters_task_definitions_and_instances_behave_like_ecs() {
     assert_eq!(error_code(&unknown_cluster), "ClusterNotFoundException");
 
     let attributes = vec![
-        Attribute::builder()
-            .name("ecs.os-type")
-            .value("linux")
-            .build()
-            .unwrap(),
+        Attribute::builder().name("ecs.os-type").value("linux").build().unwrap(),
         Attribute::builder()
             .name("ecs.cpu-architecture")
             .value("x86_64")
@@ -521,11 +422,7 @@ async fn clusters_task_definitions_and_instances_behave_like_ecs() {
             .name("ecs.capability.execution-role-awslogs")
             .build()
             .unwrap(),
-        Attribute::builder()
-            .name("custom.rack")
-            .value("r7")
-            .build()
-            .unwrap(),
+        Attribute::builder().name("custom.rack").value("r7").build().unwrap(),
     ];
     let registered = client
         .register_container_instance()
@@ -548,15 +445,9 @@ async fn clusters_task_definitions_and_instances_behave_like_ecs() {
         attributes.as_slice(),
         "attributes are echoed exactly"
     );
-    assert_eq!(
-        registered.registered_resources(),
-        common::agent_resources().as_slice()
-    );
+    assert_eq!(registered.registered_resources(), common::agent_resources().as_slice());
     assert_eq!(registered.status(), Some("ACTIVE"));
-    assert_eq!(
-        registered.version_info().unwrap().agent_version(),
-        Some("1.105.0")
-    );
+    assert_eq!(registered.version_info().unwrap().agent_version(), Some("1.105.0"));
 
     // Re-registering from the agent's checkpoint keeps the instance's identity.
     let arn = registered.container_instance_arn().unwrap();
@@ -573,12 +464,7 @@ async fn clusters_task_definitions_and_instances_behave_like_ecs() {
         .unwrap();
     assert_eq!(again.container_instance_arn(), Some(arn));
     assert_eq!(again.version(), 2);
-    let listed = client
-        .list_container_instances()
-        .cluster("alpha")
-        .send()
-        .await
-        .unwrap();
+    let listed = client.list_container_instances().cluster("alpha").send().await.unwrap();
     assert_eq!(listed.container_instance_arns(), &[arn.to_owned()]);
 
     let missing = client
@@ -597,12 +483,7 @@ async fn run_task_refuses_and_reports_like_ecs() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path()).await;
     let client = server.client();
-    client
-        .create_cluster()
-        .cluster_name("empty")
-        .send()
-        .await
-        .unwrap();
+    client.create_cluster().cluster_name("empty").send().await.unwrap();
     client
         .register_task_definition()
         .family("big")
@@ -721,10 +602,7 @@ async fn run_task_refuses_and_reports_like_ecs() {
     assert_eq!(eni.r#type(), Some("ElasticNetworkInterface"));
     assert_eq!(
         eni.details(),
-        &[KeyValuePair::builder()
-            .name("subnetId")
-            .value("subnet-1")
-            .build()]
+        &[KeyValuePair::builder().name("subnetId").value("subnet-1").build()]
     );
     server.stop().await;
 }
@@ -802,11 +680,7 @@ async fn agent_reports_that_can_never_succeed_are_invalid_parameters() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        task.tasks()[0].version(),
-        1,
-        "refused reports change nothing"
-    );
+    assert_eq!(task.tasks()[0].version(), 1, "refused reports change nothing");
     assert_eq!(task.tasks()[0].last_status(), Some("PENDING"));
 
     let missing = client
@@ -823,12 +697,7 @@ async fn agent_reports_that_can_never_succeed_are_invalid_parameters() {
         missing.failures()[0].arn(),
         Some("arn:aws:ecs:us-east-1:123456789012:task/prod/0000")
     );
-    let empty = client
-        .describe_tasks()
-        .cluster(CLUSTER)
-        .send()
-        .await
-        .unwrap_err();
+    let empty = client.describe_tasks().cluster(CLUSTER).send().await.unwrap_err();
     assert_eq!(error_code(&empty), "InvalidParameterException");
     server.stop().await;
 }

@@ -27,12 +27,7 @@ impl Scope {
     }
 
     fn prefix(&self) -> String {
-        format!(
-            "arn:{}:ecs:{}:{}:",
-            self.partition(),
-            self.region,
-            self.account
-        )
+        format!("arn:{}:ecs:{}:{}:", self.partition(), self.region, self.account)
     }
 
     pub fn cluster_arn(&self, name: &str) -> String {
@@ -136,10 +131,7 @@ mod tests {
             s.cluster_arn("default"),
             "arn:aws:ecs:us-east-1:123456789012:cluster/default"
         );
-        assert_eq!(
-            s.task_arn("c", "abc"),
-            "arn:aws:ecs:us-east-1:123456789012:task/c/abc"
-        );
+        assert_eq!(s.task_arn("c", "abc"), "arn:aws:ecs:us-east-1:123456789012:task/c/abc");
         assert_eq!(
             s.task_definition_arn("web", 3),
             "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3"
@@ -155,14 +147,8 @@ mod tests {
         let s = scope();
         assert_eq!(s.cluster_name("default"), Some("default"));
         assert_eq!(s.cluster_name(&s.cluster_arn("prod")), Some("prod"));
-        assert_eq!(
-            s.cluster_name("arn:aws:ecs:eu-west-1:123456789012:cluster/prod"),
-            None
-        );
-        assert_eq!(
-            s.cluster_name("arn:aws:ecs:us-east-1:123456789012:task/x/y"),
-            None
-        );
+        assert_eq!(s.cluster_name("arn:aws:ecs:eu-west-1:123456789012:cluster/prod"), None);
+        assert_eq!(s.cluster_name("arn:aws:ecs:us-east-1:123456789012:task/x/y"), None);
     }
 
     #[test]
@@ -189,10 +175,7 @@ mod tests {
                 id: "abc"
             })
         );
-        assert_eq!(
-            s.resource_id(&s.task_arn("c", "abc"), "container-instance"),
-            None
-        );
+        assert_eq!(s.resource_id(&s.task_arn("c", "abc"), "container-instance"), None);
     }
 
     #[test]

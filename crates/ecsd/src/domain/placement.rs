@@ -44,10 +44,7 @@ impl InstanceLoad {
 }
 
 /// What a task of `definition` with `overrides` (a `TaskOverride`) needs.
-pub fn reservation(
-    definition: &TaskDefinitionSpec,
-    overrides: &Value,
-) -> Result<Reservation, ApiError> {
+pub fn reservation(definition: &TaskDefinitionSpec, overrides: &Value) -> Result<Reservation, ApiError> {
     let container_override = |name: &str, member: &str| {
         overrides
             .get("containerOverrides")
@@ -94,16 +91,9 @@ pub fn reservation(
     let mut udp_ports = Vec::new();
     let network_mode = definition.network_mode.as_deref().unwrap_or("bridge");
     if network_mode != "awsvpc" && network_mode != "none" {
-        for mapping in definition
-            .container_definitions
-            .iter()
-            .flat_map(|c| &c.port_mappings)
-        {
+        for mapping in definition.container_definitions.iter().flat_map(|c| &c.port_mappings) {
             let host_port = match network_mode {
-                "host" => mapping
-                    .host_port
-                    .filter(|p| *p != 0)
-                    .or(mapping.container_port),
+                "host" => mapping.host_port.filter(|p| *p != 0).or(mapping.container_port),
                 _ => mapping.host_port.filter(|p| *p != 0),
             };
             let Some(port) = host_port.and_then(|p| u16::try_from(p).ok()) else {
@@ -129,11 +119,7 @@ pub fn reservation(
 pub fn parse_cpu(text: &str) -> Result<i64, ApiError> {
     let t = text.trim().to_ascii_lowercase();
     let parsed = match t.strip_suffix("vcpu") {
-        Some(v) => v
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .map(|v| (v * 1024.0).round() as i64),
+        Some(v) => v.trim().parse::<f64>().ok().map(|v| (v * 1024.0).round() as i64),
         None => t.parse::<i64>().ok(),
     };
     parsed
@@ -145,17 +131,8 @@ pub fn parse_cpu(text: &str) -> Result<i64, ApiError> {
 pub fn parse_memory(text: &str) -> Result<i64, ApiError> {
     let t = text.trim().to_ascii_lowercase();
     let parsed = match t.strip_suffix("gb") {
-        Some(v) => v
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .map(|v| (v * 1024.0).round() as i64),
-        None => t
-            .strip_suffix("mb")
-            .unwrap_or(&t)
-            .trim()
-            .parse::<i64>()
-            .ok(),
+        Some(v) => v.trim().parse::<f64>().ok().map(|v| (v * 1024.0).round() as i64),
+        None => t.strip_suffix("mb").unwrap_or(&t).trim().parse::<i64>().ok(),
     };
     parsed
         .filter(|v| *v >= 0)
@@ -218,11 +195,7 @@ fn set_numeric(r: &mut Resource, value: i64) {
 }
 
 /// Why a task does not fit on an instance, as ECS names it in `failures[].reason`.
-pub fn misfit(
-    instance: &ContainerInstance,
-    load: &InstanceLoad,
-    need: &Reservation,
-) -> Option<&'static str> {
+pub fn misfit(instance: &ContainerInstance, load: &InstanceLoad, need: &Reservation) -> Option<&'static str> {
     let registered = &instance.registered_resources;
     let cpu = resource(registered, "CPU").map(numeric).unwrap_or(0);
     let memory = resource(registered, "MEMORY").map(numeric).unwrap_or(0);
@@ -235,13 +208,9 @@ pub fn misfit(
     let taken_tcp = ports(resource(registered, "PORTS"));
     let taken_udp = ports(resource(registered, "PORTS_UDP"));
     let clash = |wanted: &[u16], reserved: &BTreeSet<u16>, used: &BTreeSet<u16>| {
-        wanted
-            .iter()
-            .any(|p| reserved.contains(p) || used.contains(p))
+        wanted.iter().any(|p| reserved.contains(p) || used.contains(p))
     };
-    if clash(&need.tcp_ports, &taken_tcp, &load.tcp_ports)
-        || clash(&need.udp_ports, &taken_udp, &load.udp_ports)
-    {
+    if clash(&need.tcp_ports, &taken_tcp, &load.tcp_ports) || clash(&need.udp_ports, &taken_udp, &load.udp_ports) {
         return Some("RESOURCE:PORTS");
     }
     None
@@ -276,8 +245,7 @@ pub fn place(
                 let failures = candidates
                     .iter()
                     .filter_map(|(instance, load)| {
-                        misfit(instance, load, need)
-                            .map(|why| (instance.container_instance_arn.clone(), why))
+                        misfit(instance, load, need).map(|why| (instance.container_instance_arn.clone(), why))
                     })
                     .collect();
                 return (placed, failures);
@@ -365,10 +333,7 @@ mod tests {
         let r = reservation(&definition(None), &json!({})).unwrap();
         assert_eq!((r.cpu, r.memory), (384, 576));
         assert_eq!(r.tcp_ports, vec![8080]);
-        assert!(
-            r.udp_ports.is_empty(),
-            "dynamic host ports are not reserved"
-        );
+        assert!(r.udp_ports.is_empty(), "dynamic host ports are not reserved");
     }
 
     #[test]
@@ -424,19 +389,13 @@ mod tests {
             tcp_ports: vec![22],
             udp_ports: vec![],
         };
-        assert_eq!(
-            misfit(&i, &InstanceLoad::default(), &reserved),
-            Some("RESOURCE:PORTS")
-        );
+        assert_eq!(misfit(&i, &InstanceLoad::default(), &reserved), Some("RESOURCE:PORTS"));
         let big = Reservation {
             cpu: 0,
             memory: 4096,
             ..Default::default()
         };
-        assert_eq!(
-            misfit(&i, &InstanceLoad::default(), &big),
-            Some("RESOURCE:MEMORY")
-        );
+        assert_eq!(misfit(&i, &InstanceLoad::default(), &big), Some("RESOURCE:MEMORY"));
     }
 
     #[test]
@@ -457,10 +416,7 @@ mod tests {
         assert_eq!(placed, vec![1]);
         assert_eq!(
             failures,
-            vec![
-                ("a".to_string(), "RESOURCE:CPU"),
-                ("b".to_string(), "RESOURCE:CPU")
-            ]
+            vec![("a".to_string(), "RESOURCE:CPU"), ("b".to_string(), "RESOURCE:CPU")]
         );
     }
 

@@ -101,10 +101,7 @@ mod tests {
         assert!(TaskStatus::Provisioning < TaskStatus::Pending);
         assert!(TaskStatus::Pending < TaskStatus::Running);
         assert!(TaskStatus::Running < TaskStatus::Stopped);
-        assert_eq!(
-            TaskStatus::Running.max(TaskStatus::Pending),
-            TaskStatus::Running
-        );
+        assert_eq!(TaskStatus::Running.max(TaskStatus::Pending), TaskStatus::Running);
         assert!(ContainerStatus::Running < ContainerStatus::Stopped);
     }
 

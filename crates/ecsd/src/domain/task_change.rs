@@ -99,21 +99,14 @@ pub fn apply(
     for (i, c) in report.containers.iter().enumerate() {
         let member = |m: &str| format!("containers[{i}].{m}");
         let name = c.container_name.as_deref().ok_or_else(|| {
+            ApiError::invalid_parameter(format!("Missing required parameter '{}'.", member("containerName")))
+        })?;
+        let index = task.containers.iter().position(|k| k.name == name).ok_or_else(|| {
             ApiError::invalid_parameter(format!(
-                "Missing required parameter '{}'.",
+                "Invalid '{}': the task has no container named '{name}'.",
                 member("containerName")
             ))
         })?;
-        let index = task
-            .containers
-            .iter()
-            .position(|k| k.name == name)
-            .ok_or_else(|| {
-                ApiError::invalid_parameter(format!(
-                    "Invalid '{}': the task has no container named '{name}'.",
-                    member("containerName")
-                ))
-            })?;
         let status = c
             .status
             .as_deref()
@@ -152,26 +145,18 @@ pub fn apply(
                 a.managed_agent_name
             )));
         }
-        check_len(
-            &a.reason,
-            MAX_REASON_LEN,
-            &format!("managedAgents[{i}].reason"),
-        )?;
+        check_len(&a.reason, MAX_REASON_LEN, &format!("managedAgents[{i}].reason"))?;
         agents.push((index, a));
     }
     let mut attachments = Vec::with_capacity(report.attachments.len());
     for (i, a) in report.attachments.iter().enumerate() {
         let id = a.attachment_arn.rsplit('/').next().unwrap_or_default();
-        let index = task
-            .attachments
-            .iter()
-            .position(|k| k.id == id)
-            .ok_or_else(|| {
-                ApiError::invalid_parameter(format!(
-                    "Invalid 'attachments[{i}].attachmentArn': the task has no attachment '{}'.",
-                    a.attachment_arn
-                ))
-            })?;
+        let index = task.attachments.iter().position(|k| k.id == id).ok_or_else(|| {
+            ApiError::invalid_parameter(format!(
+                "Invalid 'attachments[{i}].attachmentArn': the task has no attachment '{}'.",
+                a.attachment_arn
+            ))
+        })?;
         attachments.push((index, a));
     }
 
@@ -290,17 +275,12 @@ fn parse_range(text: &str) -> Option<(u16, u16)> {
 
 /// The rules the API documents for a container's network bindings.
 fn check_bindings(bindings: &[NetworkBinding], member: &str) -> Result<(), ApiError> {
-    let invalid = |i: usize, what: &str| {
-        ApiError::invalid_parameter(format!("Invalid '{member}[{i}]': {what}"))
-    };
+    let invalid = |i: usize, what: &str| ApiError::invalid_parameter(format!("Invalid '{member}[{i}]': {what}"));
     let mut used: Vec<(String, u16, u16)> = Vec::new();
     let mut ranges = 0;
     for (i, b) in bindings.iter().enumerate() {
         let protocol = b.protocol.clone().unwrap_or_else(|| "tcp".into());
-        for (name, port) in [
-            ("containerPort", b.container_port),
-            ("hostPort", b.host_port),
-        ] {
+        for (name, port) in [("containerPort", b.container_port), ("hostPort", b.host_port)] {
             if let Some(p) = port.filter(|p| !(1..=65535).contains(p)) {
                 return Err(invalid(i, &format!("{name} {p} is outside 1-65535.")));
             }
@@ -309,27 +289,25 @@ fn check_bindings(bindings: &[NetworkBinding], member: &str) -> Result<(), ApiEr
             (Some(range), host) => {
                 ranges += 1;
                 let (first, last) = parse_range(range).ok_or_else(|| {
-                    invalid(i, &format!("containerPortRange '{range}' must be 'first-last' with 1 <= first < last <= 65535."))
+                    invalid(
+                        i,
+                        &format!("containerPortRange '{range}' must be 'first-last' with 1 <= first < last <= 65535."),
+                    )
                 })?;
                 if let Some(host) = host {
                     parse_range(host).ok_or_else(|| {
-                        invalid(i, &format!("hostPortRange '{host}' must be 'first-last' with 1 <= first < last <= 65535."))
+                        invalid(
+                            i,
+                            &format!("hostPortRange '{host}' must be 'first-last' with 1 <= first < last <= 65535."),
+                        )
                     })?;
                 }
                 if b.container_port.is_some() {
-                    return Err(invalid(
-                        i,
-                        "containerPort and containerPortRange cannot both be set.",
-                    ));
+                    return Err(invalid(i, "containerPort and containerPortRange cannot both be set."));
                 }
                 (first, last)
             }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    i,
-                    "hostPortRange is only valid with a containerPortRange.",
-                ))
-            }
+            (None, Some(_)) => return Err(invalid(i, "hostPortRange is only valid with a containerPortRange.")),
             (None, None) => match b.container_port {
                 Some(p) => (p as u16, p as u16),
                 None => continue,
@@ -341,10 +319,7 @@ fn check_bindings(bindings: &[NetworkBinding], member: &str) -> Result<(), ApiEr
         {
             return Err(invalid(
                 i,
-                &format!(
-                    "ports {}-{} overlap ports {a}-{z} of another binding.",
-                    span.0, span.1
-                ),
+                &format!("ports {}-{} overlap ports {a}-{z} of another binding.", span.0, span.1),
             ));
         }
         used.push((protocol, span.0, span.1));
@@ -450,27 +425,25 @@ mod tests {
     #[test]
     fn repeats_and_lower_statuses_change_nothing() {
         let mut t = task();
-        let r = report(
-            json!({"status": "RUNNING", "containers": [{"containerName": "web", "status": "RUNNING"}]}),
-        );
+        let r = report(json!({"status": "RUNNING", "containers": [{"containerName": "web", "status": "RUNNING"}]}));
         apply(&mut t, &r, essential, 5.0).unwrap();
         let before = t.clone();
         apply(&mut t, &r, essential, 9.0).unwrap();
         assert_eq!(t, before);
-        apply(&mut t, &report(json!({"status": "PENDING", "containers": [{"containerName": "web", "status": "PENDING"}]})), essential, 9.0).unwrap();
+        apply(
+            &mut t,
+            &report(json!({"status": "PENDING", "containers": [{"containerName": "web", "status": "PENDING"}]})),
+            essential,
+            9.0,
+        )
+        .unwrap();
         assert_eq!(t, before);
     }
 
     #[test]
     fn stopped_derives_the_stop_state() {
         let mut t = task();
-        apply(
-            &mut t,
-            &report(json!({"status": "RUNNING"})),
-            essential,
-            5.0,
-        )
-        .unwrap();
+        apply(&mut t, &report(json!({"status": "RUNNING"})), essential, 5.0).unwrap();
         let r = report(json!({"status": "STOPPED", "executionStoppedAt": 7.5,
             "containers": [{"containerName": "web", "status": "STOPPED", "exitCode": 3}]}));
         apply(&mut t, &r, essential, 8.0).unwrap();
@@ -480,12 +453,15 @@ mod tests {
         assert_eq!(t.execution_stopped_at, Some(7.5));
         assert_eq!(t.stop_code.as_deref(), Some("EssentialContainerExited"));
         assert_eq!(t.stopped_reason.as_deref(), Some(ESSENTIAL_EXITED));
-        assert!(t
-            .containers
-            .iter()
-            .all(|c| c.last_status == ContainerStatus::Stopped));
+        assert!(t.containers.iter().all(|c| c.last_status == ContainerStatus::Stopped));
         let after = t.clone();
-        apply(&mut t, &report(json!({"status": "RUNNING", "containers": [{"containerName": "web", "exitCode": 9}]})), essential, 9.0).unwrap();
+        apply(
+            &mut t,
+            &report(json!({"status": "RUNNING", "containers": [{"containerName": "web", "exitCode": 9}]})),
+            essential,
+            9.0,
+        )
+        .unwrap();
         assert_eq!(t, after, "nothing moves a stopped task");
     }
 
@@ -500,10 +476,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.stop_code.as_deref(), Some("TaskFailedToStart"));
-        assert_eq!(
-            t.stopped_reason.as_deref(),
-            Some("CannotPullContainerError")
-        );
+        assert_eq!(t.stopped_reason.as_deref(), Some("CannotPullContainerError"));
         assert_eq!(t.started_at, None);
     }
 
@@ -553,10 +526,7 @@ mod tests {
                 json!({"managedAgents": [{"containerName": "web", "managedAgentName": "Other", "status": "RUNNING"}]}),
                 "managedAgentName",
             ),
-            (
-                json!({"status": "RUNNING", "reason": "r".repeat(1025)}),
-                "'reason'",
-            ),
+            (json!({"status": "RUNNING", "reason": "r".repeat(1025)}), "'reason'"),
         ];
         for (body, member) in cases {
             let mut t = task();
@@ -570,10 +540,8 @@ mod tests {
     #[test]
     fn the_same_port_may_be_bound_for_tcp_and_udp() {
         let mut t = task();
-        let r = report(
-            json!({"containers": [{"containerName": "web", "networkBindings": [
-            {"containerPort": 53, "protocol": "tcp"}, {"containerPort": 53, "protocol": "udp"}]}]}),
-        );
+        let r = report(json!({"containers": [{"containerName": "web", "networkBindings": [
+            {"containerPort": 53, "protocol": "tcp"}, {"containerPort": 53, "protocol": "udp"}]}]}));
         apply(&mut t, &r, essential, 1.0).unwrap();
         assert_eq!(t.containers[0].network_bindings.len(), 2);
     }

@@ -30,9 +30,7 @@ pub async fn submit_task_state_change(
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, report.cluster.as_deref())?;
             let unknown = || {
-                ApiError::invalid_parameter(format!(
-                    "Invalid 'task': no task '{reference}' in cluster '{cluster}'."
-                ))
+                ApiError::invalid_parameter(format!("Invalid 'task': no task '{reference}' in cluster '{cluster}'."))
             };
             let id = tx
                 .scope()

@@ -26,10 +26,7 @@ pub struct ClusterResponse {
     cluster: Value,
 }
 
-pub async fn create_cluster(
-    ctx: &Ctx,
-    req: CreateClusterRequest,
-) -> Result<ClusterResponse, ApiError> {
+pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<ClusterResponse, ApiError> {
     let name = req.cluster_name.unwrap_or_else(|| "default".into());
     if !is_valid_name(&name) {
         return Err(ApiError::invalid_parameter(
@@ -80,10 +77,7 @@ pub struct DescribeClustersResponse {
     failures: Vec<Value>,
 }
 
-pub async fn describe_clusters(
-    ctx: &Ctx,
-    req: DescribeClustersRequest,
-) -> Result<DescribeClustersResponse, ApiError> {
+pub async fn describe_clusters(ctx: &Ctx, req: DescribeClustersRequest) -> Result<DescribeClustersResponse, ApiError> {
     let references = req.clusters.unwrap_or_else(|| vec!["default".into()]);
     if references.len() > 100 {
         return Err(ApiError::invalid_parameter(
@@ -137,17 +131,13 @@ pub struct ListClustersResponse {
     next_token: Option<String>,
 }
 
-pub async fn list_clusters(
-    ctx: &Ctx,
-    req: ListClustersRequest,
-) -> Result<ListClustersResponse, ApiError> {
+pub async fn list_clusters(ctx: &Ctx, req: ListClustersRequest) -> Result<ListClustersResponse, ApiError> {
     let limit = page_size(req.max_results)?;
     let after = decode_token("clusters", req.next_token.as_deref())?;
     let clusters = ctx
         .store
         .read(&ctx.scope, move |tx: &mut dyn Tx| {
-            tx.list_clusters(after.as_deref(), limit + 1)
-                .map_err(ApiError::from)
+            tx.list_clusters(after.as_deref(), limit + 1).map_err(ApiError::from)
         })
         .await?;
     let (page, next_token) = paginate(clusters, limit, "clusters", |c| c.cluster_name.clone());
@@ -190,11 +180,7 @@ fn view<S: AsRef<str>>(cluster: &Cluster, counts: ClusterCounts, include: &[S]) 
     for member in ["capacityProviders", "defaultCapacityProviderStrategy"] {
         out.insert(
             member.into(),
-            cluster
-                .options
-                .get(member)
-                .cloned()
-                .unwrap_or_else(|| json!([])),
+            cluster.options.get(member).cloned().unwrap_or_else(|| json!([])),
         );
     }
     if let Some(defaults) = cluster.options.get("serviceConnectDefaults") {

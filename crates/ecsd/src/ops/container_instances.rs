@@ -46,11 +46,7 @@ pub async fn register_container_instance(
         .instance_identity_document
         .as_deref()
         .and_then(|doc| serde_json::from_str::<Value>(doc).ok())
-        .and_then(|doc| {
-            doc.get("instanceId")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+        .and_then(|doc| doc.get("instanceId").and_then(Value::as_str).map(str::to_owned));
     ctx.store
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
@@ -80,10 +76,7 @@ pub async fn register_container_instance(
                 agent_connected: false,
                 attributes: req.attributes.clone(),
                 registered_at: previous.as_ref().map_or_else(now, |p| p.registered_at),
-                attachments: previous
-                    .as_ref()
-                    .map(|p| p.attachments.clone())
-                    .unwrap_or_default(),
+                attachments: previous.as_ref().map(|p| p.attachments.clone()).unwrap_or_default(),
                 tags: req.tags.clone(),
             };
             tx.put_container_instance(&cluster, &id, &instance)?;
@@ -139,13 +132,8 @@ fn view(
     let load = tx.instance_load(cluster, id)?;
     let remaining = remaining_resources(&instance.registered_resources, &load);
     let mut out = serde_json::to_value(instance)?;
-    let map = out
-        .as_object_mut()
-        .expect("a record serializes as an object");
-    map.insert(
-        "remainingResources".into(),
-        serde_json::to_value(remaining)?,
-    );
+    let map = out.as_object_mut().expect("a record serializes as an object");
+    map.insert("remainingResources".into(), serde_json::to_value(remaining)?);
     map.insert("runningTasksCount".into(), load.running.into());
     map.insert("pendingTasksCount".into(), load.pending.into());
     if !with_tags {
@@ -193,9 +181,7 @@ pub async fn describe_container_instances(
                     .resource_id(reference, "container-instance")
                     .filter(|r| r.cluster.is_none_or(|c| c == cluster))
                 {
-                    Some(r) => tx
-                        .container_instance(&cluster, r.id)?
-                        .map(|i| (r.id.to_owned(), i)),
+                    Some(r) => tx.container_instance(&cluster, r.id)?.map(|i| (r.id.to_owned(), i)),
                     None => None,
                 };
                 match found {

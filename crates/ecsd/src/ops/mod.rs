@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::domain::Scope;
 use crate::error::ApiError;
 use crate::store::{Store, Tx};
+use crate::throttle::Family;
 
 /// What a handler works with: the store and the scope (account and region) of the caller.
 pub struct Ctx {
@@ -27,7 +28,7 @@ pub struct Ctx {
 }
 
 macro_rules! operations {
-    ($($name:ident => $module:ident::$handler:ident,)*) => {
+    ($($name:ident($family:ident) => $module:ident::$handler:ident,)*) => {
         /// Every operation ecsd answers.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Operation {
@@ -41,6 +42,13 @@ macro_rules! operations {
             pub fn name(self) -> &'static str {
                 match self {
                     $(Operation::$name => stringify!($name),)*
+                }
+            }
+
+            /// The bucket family it is throttled in.
+            pub fn family(self) -> Family {
+                match self {
+                    $(Operation::$name => Family::$family,)*
                 }
             }
 
@@ -68,17 +76,24 @@ macro_rules! operations {
 }
 
 operations! {
-    CreateCluster => clusters::create_cluster,
-    DescribeClusters => clusters::describe_clusters,
-    ListClusters => clusters::list_clusters,
-    RegisterTaskDefinition => task_definitions::register_task_definition,
-    DescribeTaskDefinition => task_definitions::describe_task_definition,
-    RegisterContainerInstance => container_instances::register_container_instance,
-    DescribeContainerInstances => container_instances::describe_container_instances,
-    ListContainerInstances => container_instances::list_container_instances,
-    RunTask => tasks::run_task,
-    DescribeTasks => tasks::describe_tasks,
-    SubmitTaskStateChange => agent::submit_task_state_change,
+    CreateCluster(Write) => clusters::create_cluster,
+    DescribeClusters(Read) => clusters::describe_clusters,
+    ListClusters(Read) => clusters::list_clusters,
+    RegisterTaskDefinition(Write) => task_definitions::register_task_definition,
+    DescribeTaskDefinition(Read) => task_definitions::describe_task_definition,
+    RegisterContainerInstance(Agent) => container_instances::register_container_instance,
+    DescribeContainerInstances(Read) => container_instances::describe_container_instances,
+    ListContainerInstances(Read) => container_instances::list_container_instances,
+    RunTask(Write) => tasks::run_task,
+    DescribeTasks(Read) => tasks::describe_tasks,
+    SubmitTaskStateChange(Agent) => agent::submit_task_state_change,
+}
+
+impl Operation {
+    /// The IAM action that permits it.
+    pub fn action(self) -> String {
+        format!("ecs:{}", self.name())
+    }
 }
 
 /// The cluster a request names (`default` when it names none), if it exists and is ACTIVE.
@@ -121,18 +136,11 @@ fn decode_token(kind: &str, token: Option<&str>) -> Result<Option<String>, ApiEr
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| text.strip_prefix(&format!("{kind}\n")).map(str::to_owned))
         .map(Some)
-        .ok_or_else(|| {
-            ApiError::invalid_parameter("Invalid 'nextToken': it was not issued for this request.")
-        })
+        .ok_or_else(|| ApiError::invalid_parameter("Invalid 'nextToken': it was not issued for this request."))
 }
 
 /// A page of `items` fetched with one extra row: the token resumes after the last one shown.
-fn paginate<T>(
-    mut items: Vec<T>,
-    limit: usize,
-    kind: &str,
-    key: impl Fn(&T) -> String,
-) -> (Vec<T>, Option<String>) {
+fn paginate<T>(mut items: Vec<T>, limit: usize, kind: &str, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
     if items.len() > limit {
         items.truncate(limit);
         let token = items.last().map(|last| encode_token(kind, &key(last)));
@@ -153,22 +161,18 @@ mod tests {
         let mut model: Vec<&str> = Model::get().operation_names().collect();
         table.sort_unstable();
         model.sort_unstable();
-        assert_eq!(
-            table, model,
-            "run tools/gen-model.py with the operations in the table"
-        );
+        assert_eq!(table, model, "run tools/gen-model.py with the operations in the table");
         for op in Operation::ALL {
             assert_eq!(Operation::from_name(op.name()), Some(*op));
+            let read = op.name().starts_with("Describe") || op.name().starts_with("List");
+            assert_eq!(op.family() == Family::Read, read, "{}", op.name());
         }
     }
 
     #[test]
     fn tokens_round_trip_and_are_bound_to_their_list() {
         let token = encode_token("clusters", "prod");
-        assert_eq!(
-            decode_token("clusters", Some(&token)).unwrap().as_deref(),
-            Some("prod")
-        );
+        assert_eq!(decode_token("clusters", Some(&token)).unwrap().as_deref(), Some("prod"));
         assert!(decode_token("tasks", Some(&token)).is_err());
         assert!(decode_token("clusters", Some("%%%")).is_err());
         assert_eq!(decode_token("clusters", None).unwrap(), None);

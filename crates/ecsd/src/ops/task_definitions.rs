@@ -53,11 +53,7 @@ pub async fn register_task_definition(
             "Invalid 'tags': at most {MAX_TAGS} tags are allowed."
         )));
     }
-    if serde_json::to_vec(&definition)
-        .map(|b| b.len())
-        .unwrap_or(0)
-        > MAX_DEFINITION_BYTES
-    {
+    if serde_json::to_vec(&definition).map(|b| b.len()).unwrap_or(0) > MAX_DEFINITION_BYTES {
         return Err(ApiError::client(
             "Invalid task definition: its size exceeds the 64 KiB limit.",
         ));
@@ -105,9 +101,7 @@ fn fill_defaults(definition: &mut Map<String, Value>) -> Result<(), ApiError> {
         .get_mut("containerDefinitions")
         .and_then(Value::as_array_mut)
         .ok_or_else(|| {
-            ApiError::client(
-                "Invalid 'containerDefinitions': at least one container definition is required.",
-            )
+            ApiError::client("Invalid 'containerDefinitions': at least one container definition is required.")
         })?;
     if containers.is_empty() {
         return Err(ApiError::client(
@@ -121,16 +115,12 @@ fn fill_defaults(definition: &mut Map<String, Value>) -> Result<(), ApiError> {
     }
     let mut names = HashSet::new();
     for (i, container) in containers.iter_mut().enumerate() {
-        let c = container
-            .as_object_mut()
-            .expect("the model check ensures an object");
-        let name = c
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let c = container.as_object_mut().expect("the model check ensures an object");
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
         if name.is_empty() {
-            return Err(ApiError::client(format!("Invalid 'containerDefinitions[{i}].name': Container.name should not be null or empty.")));
+            return Err(ApiError::client(format!(
+                "Invalid 'containerDefinitions[{i}].name': Container.name should not be null or empty."
+            )));
         }
         if !is_valid_name(&name) {
             return Err(ApiError::client(format!(
@@ -142,10 +132,7 @@ fn fill_defaults(definition: &mut Map<String, Value>) -> Result<(), ApiError> {
                 "Invalid 'containerDefinitions[{i}].name': container names must be unique within a task definition ('{name}' is repeated)."
             )));
         }
-        if c.get("image")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+        if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
             return Err(ApiError::client(format!(
                 "Invalid 'containerDefinitions[{i}].image': Container.image should not be null or empty."
             )));
@@ -189,9 +176,7 @@ fn fill_defaults(definition: &mut Map<String, Value>) -> Result<(), ApiError> {
         ));
     }
     definition.entry("volumes").or_insert(json!([]));
-    definition
-        .entry("placementConstraints")
-        .or_insert(json!([]));
+    definition.entry("placementConstraints").or_insert(json!([]));
     definition.entry("requiresAttributes").or_insert(json!([]));
     let mut compatibilities = vec![json!("EC2"), json!("EXTERNAL")];
     let wants_fargate = definition
@@ -205,19 +190,11 @@ fn fill_defaults(definition: &mut Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_port_mapping(
-    mapping: &mut Value,
-    network_mode: &str,
-    member: &str,
-) -> Result<(), ApiError> {
-    let m = mapping
-        .as_object_mut()
-        .expect("the model check ensures an object");
+fn check_port_mapping(mapping: &mut Value, network_mode: &str, member: &str) -> Result<(), ApiError> {
+    let m = mapping.as_object_mut().expect("the model check ensures an object");
     let port = |m: &Map<String, Value>, key: &str| m.get(key).and_then(Value::as_i64);
     for key in ["containerPort", "hostPort"] {
-        if let Some(p) =
-            port(m, key).filter(|p| !(0..=65535).contains(p) || (key == "containerPort" && *p == 0))
-        {
+        if let Some(p) = port(m, key).filter(|p| !(0..=65535).contains(p) || (key == "containerPort" && *p == 0)) {
             return Err(ApiError::client(format!(
                 "Invalid '{member}.{key}': {p} is not a valid port."
             )));
@@ -271,10 +248,7 @@ pub async fn describe_task_definition(
 
 /// The definition `family`, `family:revision` or an ARN names; a bare family means its latest
 /// ACTIVE revision.
-pub(crate) fn find(
-    tx: &mut dyn Tx,
-    reference: &str,
-) -> Result<Option<StoredTaskDefinition>, ApiError> {
+pub(crate) fn find(tx: &mut dyn Tx, reference: &str) -> Result<Option<StoredTaskDefinition>, ApiError> {
     let Some((family, revision)) = tx.scope().task_definition_ref(reference) else {
         return Ok(None);
     };

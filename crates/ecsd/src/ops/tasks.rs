@@ -17,12 +17,7 @@ const MAX_DESCRIBE: usize = 100;
 
 /// Stores `next` in place of `previous` if anything changed, with the next `version`.
 /// Returns the task as stored.
-pub(crate) fn save_task(
-    tx: &mut dyn Tx,
-    cluster: &str,
-    previous: &Task,
-    mut next: Task,
-) -> Result<Task, StoreError> {
+pub(crate) fn save_task(tx: &mut dyn Tx, cluster: &str, previous: &Task, mut next: Task) -> Result<Task, StoreError> {
     if next == *previous {
         return Ok(next);
     }
@@ -80,7 +75,9 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
                 .ok_or_else(|| ApiError::client("Unable to find the task definition."))?;
             let spec = stored.spec().map_err(StoreError::from)?;
             if spec.status != "ACTIVE" {
-                return Err(ApiError::client("The task definition is INACTIVE; register a new revision to run it."));
+                return Err(ApiError::client(
+                    "The task definition is INACTIVE; register a new revision to run it.",
+                ));
             }
             let awsvpc = spec.network_mode.as_deref() == Some("awsvpc");
             let subnet = req
@@ -99,11 +96,18 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
 
             let instances = tx.list_container_instances(&cluster, Some("ACTIVE"), None, usize::MAX)?;
             if instances.is_empty() {
-                return Err(ApiError::invalid_parameter("No Container Instances were found in your cluster."));
+                return Err(ApiError::invalid_parameter(
+                    "No Container Instances were found in your cluster.",
+                ));
             }
             let mut candidates: Vec<(_, InstanceLoad)> = Vec::with_capacity(instances.len());
             for instance in instances {
-                let id = instance.container_instance_arn.rsplit('/').next().unwrap_or_default().to_owned();
+                let id = instance
+                    .container_instance_arn
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let load = tx.instance_load(&cluster, &id)?;
                 candidates.push((instance, load));
             }
@@ -114,7 +118,12 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
             let mut tasks = Vec::with_capacity(placed.len());
             for index in placed {
                 let instance = &candidates[index].0;
-                let instance_id = instance.container_instance_arn.rsplit('/').next().unwrap_or_default().to_owned();
+                let instance_id = instance
+                    .container_instance_arn
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let id = new_id();
                 let task_arn = scope.task_arn(&cluster, &id);
                 let mut extra = Map::new();
@@ -130,13 +139,22 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
                     extra.insert("availabilityZone".into(), zone.into());
                 }
                 let task = Task {
-                    containers: containers(&spec, &overrides, |name| scope.container_arn(&cluster, &id, name), &task_arn),
+                    containers: containers(
+                        &spec,
+                        &overrides,
+                        |name| scope.container_arn(&cluster, &id, name),
+                        &task_arn,
+                    ),
                     task_arn,
                     cluster_arn: scope.cluster_arn(&cluster),
                     task_definition_arn: spec.task_definition_arn.clone(),
                     container_instance_arn: Some(instance.container_instance_arn.clone()),
                     overrides: overrides.clone(),
-                    last_status: if awsvpc { TaskStatus::Provisioning } else { TaskStatus::Pending },
+                    last_status: if awsvpc {
+                        TaskStatus::Provisioning
+                    } else {
+                        TaskStatus::Pending
+                    },
                     desired_status: TaskStatus::Running,
                     cpu: task_size(&overrides, "cpu", &spec.cpu),
                     memory: task_size(&overrides, "memory", &spec.memory),
@@ -192,9 +210,7 @@ fn overrides(requested: Option<Value>) -> Value {
         _ => Map::new(),
     };
     overrides.entry("containerOverrides").or_insert(json!([]));
-    overrides
-        .entry("inferenceAcceleratorOverrides")
-        .or_insert(json!([]));
+    overrides.entry("inferenceAcceleratorOverrides").or_insert(json!([]));
     Value::Object(overrides)
 }
 
@@ -269,10 +285,7 @@ pub struct DescribeTasksResponse {
     failures: Vec<Value>,
 }
 
-pub async fn describe_tasks(
-    ctx: &Ctx,
-    req: DescribeTasksRequest,
-) -> Result<DescribeTasksResponse, ApiError> {
+pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<DescribeTasksResponse, ApiError> {
     if req.tasks.is_empty() {
         return Err(ApiError::invalid_parameter("Tasks cannot be empty."));
     }

@@ -47,23 +47,12 @@ pub trait Tx {
 
     fn cluster(&mut self, name: &str) -> Result<Option<Cluster>, StoreError>;
     fn put_cluster(&mut self, cluster: &Cluster) -> Result<(), StoreError>;
-    fn list_clusters(
-        &mut self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Cluster>, StoreError>;
+    fn list_clusters(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<Cluster>, StoreError>;
     fn cluster_counts(&mut self, cluster: &str) -> Result<ClusterCounts, StoreError>;
 
-    fn task_definition(
-        &mut self,
-        family: &str,
-        revision: i64,
-    ) -> Result<Option<StoredTaskDefinition>, StoreError>;
+    fn task_definition(&mut self, family: &str, revision: i64) -> Result<Option<StoredTaskDefinition>, StoreError>;
     /// The newest ACTIVE revision of a family.
-    fn latest_task_definition(
-        &mut self,
-        family: &str,
-    ) -> Result<Option<StoredTaskDefinition>, StoreError>;
+    fn latest_task_definition(&mut self, family: &str) -> Result<Option<StoredTaskDefinition>, StoreError>;
     /// The highest revision ever registered in a family (0 if none), active or not.
     fn last_revision(&mut self, family: &str) -> Result<i64, StoreError>;
     fn put_task_definition(
@@ -74,11 +63,7 @@ pub trait Tx {
         td: &StoredTaskDefinition,
     ) -> Result<(), StoreError>;
 
-    fn container_instance(
-        &mut self,
-        cluster: &str,
-        id: &str,
-    ) -> Result<Option<ContainerInstance>, StoreError>;
+    fn container_instance(&mut self, cluster: &str, id: &str) -> Result<Option<ContainerInstance>, StoreError>;
     fn put_container_instance(
         &mut self,
         cluster: &str,
@@ -119,12 +104,7 @@ pub type TxFn = Box<dyn FnMut(&mut dyn Tx) -> Result<Erased, Erased> + Send>;
 pub trait Store: Send + Sync + 'static {
     /// Runs `f` in a transaction of `scope`. Writes are committed durably before the future
     /// resolves; a closure that returns `Err` has its writes rolled back.
-    fn transact(
-        &self,
-        scope: Scope,
-        write: bool,
-        f: TxFn,
-    ) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>>;
+    fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>>;
 }
 
 pub trait StoreExt {
@@ -151,9 +131,7 @@ impl StoreExt for dyn Store {
         let mut f = Some(f);
         let erased: TxFn = Box::new(move |tx| match f.take() {
             Some(f) => erase(f(tx)),
-            None => Err(Box::new(E::from(StoreError::Worker(
-                "a read ran twice".into(),
-            )))),
+            None => Err(Box::new(E::from(StoreError::Worker("a read ran twice".into())))),
         });
         let fut = self.transact(scope.clone(), false, erased);
         async move { unerase(fut.await) }
@@ -178,14 +156,8 @@ fn erase<R: Send + 'static, E: Send + 'static>(r: Result<R, E>) -> Result<Erased
     }
 }
 
-fn unerase<R: 'static, E: From<StoreError> + 'static>(
-    r: Result<Result<Erased, Erased>, StoreError>,
-) -> Result<R, E> {
-    let mismatch = || {
-        E::from(StoreError::Worker(
-            "a transaction returned an unexpected type".into(),
-        ))
-    };
+fn unerase<R: 'static, E: From<StoreError> + 'static>(r: Result<Result<Erased, Erased>, StoreError>) -> Result<R, E> {
+    let mismatch = || E::from(StoreError::Worker("a transaction returned an unexpected type".into()));
     match r {
         Err(e) => Err(E::from(e)),
         Ok(Ok(v)) => v.downcast::<R>().map(|v| *v).map_err(|_| mismatch()),

@@ -115,17 +115,12 @@ impl SqliteStore {
         }
     }
 
-    fn read_connection(
-        path: &Path,
-        pool: &Mutex<Vec<Connection>>,
-    ) -> Result<Connection, StoreError> {
+    fn read_connection(path: &Path, pool: &Mutex<Vec<Connection>>) -> Result<Connection, StoreError> {
         if let Some(conn) = pool.lock().ok().and_then(|mut p| p.pop()) {
             return Ok(conn);
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(conn)
     }
@@ -196,11 +191,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
     tx.commit()?;
-    tracing::info!(
-        from = applied,
-        to = MIGRATIONS.len(),
-        "migrated the store schema"
-    );
+    tracing::info!(from = applied, to = MIGRATIONS.len(), "migrated the store schema");
     Ok(())
 }
 
@@ -229,12 +220,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
         }
     };
     let mut answers = Vec::with_capacity(group.len());
-    for Job {
-        scope,
-        mut f,
-        reply,
-    } in group
-    {
+    for Job { scope, mut f, reply } in group {
         let outcome = (|| {
             let savepoint = tx.savepoint()?;
             let mut view = SqliteTx {
@@ -336,11 +322,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn list_clusters(
-        &mut self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Cluster>, StoreError> {
+    fn list_clusters(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<Cluster>, StoreError> {
         let s = &self.scope;
         self.docs(
             "SELECT doc FROM clusters WHERE account = ?1 AND region = ?2 AND status = 'ACTIVE' AND name > ?3
@@ -381,11 +363,7 @@ impl Tx for SqliteTx<'_> {
         Ok(counts)
     }
 
-    fn task_definition(
-        &mut self,
-        family: &str,
-        revision: i64,
-    ) -> Result<Option<StoredTaskDefinition>, StoreError> {
+    fn task_definition(&mut self, family: &str, revision: i64) -> Result<Option<StoredTaskDefinition>, StoreError> {
         let s = &self.scope;
         self.doc(
             "SELECT doc FROM task_definitions WHERE account = ?1 AND region = ?2 AND family = ?3 AND revision = ?4",
@@ -393,10 +371,7 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn latest_task_definition(
-        &mut self,
-        family: &str,
-    ) -> Result<Option<StoredTaskDefinition>, StoreError> {
+    fn latest_task_definition(&mut self, family: &str) -> Result<Option<StoredTaskDefinition>, StoreError> {
         let s = &self.scope;
         self.doc(
             "SELECT doc FROM task_definitions WHERE account = ?1 AND region = ?2 AND family = ?3 AND status = 'ACTIVE'
@@ -432,11 +407,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn container_instance(
-        &mut self,
-        cluster: &str,
-        id: &str,
-    ) -> Result<Option<ContainerInstance>, StoreError> {
+    fn container_instance(&mut self, cluster: &str, id: &str) -> Result<Option<ContainerInstance>, StoreError> {
         let s = &self.scope;
         self.doc(
             "SELECT doc FROM container_instances WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",

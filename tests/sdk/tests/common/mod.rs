@@ -1,8 +1,10 @@
-//! Runs ecsd in-process on a loopback port and builds real `aws-sdk-ecs` clients for it.
+//! Runs ecsd in-process on a loopback port and builds real `aws-sdk-ecs` clients for it, plus a
+//! raw-request helper (signed with SigV4, or not) for what the SDK would refuse to send.
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ecs::Client;
@@ -13,6 +15,7 @@ use tokio::task::JoinHandle;
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
+pub const TARGET: &str = "AmazonEC2ContainerServiceV20141113.";
 
 pub struct Running {
     pub url: String,
@@ -20,16 +23,21 @@ pub struct Running {
     handle: JoinHandle<()>,
 }
 
+/// A raw answer: status, headers, JSON body (Null when not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: serde_json::Value,
+}
+
 impl Running {
-    /// Starts ecsd on `data_dir`, listening on a free loopback port.
+    /// Starts ecsd on `data_dir` with the development credentials, listening on a free port.
     pub async fn start(data_dir: &Path) -> Running {
-        let server = Server::open(Options {
-            data_dir: data_dir.to_owned(),
-            region: REGION.into(),
-            account_id: ACCOUNT.into(),
-        })
-        .await
-        .expect("the store opens");
+        Self::start_with(Options::development(data_dir.to_owned(), ACCOUNT, REGION)).await
+    }
+
+    pub async fn start_with(options: Options) -> Running {
+        let server = Server::open(options).await.expect("the store opens");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -51,34 +59,74 @@ impl Running {
     }
 
     pub fn client(&self) -> Client {
+        self.client_as("test", "test", REGION)
+    }
+
+    /// A client signing with other keys or for another region; it does not retry.
+    pub fn client_as(&self, access_key: &str, secret: &str, region: &str) -> Client {
         let config = aws_sdk_ecs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
+            .region(Region::new(region.to_owned()))
             .endpoint_url(&self.url)
-            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .credentials_provider(Credentials::new(access_key, secret, None, None, "tests"))
+            .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled())
             .http_client(aws_smithy_http_client::Builder::new().build_http())
             .build();
         Client::from_conf(config)
     }
 
-    /// Sends a raw AWS JSON request, for what the SDK would refuse to send.
-    pub async fn raw(
-        &self,
-        target: Option<&str>,
-        body: &str,
-    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-        let mut request = reqwest::Client::new()
-            .post(format!("{}/", self.url))
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(body.to_owned());
+    /// Sends `body` to `POST /` signed as `test`/`test` now, with `target` as X-Amz-Target.
+    pub async fn raw(&self, target: Option<&str>, body: &str) -> Answer {
+        let mut headers = vec![("content-type".to_owned(), "application/x-amz-json-1.1".to_owned())];
         if let Some(target) = target {
-            request = request.header("x-amz-target", target);
+            headers.push(("x-amz-target".to_owned(), target.to_owned()));
+        }
+        let signed = self.sign(&headers, body.as_bytes(), SystemTime::now());
+        self.send(signed, body.as_bytes().to_vec()).await
+    }
+
+    /// The headers of a request signed as `test`/`test` at `time` (host and x-amz-date added).
+    pub fn sign(&self, headers: &[(String, String)], body: &[u8], time: SystemTime) -> Vec<(String, String)> {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let host = self.url.trim_start_matches("http://").to_owned();
+        let mut all: Vec<(String, String)> = headers.to_vec();
+        all.push(("host".into(), host));
+        let identity = aws_credential_types::Credentials::new("test", "test", None, None, "tests").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(REGION)
+            .name("ecs")
+            .time(time)
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            "/",
+            all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        all.extend(instructions.headers().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        all
+    }
+
+    /// Sends a request with exactly these headers (no signing of its own).
+    pub async fn send(&self, headers: Vec<(String, String)>, body: Vec<u8>) -> Answer {
+        let mut request = reqwest::Client::new().post(format!("{}/", self.url)).body(body);
+        for (k, v) in headers {
+            if k != "host" {
+                request = request.header(k, v);
+            }
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.json().await.unwrap_or(serde_json::Value::Null);
-        (status, headers, body)
+        let bytes = response.bytes().await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Answer { status, headers, json }
     }
 }
 
@@ -118,12 +166,13 @@ pub fn agent_resources() -> Vec<aws_sdk_ecs::types::Resource> {
 /// The service error code of a failed SDK call.
 pub fn error_code<E, R>(err: &aws_sdk_ecs::error::SdkError<E, R>) -> String
 where
-    E: aws_sdk_ecs::error::ProvideErrorMetadata,
+    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
 {
     err.as_service_error()
         .and_then(|e| e.code())
         .map(str::to_owned)
-        .unwrap_or_else(|| "<not a service error>".into())
+        .unwrap_or_else(|| format!("<not a service error: {err:?}>"))
 }
 
 pub fn error_message<E, R>(err: &aws_sdk_ecs::error::SdkError<E, R>) -> String

@@ -1,0 +1,262 @@
+//! Who gets in and what they may do: SigV4 with real clients and tampered requests,
+//! principals and permissions from a credentials file, account and region isolation,
+//! throttling and body limits.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_ecs::types::ContainerDefinition;
+use common::{agent_resources, error_code, error_message, Running, ACCOUNT, REGION, TARGET};
+use ecsd::auth::Keys;
+use ecsd::server::{Limits, Options};
+use ecsd::throttle::{Family, Rate, Throttle};
+
+const CREDENTIALS: &str = r#"
+[[principals]]
+name = "alice"
+access_key_id = "AKIAALICE"
+secret_access_key = "alice-secret"
+account_id = "111111111111"
+permissions = ["admin"]
+
+[[principals]]
+name = "bob"
+access_key_id = "AKIABOB"
+secret_access_key = "bob-secret"
+account_id = "222222222222"
+permissions = ["admin"]
+
+[[principals]]
+name = "agent"
+access_key_id = "AKIAAGENT"
+secret_access_key = "agent-secret"
+account_id = "111111111111"
+permissions = ["agent"]
+
+[[principals]]
+name = "ci"
+access_key_id = "AKIACI"
+secret_access_key = "ci-secret"
+account_id = "111111111111"
+permissions = ["operator"]
+clusters = ["ci-*"]
+"#;
+
+fn options(dir: &std::path::Path) -> Options {
+    Options {
+        regions: vec![REGION.into(), "eu-west-1".into()],
+        keys: Keys::from_toml(CREDENTIALS).unwrap(),
+        ..Options::development(dir.to_owned(), ACCOUNT, REGION)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_with_bad_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start_with(options(dir.path())).await;
+
+    let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
+    alice.list_clusters().send().await.unwrap();
+
+    let wrong_secret = server.client_as("AKIAALICE", "not-the-secret", REGION);
+    let err = wrong_secret.list_clusters().send().await.unwrap_err();
+    assert_eq!(error_code(&err), "InvalidSignatureException");
+    assert!(error_message(&err).contains("signature we calculated does not match"));
+
+    let unknown = server.client_as("AKIAMALLORY", "x", REGION);
+    let err = unknown.list_clusters().send().await.unwrap_err();
+    assert_eq!(error_code(&err), "UnrecognizedClientException");
+
+    // The development key is not accepted once a credentials file is given.
+    let err = server.client().list_clusters().send().await.unwrap_err();
+    assert_eq!(error_code(&err), "UnrecognizedClientException");
+
+    let other_region = server.client_as("AKIAALICE", "alice-secret", "ap-south-1");
+    let err = other_region.list_clusters().send().await.unwrap_err();
+    assert_eq!(error_code(&err), "InvalidSignatureException");
+    assert!(error_message(&err).contains("valid region"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_stale_and_replayed_requests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path()).await;
+    let body = r#"{"clusterName":"guarded"}"#;
+    let headers = vec![
+        ("content-type".to_owned(), "application/x-amz-json-1.1".to_owned()),
+        ("x-amz-target".to_owned(), format!("{TARGET}CreateCluster")),
+    ];
+
+    let unsigned = server.send(headers.clone(), body.into()).await;
+    assert_eq!(unsigned.status, 403);
+    assert_eq!(unsigned.json["__type"], "MissingAuthenticationTokenException");
+
+    let stale = server.sign(
+        &headers,
+        body.as_bytes(),
+        SystemTime::now() - Duration::from_secs(20 * 60),
+    );
+    let answer = server.send(stale, body.into()).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json["__type"], "InvalidSignatureException");
+    assert!(answer.json["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Signature expired"));
+
+    let future = server.sign(
+        &headers,
+        body.as_bytes(),
+        SystemTime::now() + Duration::from_secs(20 * 60),
+    );
+    let answer = server.send(future, body.into()).await;
+    assert!(answer.json["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Signature not yet current"));
+
+    let signed = server.sign(&headers, body.as_bytes(), SystemTime::now());
+    let tampered_body = server.send(signed.clone(), br#"{"clusterName":"evil"}"#.to_vec()).await;
+    assert_eq!(tampered_body.json["__type"], "InvalidSignatureException");
+    let mut tampered_target = signed.clone();
+    for (k, v) in &mut tampered_target {
+        if k == "x-amz-target" {
+            *v = format!("{TARGET}DeleteCluster");
+        }
+    }
+    let answer = server.send(tampered_target, body.into()).await;
+    assert_eq!(answer.json["__type"], "InvalidSignatureException");
+
+    // None of it created anything; the genuine request does.
+    let clusters = server.client().list_clusters().send().await.unwrap();
+    assert!(clusters.cluster_arns().is_empty());
+    let genuine = server.send(signed, body.into()).await;
+    assert_eq!(genuine.status, 200, "{}", genuine.json);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_regions_never_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start_with(options(dir.path())).await;
+    let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
+    let alice_eu = server.client_as("AKIAALICE", "alice-secret", "eu-west-1");
+    let bob = server.client_as("AKIABOB", "bob-secret", REGION);
+
+    let created = alice.create_cluster().cluster_name("shared-name").send().await.unwrap();
+    assert_eq!(
+        created.cluster().unwrap().cluster_arn(),
+        Some("arn:aws:ecs:us-east-1:111111111111:cluster/shared-name")
+    );
+    for other in [&alice_eu, &bob] {
+        assert!(other.list_clusters().send().await.unwrap().cluster_arns().is_empty());
+        let described = other.describe_clusters().clusters("shared-name").send().await.unwrap();
+        assert!(described.clusters().is_empty());
+        assert_eq!(described.failures()[0].reason(), Some("MISSING"));
+        // Naming it by its full ARN does not reach across either.
+        let by_arn = other
+            .describe_clusters()
+            .clusters("arn:aws:ecs:us-east-1:111111111111:cluster/shared-name")
+            .send()
+            .await
+            .unwrap();
+        assert!(by_arn.clusters().is_empty());
+    }
+    let bobs = bob.create_cluster().cluster_name("shared-name").send().await.unwrap();
+    assert_eq!(
+        bobs.cluster().unwrap().cluster_arn(),
+        Some("arn:aws:ecs:us-east-1:222222222222:cluster/shared-name")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_and_cluster_limits_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start_with(options(dir.path())).await;
+    let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
+    let agent = server.client_as("AKIAAGENT", "agent-secret", REGION);
+    let ci = server.client_as("AKIACI", "ci-secret", REGION);
+    alice.create_cluster().cluster_name("prod").send().await.unwrap();
+
+    let err = agent
+        .run_task()
+        .cluster("prod")
+        .task_definition("x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "AccessDeniedException");
+    assert!(
+        error_message(&err).contains("arn:aws:iam::111111111111:user/agent is not authorized to perform: ecs:RunTask")
+    );
+    agent
+        .register_container_instance()
+        .cluster("prod")
+        .set_total_resources(Some(agent_resources()))
+        .send()
+        .await
+        .unwrap();
+
+    let err = ci
+        .submit_task_state_change()
+        .cluster("ci-1")
+        .task("t")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "AccessDeniedException");
+    ci.create_cluster().cluster_name("ci-1").send().await.unwrap();
+    let err = ci.describe_clusters().clusters("prod").send().await.unwrap_err();
+    assert_eq!(error_code(&err), "AccessDeniedException");
+    assert!(error_message(&err).contains("cluster/prod"));
+    let err = ci.describe_clusters().send().await.unwrap_err();
+    assert_eq!(
+        error_code(&err),
+        "AccessDeniedException",
+        "no cluster named means 'default'"
+    );
+    ci.register_task_definition()
+        .family("job")
+        .container_definitions(ContainerDefinition::builder().name("c").image("i").memory(8).build())
+        .send()
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_limits_answer_like_aws_and_keep_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start_with(Options {
+        throttle: Throttle::new(&[(
+            Family::Write,
+            Rate {
+                per_second: 1,
+                burst: 2,
+            },
+        )]),
+        limits: Limits {
+            max_body_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+        ..Options::development(dir.path().to_owned(), ACCOUNT, REGION)
+    })
+    .await;
+    let client = server.client();
+    client.create_cluster().cluster_name("a").send().await.unwrap();
+    client.create_cluster().cluster_name("b").send().await.unwrap();
+    let err = client.create_cluster().cluster_name("c").send().await.unwrap_err();
+    assert_eq!(error_code(&err), "ThrottlingException");
+    // Reads have buckets of their own.
+    assert_eq!(client.list_clusters().send().await.unwrap().cluster_arns().len(), 2);
+
+    let huge = format!(r#"{{"clusterName":"{}"}}"#, "x".repeat(100 * 1024));
+    let answer = server.raw(Some(&format!("{TARGET}CreateCluster")), &huge).await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.json["__type"], "RequestEntityTooLargeException");
+    assert_eq!(client.list_clusters().send().await.unwrap().cluster_arns().len(), 2);
+    server.stop().await;
+}
