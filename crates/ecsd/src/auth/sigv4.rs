@@ -307,11 +307,21 @@ mod tests {
         verify(&keys(), "service", &request, now)
     }
 
+    /// Method, path, headers, body, signed headers, signature.
+    type Example = (
+        &'static str,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        &'static [u8],
+        &'static str,
+        &'static str,
+    );
+
     // Cases from AWS's SigV4 test suite ("post-vanilla", "get-vanilla", "post-x-www-form-urlencoded",
     // "get-header-key-duplicate", "get-header-value-trim"), with their published signatures.
     #[test]
     fn accepts_the_published_examples() {
-        let cases: [(&str, &str, Vec<(&'static str, &str)>, &[u8], &str, &str); 5] = [
+        let cases: [Example; 5] = [
             (
                 "POST",
                 "/",
