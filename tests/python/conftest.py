@@ -22,14 +22,15 @@ def ecsd_binary():
 class Ecsd:
     """One ecsd process on a data directory; can be stopped, killed and started again."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, extra_args=()):
         self.data_dir = data_dir
+        self.extra_args = list(extra_args)
         self.process = None
         self.url = None
 
     def start(self):
         self.process = subprocess.Popen(
-            [ecsd_binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
+            [ecsd_binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

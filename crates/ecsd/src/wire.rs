@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use crate::auth::sigv4::{self, SignedRequest};
@@ -27,6 +28,8 @@ use crate::throttle::Throttle;
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 pub const SIGNING_NAME: &str = "ecs";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// How much of an oversized body is read and discarded before the connection is dropped.
+pub const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// What every request is served with.
 pub struct AppState {
@@ -63,19 +66,41 @@ pub fn route(headers: &HeaderMap) -> Result<Operation, ApiError> {
     Ok(operation)
 }
 
-/// Reads a request body within the size and time limits.
-pub async fn read_body(body: Body, limits: &Limits) -> Result<axum::body::Bytes, ApiError> {
-    match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limits.max_body_bytes)).await {
-        Err(_) => Err(ApiError::new(
-            ErrorCode::RequestTimeoutException,
-            "The request body was not received in time.",
-        )),
-        Ok(Err(_)) => Err(ApiError::new(
+/// Reads a request body within the size and time limits. An oversized body is still read to
+/// its end (up to [`DRAIN_LIMIT`]) and thrown away, so that the client, which is still sending,
+/// gets to read the 413 instead of a reset connection.
+pub async fn read_body(mut body: Body, limits: &Limits) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
             ErrorCode::RequestEntityTooLargeException,
             format!("The request body is larger than {} bytes.", limits.max_body_bytes),
-        )),
-        Ok(Ok(bytes)) => Ok(bytes),
-    }
+        )
+    };
+    let read = async {
+        let mut kept = Vec::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ApiError::serialization("The request body could not be read."))?;
+            let Ok(data) = frame.into_data() else { continue };
+            total += data.len();
+            if total <= limits.max_body_bytes {
+                kept.extend_from_slice(&data);
+            } else if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+        if total > limits.max_body_bytes {
+            Err(too_large())
+        } else {
+            Ok(axum::body::Bytes::from(kept))
+        }
+    };
+    tokio::time::timeout(limits.body_timeout, read).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            ErrorCode::RequestTimeoutException,
+            "The request body was not received in time.",
+        ))
+    })
 }
 
 /// Verifies a request's signature and that its region is served here.
