@@ -94,7 +94,10 @@ pub enum ServeError {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(wire::handle))
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .fallback(|| async {
             let err = ApiError::unknown_operation("Not found: ECS API calls are POST / with an X-Amz-Target header.");
             let mut response = wire::error_response(&uuid::Uuid::new_v4().to_string(), &err);

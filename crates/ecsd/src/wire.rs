@@ -95,12 +95,14 @@ pub async fn read_body(mut body: Body, limits: &Limits) -> Result<axum::body::By
             Ok(axum::body::Bytes::from(kept))
         }
     };
-    tokio::time::timeout(limits.body_timeout, read).await.unwrap_or_else(|_| {
-        Err(ApiError::new(
-            ErrorCode::RequestTimeoutException,
-            "The request body was not received in time.",
-        ))
-    })
+    tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::RequestTimeoutException,
+                "The request body was not received in time.",
+            ))
+        })
 }
 
 /// Verifies a request's signature and that its region is served here.
