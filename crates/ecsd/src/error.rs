@@ -10,7 +10,10 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     AccessDeniedException,
+    AttributeLimitExceededException,
     ClientException,
+    ClusterContainsContainerInstancesException,
+    ClusterContainsTasksException,
     ClusterNotFoundException,
     IncompleteSignatureException,
     InvalidParameterException,
@@ -18,8 +21,10 @@ pub enum ErrorCode {
     MissingAuthenticationTokenException,
     RequestEntityTooLargeException,
     RequestTimeoutException,
+    ResourceNotFoundException,
     ServerException,
     SerializationException,
+    TargetNotFoundException,
     ThrottlingException,
     UnknownOperationException,
     UnrecognizedClientException,
@@ -29,7 +34,10 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::AccessDeniedException => "AccessDeniedException",
+            ErrorCode::AttributeLimitExceededException => "AttributeLimitExceededException",
             ErrorCode::ClientException => "ClientException",
+            ErrorCode::ClusterContainsContainerInstancesException => "ClusterContainsContainerInstancesException",
+            ErrorCode::ClusterContainsTasksException => "ClusterContainsTasksException",
             ErrorCode::ClusterNotFoundException => "ClusterNotFoundException",
             ErrorCode::IncompleteSignatureException => "IncompleteSignatureException",
             ErrorCode::InvalidParameterException => "InvalidParameterException",
@@ -37,8 +45,10 @@ impl ErrorCode {
             ErrorCode::MissingAuthenticationTokenException => "MissingAuthenticationTokenException",
             ErrorCode::RequestEntityTooLargeException => "RequestEntityTooLargeException",
             ErrorCode::RequestTimeoutException => "RequestTimeoutException",
+            ErrorCode::ResourceNotFoundException => "ResourceNotFoundException",
             ErrorCode::ServerException => "ServerException",
             ErrorCode::SerializationException => "SerializationException",
+            ErrorCode::TargetNotFoundException => "TargetNotFoundException",
             ErrorCode::ThrottlingException => "ThrottlingException",
             ErrorCode::UnknownOperationException => "UnknownOperationException",
             ErrorCode::UnrecognizedClientException => "UnrecognizedClientException",

@@ -3,6 +3,7 @@
 
 pub mod arn;
 pub mod placement;
+pub mod query;
 pub mod records;
 pub mod status;
 pub mod task_change;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::query::{Expr, Facts};
 use super::records::{ContainerInstance, Resource, TaskDefinitionSpec};
 use crate::error::ApiError;
 
@@ -27,10 +28,13 @@ pub struct InstanceLoad {
     pub udp_ports: BTreeSet<u16>,
     pub running: i64,
     pub pending: i64,
+    /// The groups of those tasks (`task:group` in the query language).
+    pub groups: BTreeSet<String>,
 }
 
 impl InstanceLoad {
-    pub fn add(&mut self, r: &Reservation, pending: bool) {
+    pub fn add(&mut self, r: &Reservation, pending: bool, group: &str) {
+        self.groups.insert(group.to_owned());
         self.cpu += r.cpu;
         self.memory += r.memory;
         self.tcp_ports.extend(r.tcp_ports.iter().copied());
@@ -216,36 +220,170 @@ pub fn misfit(instance: &ContainerInstance, load: &InstanceLoad, need: &Reservat
     None
 }
 
-/// Where each of `count` tasks goes: the instance with the fewest tasks that the task fits on
-/// (ties go to the earliest registered), spreading a batch across the cluster. Returns the index
-/// into `candidates` per placed task, and for tasks that fit nowhere, the reason per instance.
-pub fn place(
-    candidates: &mut [(ContainerInstance, InstanceLoad)],
-    need: &Reservation,
-    count: usize,
-) -> (Vec<usize>, Vec<(String, &'static str)>) {
-    let mut placed = Vec::with_capacity(count);
-    for _ in 0..count {
-        let best = candidates
+/// How ECS picks among the instances a task fits on (`PlacementStrategy` in the model).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Strategy {
+    /// Fewest of this resource left (`cpu` or `memory`), to fill instances one by one.
+    Binpack(BinpackField),
+    /// Fewest tasks per value of `instanceId`/`host` or of an attribute (`attribute:NAME`).
+    Spread(String),
+    Random,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinpackField {
+    Cpu,
+    Memory,
+}
+
+/// What a RunTask asks of placement besides resources.
+pub struct Placement<'a> {
+    pub need: &'a Reservation,
+    pub count: usize,
+    /// Applied in order; later ones break the ties of earlier ones.
+    pub strategies: &'a [Strategy],
+    /// `memberOf` constraints of the request and of the task definition.
+    pub member_of: &'a [Expr],
+    /// `distinctInstance`: no two tasks of this placement on one instance.
+    pub distinct_instance: bool,
+    /// The group the new tasks join (counted by `task:group` in later placements).
+    pub group: &'a str,
+}
+
+/// An instance that may take tasks, with what its tasks hold.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub instance: ContainerInstance,
+    pub load: InstanceLoad,
+}
+
+const MEMBER_OF_UNSATISFIED: &str = "MemberOf placement constraint unsatisfied.";
+const DISTINCT_UNSATISFIED: &str = "DistinctInstance placement constraint unsatisfied.";
+
+impl Candidate {
+    /// The instance as the cluster query language sees it.
+    pub fn facts(&self) -> Facts<'_> {
+        let i = &self.instance;
+        Facts {
+            attributes: i
+                .attributes
+                .iter()
+                .map(|a| (a.name.as_str(), a.value.as_deref()))
+                .collect(),
+            ec2_instance_id: i.ec2_instance_id.as_deref(),
+            agent_connected: i.agent_connected,
+            agent_version: i
+                .version_info
+                .as_ref()
+                .and_then(|v| v.get("agentVersion"))
+                .and_then(serde_json::Value::as_str),
+            registered_at: i.registered_at,
+            running_tasks_count: self.load.running,
+            task_groups: self.load.groups.iter().map(String::as_str).collect(),
+        }
+    }
+
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.instance
+            .attributes
             .iter()
-            .enumerate()
-            .filter(|(_, (instance, load))| misfit(instance, load, need).is_none())
-            .min_by(|(_, (a, la)), (_, (b, lb))| {
-                (la.running + la.pending)
-                    .cmp(&(lb.running + lb.pending))
-                    .then(a.registered_at.total_cmp(&b.registered_at))
-            })
-            .map(|(i, _)| i);
+            .find(|a| a.name == name)
+            .map(|a| a.value.as_deref().unwrap_or(""))
+    }
+
+    fn left(&self, field: BinpackField) -> i64 {
+        let name = match field {
+            BinpackField::Cpu => "CPU",
+            BinpackField::Memory => "MEMORY",
+        };
+        let used = match field {
+            BinpackField::Cpu => self.load.cpu,
+            BinpackField::Memory => self.load.memory,
+        };
+        resource(&self.instance.registered_resources, name)
+            .map(numeric)
+            .unwrap_or(0)
+            - used
+    }
+}
+
+/// Why `candidate` cannot take the next task, if it cannot.
+fn refusal(candidate: &Candidate, placement: &Placement<'_>, taken: &[usize], index: usize) -> Option<&'static str> {
+    if placement.distinct_instance && taken.contains(&index) {
+        return Some(DISTINCT_UNSATISFIED);
+    }
+    if !placement.member_of.is_empty() {
+        let facts = candidate.facts();
+        if !placement.member_of.iter().all(|e| e.matches(&facts)) {
+            return Some(MEMBER_OF_UNSATISFIED);
+        }
+    }
+    misfit(&candidate.instance, &candidate.load, placement.need)
+}
+
+/// Where each of the tasks goes: among the instances it fits on and whose constraints hold,
+/// the best by the strategies (by default, the fewest tasks), ties going to the earliest
+/// registered. Returns the index into `candidates` of each placed task and, if some task fits
+/// nowhere, why each instance refused it.
+pub fn place(candidates: &mut [Candidate], placement: &Placement<'_>) -> (Vec<usize>, Vec<(String, &'static str)>) {
+    let default = [Strategy::Spread("instanceId".into())];
+    let strategies = if placement.strategies.is_empty() {
+        &default[..]
+    } else {
+        placement.strategies
+    };
+    let mut placed = Vec::with_capacity(placement.count);
+    for _ in 0..placement.count {
+        let eligible: Vec<usize> = (0..candidates.len())
+            .filter(|i| refusal(&candidates[*i], placement, &placed, *i).is_none())
+            .collect();
+        let best = eligible.iter().copied().min_by(|a, b| {
+            let (a, b) = (&candidates[*a], &candidates[*b]);
+            let key = |c: &Candidate| -> Vec<f64> {
+                strategies
+                    .iter()
+                    .map(|s| match s {
+                        Strategy::Binpack(field) => c.left(*field) as f64,
+                        Strategy::Random => (uuid::Uuid::new_v4().as_u128() >> 75) as f64,
+                        Strategy::Spread(field) if field == "instanceId" || field == "host" => {
+                            (c.load.running + c.load.pending) as f64
+                        }
+                        Strategy::Spread(field) => {
+                            let name = field.strip_prefix("attribute:").unwrap_or(field);
+                            let value = c.attribute(name);
+                            candidates
+                                .iter()
+                                .filter(|o| o.attribute(name) == value)
+                                .map(|o| (o.load.running + o.load.pending) as f64)
+                                .sum()
+                        }
+                    })
+                    .collect()
+            };
+            key(a)
+                .iter()
+                .zip(key(b).iter())
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.instance.registered_at.total_cmp(&b.instance.registered_at))
+                .then_with(|| {
+                    a.instance
+                        .container_instance_arn
+                        .cmp(&b.instance.container_instance_arn)
+                })
+        });
         match best {
             Some(i) => {
-                candidates[i].1.add(need, true);
+                candidates[i].load.add(placement.need, true, placement.group);
                 placed.push(i);
             }
             None => {
                 let failures = candidates
                     .iter()
-                    .filter_map(|(instance, load)| {
-                        misfit(instance, load, need).map(|why| (instance.container_instance_arn.clone(), why))
+                    .enumerate()
+                    .filter_map(|(i, c)| {
+                        refusal(c, placement, &placed, i).map(|why| (c.instance.container_instance_arn.clone(), why))
                     })
                     .collect();
                 return (placed, failures);
@@ -375,13 +513,13 @@ mod tests {
             udp_ports: vec![],
         };
         assert_eq!(misfit(&i, &load, &need), None);
-        load.add(&need, false);
+        load.add(&need, false, "g");
         assert_eq!(misfit(&i, &load, &need), Some("RESOURCE:PORTS"));
         let no_ports = Reservation {
             tcp_ports: vec![],
             ..need.clone()
         };
-        load.add(&no_ports, false);
+        load.add(&no_ports, false, "g");
         assert_eq!(misfit(&i, &load, &no_ports), Some("RESOURCE:CPU"));
         let reserved = Reservation {
             cpu: 0,
@@ -398,26 +536,152 @@ mod tests {
         assert_eq!(misfit(&i, &InstanceLoad::default(), &big), Some("RESOURCE:MEMORY"));
     }
 
+    fn candidates(n: usize) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| Candidate {
+                instance: instance(&format!("arn/{i}"), 1024, 1024, i as f64),
+                load: InstanceLoad::default(),
+            })
+            .collect()
+    }
+
+    fn placement<'a>(need: &'a Reservation, count: usize, strategies: &'a [Strategy]) -> Placement<'a> {
+        Placement {
+            need,
+            count,
+            strategies,
+            member_of: &[],
+            distinct_instance: false,
+            group: "g",
+        }
+    }
+
     #[test]
     fn place_spreads_and_reports_failures_per_instance() {
-        let mut candidates = vec![
-            (instance("a", 1024, 1024, 1.0), InstanceLoad::default()),
-            (instance("b", 1024, 1024, 2.0), InstanceLoad::default()),
-        ];
+        let mut cs = candidates(2);
         let need = Reservation {
             cpu: 512,
             memory: 512,
             ..Default::default()
         };
-        let (placed, failures) = place(&mut candidates, &need, 3);
+        let (placed, failures) = place(&mut cs, &placement(&need, 3, &[]));
         assert_eq!(placed, vec![0, 1, 0]);
         assert!(failures.is_empty());
-        let (placed, failures) = place(&mut candidates, &need, 2);
+        let (placed, failures) = place(&mut cs, &placement(&need, 2, &[]));
         assert_eq!(placed, vec![1]);
         assert_eq!(
             failures,
-            vec![("a".to_string(), "RESOURCE:CPU"), ("b".to_string(), "RESOURCE:CPU")]
+            vec![
+                ("arn/0".to_string(), "RESOURCE:CPU"),
+                ("arn/1".to_string(), "RESOURCE:CPU")
+            ]
         );
+    }
+
+    #[test]
+    fn binpack_fills_the_fullest_instance_first() {
+        let mut cs = candidates(3);
+        cs[1].load.add(
+            &Reservation {
+                memory: 512,
+                ..Default::default()
+            },
+            false,
+            "g",
+        );
+        let need = Reservation {
+            cpu: 10,
+            memory: 256,
+            ..Default::default()
+        };
+        let (placed, _) = place(
+            &mut cs,
+            &placement(&need, 3, &[Strategy::Binpack(BinpackField::Memory)]),
+        );
+        assert_eq!(
+            placed,
+            vec![1, 1, 0],
+            "instance 1 has least memory left until it is full"
+        );
+    }
+
+    #[test]
+    fn spread_by_attribute_balances_values() {
+        let mut cs = candidates(3);
+        let zone = |z: &str| crate::domain::records::Attribute {
+            name: "ecs.availability-zone".into(),
+            value: Some(z.into()),
+            target_type: None,
+            target_id: None,
+        };
+        cs[0].instance.attributes.push(zone("a"));
+        cs[1].instance.attributes.push(zone("a"));
+        cs[2].instance.attributes.push(zone("b"));
+        let need = Reservation {
+            cpu: 1,
+            memory: 1,
+            ..Default::default()
+        };
+        let strategies = [Strategy::Spread("attribute:ecs.availability-zone".into())];
+        let (placed, _) = place(&mut cs, &placement(&need, 4, &strategies));
+        let in_b = placed.iter().filter(|i| **i == 2).count();
+        assert_eq!(in_b, 2, "{placed:?}: zone b takes half the tasks");
+    }
+
+    #[test]
+    fn random_places_everything_that_fits() {
+        let mut cs = candidates(4);
+        let need = Reservation {
+            cpu: 256,
+            memory: 1,
+            ..Default::default()
+        };
+        let (placed, failures) = place(&mut cs, &placement(&need, 10, &[Strategy::Random]));
+        assert_eq!(placed.len(), 10);
+        assert!(failures.is_empty());
+        assert!(cs.iter().all(|c| c.load.cpu <= 1024));
+    }
+
+    #[test]
+    fn constraints_limit_the_instances() {
+        let mut cs = candidates(3);
+        cs[2].instance.attributes.push(crate::domain::records::Attribute {
+            name: "gpu".into(),
+            value: Some("yes".into()),
+            target_type: None,
+            target_id: None,
+        });
+        let need = Reservation {
+            cpu: 1,
+            memory: 1,
+            ..Default::default()
+        };
+        let member_of = [crate::domain::query::parse("attribute:gpu == yes").unwrap()];
+        let p = Placement {
+            member_of: &member_of,
+            ..placement(&need, 2, &[])
+        };
+        let (placed, failures) = place(&mut cs, &p);
+        assert_eq!(placed, vec![2, 2]);
+        assert!(failures.is_empty());
+
+        let mut cs = candidates(2);
+        let p = Placement {
+            distinct_instance: true,
+            ..placement(&need, 3, &[])
+        };
+        let (placed, failures) = place(&mut cs, &p);
+        assert_eq!(placed, vec![0, 1]);
+        assert_eq!(failures[0].1, DISTINCT_UNSATISFIED);
+
+        let member_of = [crate::domain::query::parse("task:group == g").unwrap()];
+        let mut cs = candidates(2);
+        cs[1].load.add(&need, false, "g");
+        let p = Placement {
+            member_of: &member_of,
+            ..placement(&need, 1, &[])
+        };
+        assert_eq!(place(&mut cs, &p).0, vec![1], "memberOf task:group follows the group");
     }
 
     #[test]
@@ -432,6 +696,7 @@ mod tests {
                 udp_ports: vec![],
             },
             false,
+            "g",
         );
         let left = remaining_resources(&i.registered_resources, &load);
         assert_eq!(left[0].integer_value, Some(768));

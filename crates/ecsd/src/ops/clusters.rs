@@ -3,20 +3,19 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{decode_token, page_size, paginate, Ctx};
+use super::tags::check_tags;
+use super::{active_cluster, decode_token, page_size, paginate, Ctx};
 use crate::domain::is_valid_name;
-use crate::domain::records::Cluster;
-use crate::error::ApiError;
+use crate::domain::records::{Cluster, Tag};
+use crate::error::{ApiError, ErrorCode};
 use crate::store::{ClusterCounts, StoreExt, Tx};
-
-const MAX_TAGS: usize = 50;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateClusterRequest {
     cluster_name: Option<String>,
     #[serde(default)]
-    tags: Vec<Value>,
+    tags: Vec<Tag>,
     #[serde(flatten)]
     options: Map<String, Value>,
 }
@@ -33,13 +32,12 @@ pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<Clus
             "Invalid 'clusterName': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
         ));
     }
-    if req.tags.len() > MAX_TAGS {
-        return Err(ApiError::invalid_parameter(format!(
-            "Invalid 'tags': at most {MAX_TAGS} tags are allowed."
-        )));
-    }
+    check_tags(&req.tags)?;
     let mut options = req.options;
-    options.insert("tags".into(), Value::Array(req.tags));
+    options.insert(
+        "tags".into(),
+        serde_json::to_value(&req.tags).unwrap_or_else(|_| json!([])),
+    );
     ctx.store
         .write(&ctx.scope, move |tx| {
             // Creating a cluster that exists returns it unchanged, as ECS does.
@@ -57,6 +55,63 @@ pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<Clus
                 }
             };
             let counts = tx.cluster_counts(&name)?;
+            Ok(ClusterResponse {
+                cluster: view(&cluster, counts, &ALL_FIELDS),
+            })
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateClusterRequest {
+    cluster: String,
+    #[serde(flatten)]
+    options: Map<String, Value>,
+}
+
+pub async fn update_cluster(ctx: &Ctx, req: UpdateClusterRequest) -> Result<ClusterResponse, ApiError> {
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let name = active_cluster(tx, Some(&req.cluster))?;
+            let mut cluster = tx.cluster(&name)?.ok_or_else(ApiError::cluster_not_found)?;
+            for (member, value) in &req.options {
+                cluster.options.insert(member.clone(), value.clone());
+            }
+            tx.put_cluster(&cluster)?;
+            let counts = tx.cluster_counts(&name)?;
+            Ok(ClusterResponse {
+                cluster: view(&cluster, counts, &ALL_FIELDS),
+            })
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+pub struct DeleteClusterRequest {
+    cluster: String,
+}
+
+pub async fn delete_cluster(ctx: &Ctx, req: DeleteClusterRequest) -> Result<ClusterResponse, ApiError> {
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let name = active_cluster(tx, Some(&req.cluster))?;
+            let mut cluster = tx.cluster(&name)?.ok_or_else(ApiError::cluster_not_found)?;
+            let counts = tx.cluster_counts(&name)?;
+            if counts.registered_container_instances > 0 {
+                return Err(ApiError::new(
+                    ErrorCode::ClusterContainsContainerInstancesException,
+                    "The Cluster cannot be deleted while Container Instances are active or draining.",
+                ));
+            }
+            if counts.running_tasks + counts.pending_tasks > 0 {
+                return Err(ApiError::new(
+                    ErrorCode::ClusterContainsTasksException,
+                    "The Cluster cannot be deleted while Tasks are active.",
+                ));
+            }
+            cluster.status = "INACTIVE".into();
+            tx.put_cluster(&cluster)?;
             Ok(ClusterResponse {
                 cluster: view(&cluster, counts, &ALL_FIELDS),
             })
@@ -149,9 +204,43 @@ pub async fn list_clusters(ctx: &Ctx, req: ListClustersRequest) -> Result<ListCl
 
 const ALL_FIELDS: [&str; 4] = ["TAGS", "SETTINGS", "CONFIGURATIONS", "STATISTICS"];
 
+/// The `statistics` ECS reports with `include: STATISTICS`: task counts per launch type (ecsd
+/// runs no services, so the service counts are zero).
+fn statistics(counts: &ClusterCounts) -> Value {
+    let count = |launch_type: &str, running: bool| {
+        counts
+            .by_launch_type
+            .iter()
+            .filter(|(l, _, _)| l == launch_type)
+            .map(|(_, r, p)| if running { *r } else { *p })
+            .sum::<i64>()
+    };
+    let mut out = Vec::new();
+    for (name, launch_type, running) in [
+        ("runningEC2TasksCount", "EC2", true),
+        ("runningFargateTasksCount", "FARGATE", true),
+        ("runningExternalTasksCount", "EXTERNAL", true),
+        ("pendingEC2TasksCount", "EC2", false),
+        ("pendingFargateTasksCount", "FARGATE", false),
+        ("pendingExternalTasksCount", "EXTERNAL", false),
+    ] {
+        out.push(json!({"name": name, "value": count(launch_type, running).to_string()}));
+    }
+    for name in [
+        "activeEC2ServiceCount",
+        "activeFargateServiceCount",
+        "drainingEC2ServiceCount",
+        "drainingFargateServiceCount",
+    ] {
+        out.push(json!({"name": name, "value": "0"}));
+    }
+    Value::Array(out)
+}
+
 /// A cluster as DescribeClusters shows it: counts derived from what the cluster holds, and the
 /// optional parts only when `include` asks for them.
 fn view<S: AsRef<str>>(cluster: &Cluster, counts: ClusterCounts, include: &[S]) -> Value {
+    let counts = &counts;
     let wants = |field: &str| include.iter().any(|i| i.as_ref() == field);
     let mut out = Map::new();
     out.insert("clusterArn".into(), cluster.cluster_arn.clone().into());
@@ -164,7 +253,14 @@ fn view<S: AsRef<str>>(cluster: &Cluster, counts: ClusterCounts, include: &[S]) 
     out.insert("runningTasksCount".into(), counts.running_tasks.into());
     out.insert("pendingTasksCount".into(), counts.pending_tasks.into());
     out.insert("activeServicesCount".into(), 0.into());
-    out.insert("statistics".into(), json!([]));
+    out.insert(
+        "statistics".into(),
+        if wants("STATISTICS") {
+            statistics(counts)
+        } else {
+            json!([])
+        },
+    );
     for (member, field) in [
         ("tags", "TAGS"),
         ("settings", "SETTINGS"),

@@ -6,11 +6,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::tags::check_tags;
+use super::tasks::id_of;
 use super::{active_cluster, decode_token, page_size, paginate, Ctx};
-use crate::domain::placement::remaining_resources;
+use crate::domain::placement::{remaining_resources, Candidate};
+use crate::domain::query;
 use crate::domain::records::{Attribute, ContainerInstance, Resource, Tag};
 use crate::domain::{new_id, now};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::{StoreError, StoreExt, Tx};
 
 const MAX_CUSTOM_ATTRIBUTES: usize = 10;
@@ -42,6 +45,7 @@ pub async fn register_container_instance(
     req: RegisterContainerInstanceRequest,
 ) -> Result<ContainerInstanceResponse, ApiError> {
     check_attributes(&req.attributes)?;
+    check_tags(&req.tags)?;
     let ec2_instance_id = req
         .instance_identity_document
         .as_deref()
@@ -108,7 +112,7 @@ fn check_attributes(attributes: &[Attribute]) -> Result<(), ApiError> {
                 "Invalid 'attributes[{i}].value': it must be 1 to {MAX_ATTRIBUTE_LEN} characters long."
             )));
         }
-        if !a.name.starts_with("ecs.") && !a.name.starts_with("com.amazonaws.ecs.") {
+        if is_custom(&a.name) {
             custom += 1;
         }
     }
@@ -118,6 +122,11 @@ fn check_attributes(attributes: &[Attribute]) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// Attributes other than the ones ECS and its agent define count against the limit.
+fn is_custom(name: &str) -> bool {
+    !name.starts_with("ecs.") && !name.starts_with("com.amazonaws.ecs.")
 }
 
 /// A container instance as ECS shows it: remaining resources and task counts derived from
@@ -225,35 +234,341 @@ pub async fn list_container_instances(
     ctx: &Ctx,
     req: ListContainerInstancesRequest,
 ) -> Result<ListContainerInstancesResponse, ApiError> {
-    if req.filter.is_some() {
-        return Err(ApiError::invalid_parameter(
-            "Invalid 'filter': cluster query language filters are not supported by this server yet.",
-        ));
-    }
+    let filter = req.filter.as_deref().map(query::parse).transpose()?;
     let limit = page_size(req.max_results)?;
     let after = decode_token("container-instances", req.next_token.as_deref())?;
     let instances = ctx
         .store
         .read(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
-            Ok::<_, ApiError>(tx.list_container_instances(
-                &cluster,
-                req.status.as_deref(),
-                after.as_deref(),
-                limit + 1,
-            )?)
+            let Some(filter) = filter else {
+                return Ok(tx.list_container_instances(
+                    &cluster,
+                    req.status.as_deref(),
+                    after.as_deref(),
+                    limit + 1,
+                )?);
+            };
+            let mut matching = Vec::new();
+            for instance in
+                tx.list_container_instances(&cluster, req.status.as_deref(), after.as_deref(), usize::MAX)?
+            {
+                let load = tx.instance_load(&cluster, id_of(&instance.container_instance_arn))?;
+                let candidate = Candidate { instance, load };
+                if filter.matches(&candidate.facts()) {
+                    matching.push(candidate.instance);
+                    if matching.len() > limit {
+                        break;
+                    }
+                }
+            }
+            Ok::<_, ApiError>(matching)
         })
         .await?;
-    let id_of = |i: &ContainerInstance| {
-        i.container_instance_arn
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let (page, next_token) = paginate(instances, limit, "container-instances", id_of);
+    let (page, next_token) = paginate(instances, limit, "container-instances", |i| {
+        id_of(&i.container_instance_arn).to_owned()
+    });
     Ok(ListContainerInstancesResponse {
         container_instance_arns: page.into_iter().map(|i| i.container_instance_arn).collect(),
+        next_token,
+    })
+}
+
+/// An instance of `cluster` named by id or ARN, with its id.
+fn find_instance(
+    tx: &mut dyn Tx,
+    cluster: &str,
+    reference: &str,
+) -> Result<Option<(String, ContainerInstance)>, ApiError> {
+    let scope = tx.scope().clone();
+    let Some(r) = scope
+        .resource_id(reference, "container-instance")
+        .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+    else {
+        return Ok(None);
+    };
+    Ok(tx.container_instance(cluster, r.id)?.map(|i| (r.id.to_owned(), i)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeregisterContainerInstanceRequest {
+    cluster: Option<String>,
+    container_instance: String,
+    #[serde(default)]
+    force: bool,
+}
+
+pub async fn deregister_container_instance(
+    ctx: &Ctx,
+    req: DeregisterContainerInstanceRequest,
+) -> Result<ContainerInstanceResponse, ApiError> {
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            let (id, mut instance) = find_instance(tx, &cluster, &req.container_instance)?
+                .ok_or_else(|| ApiError::invalid_parameter("The referenced container instance was not found."))?;
+            let load = tx.instance_load(&cluster, &id)?;
+            if !req.force && load.running + load.pending > 0 {
+                return Err(ApiError::invalid_parameter(
+                    "The container instance has tasks that are not stopped; deregister it with force to orphan them.",
+                ));
+            }
+            if instance.status != "INACTIVE" {
+                instance.status = "INACTIVE".into();
+                instance.version += 1;
+                tx.put_container_instance(&cluster, &id, &instance)?;
+            }
+            Ok(ContainerInstanceResponse {
+                container_instance: view(tx, &cluster, &id, instance, true)?,
+            })
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateContainerInstancesStateRequest {
+    cluster: Option<String>,
+    container_instances: Vec<String>,
+    status: String,
+}
+
+pub async fn update_container_instances_state(
+    ctx: &Ctx,
+    req: UpdateContainerInstancesStateRequest,
+) -> Result<DescribeContainerInstancesResponse, ApiError> {
+    if !matches!(req.status.as_str(), "ACTIVE" | "DRAINING") {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'status' {}: container instances can only be set to ACTIVE or DRAINING.",
+            req.status
+        )));
+    }
+    if req.container_instances.is_empty() || req.container_instances.len() > 10 {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'containerInstances': between 1 and 10 container instances can be updated at once.",
+        ));
+    }
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            let mut out = DescribeContainerInstancesResponse {
+                container_instances: Vec::new(),
+                failures: Vec::new(),
+            };
+            for reference in &req.container_instances {
+                let arn = arn_of(tx, &cluster, reference);
+                let Some((id, mut instance)) = find_instance(tx, &cluster, reference)? else {
+                    out.failures.push(json!({"arn": arn, "reason": "MISSING"}));
+                    continue;
+                };
+                if instance.status == "INACTIVE" {
+                    out.failures.push(json!({"arn": arn, "reason": "INACTIVE"}));
+                    continue;
+                }
+                if instance.status != req.status {
+                    instance.status = req.status.clone();
+                    instance.version += 1;
+                    tx.put_container_instance(&cluster, &id, &instance)?;
+                }
+                out.container_instances.push(view(tx, &cluster, &id, instance, false)?);
+            }
+            Ok(out)
+        })
+        .await
+}
+
+fn arn_of(tx: &dyn Tx, cluster: &str, reference: &str) -> String {
+    if reference.starts_with("arn:") {
+        reference.to_owned()
+    } else {
+        tx.scope().container_instance_arn(cluster, reference)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributesRequest {
+    cluster: Option<String>,
+    attributes: Vec<Attribute>,
+}
+
+#[derive(Serialize)]
+pub struct AttributesResponse {
+    attributes: Vec<Attribute>,
+}
+
+/// The instance each attribute of a Put/DeleteAttributes targets.
+fn attribute_targets(
+    tx: &mut dyn Tx,
+    cluster: &str,
+    attributes: &[Attribute],
+) -> Result<Vec<(String, ContainerInstance)>, ApiError> {
+    let mut targets: Vec<(String, ContainerInstance)> = Vec::new();
+    for (i, attribute) in attributes.iter().enumerate() {
+        if attribute
+            .target_type
+            .as_deref()
+            .is_some_and(|t| t != "container-instance")
+        {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'attributes[{i}].targetType': only container-instance is supported."
+            )));
+        }
+        let target = attribute.target_id.as_deref().ok_or_else(|| {
+            ApiError::invalid_parameter(format!("Invalid 'attributes[{i}].targetId': the target is required."))
+        })?;
+        let (id, instance) = find_instance(tx, cluster, target)?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TargetNotFoundException,
+                format!("Could not find the target '{target}' in cluster '{cluster}'."),
+            )
+        })?;
+        if !targets.iter().any(|(known, _)| *known == id) {
+            targets.push((id, instance));
+        }
+    }
+    Ok(targets)
+}
+
+fn targets_instance(attribute: &Attribute, tx: &dyn Tx, cluster: &str, id: &str) -> bool {
+    attribute
+        .target_id
+        .as_deref()
+        .and_then(|t| tx.scope().resource_id(t, "container-instance").map(|r| r.id.to_owned()))
+        .is_some_and(|target| target == id)
+        || attribute.target_id.as_deref() == Some(&tx.scope().container_instance_arn(cluster, id))
+}
+
+pub async fn put_attributes(ctx: &Ctx, req: AttributesRequest) -> Result<AttributesResponse, ApiError> {
+    if req.attributes.is_empty() || req.attributes.len() > MAX_CUSTOM_ATTRIBUTES {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'attributes': between 1 and {MAX_CUSTOM_ATTRIBUTES} attributes can be put at once."
+        )));
+    }
+    check_attributes(&req.attributes)?;
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            for (id, mut instance) in attribute_targets(tx, &cluster, &req.attributes)? {
+                for attribute in req.attributes.iter().filter(|a| targets_instance(a, tx, &cluster, &id)) {
+                    let stored = Attribute {
+                        name: attribute.name.clone(),
+                        value: attribute.value.clone(),
+                        target_type: None,
+                        target_id: None,
+                    };
+                    match instance.attributes.iter_mut().find(|a| a.name == attribute.name) {
+                        Some(existing) => *existing = stored,
+                        None => instance.attributes.push(stored),
+                    }
+                }
+                let custom = instance.attributes.iter().filter(|a| is_custom(&a.name)).count();
+                if custom > MAX_CUSTOM_ATTRIBUTES {
+                    return Err(ApiError::new(
+                        ErrorCode::AttributeLimitExceededException,
+                        format!("A container instance can have at most {MAX_CUSTOM_ATTRIBUTES} custom attributes."),
+                    ));
+                }
+                tx.put_container_instance(&cluster, &id, &instance)?;
+            }
+            Ok(AttributesResponse {
+                attributes: req.attributes.clone(),
+            })
+        })
+        .await
+}
+
+pub async fn delete_attributes(ctx: &Ctx, req: AttributesRequest) -> Result<AttributesResponse, ApiError> {
+    if req.attributes.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'attributes': at least one attribute is required.",
+        ));
+    }
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            for (id, mut instance) in attribute_targets(tx, &cluster, &req.attributes)? {
+                let doomed: Vec<&str> = req
+                    .attributes
+                    .iter()
+                    .filter(|a| targets_instance(a, tx, &cluster, &id))
+                    .map(|a| a.name.as_str())
+                    .collect();
+                instance.attributes.retain(|a| !doomed.contains(&a.name.as_str()));
+                tx.put_container_instance(&cluster, &id, &instance)?;
+            }
+            Ok(AttributesResponse {
+                attributes: req.attributes.clone(),
+            })
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAttributesRequest {
+    cluster: Option<String>,
+    target_type: String,
+    attribute_name: Option<String>,
+    attribute_value: Option<String>,
+    max_results: Option<i32>,
+    next_token: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAttributesResponse {
+    attributes: Vec<Attribute>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
+}
+
+pub async fn list_attributes(ctx: &Ctx, req: ListAttributesRequest) -> Result<ListAttributesResponse, ApiError> {
+    if req.target_type != "container-instance" {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'targetType': only container-instance is supported.",
+        ));
+    }
+    if req.attribute_value.is_some() && req.attribute_name.is_none() {
+        return Err(ApiError::invalid_parameter(
+            "'attributeValue' can only be given with 'attributeName'.",
+        ));
+    }
+    let limit = page_size(req.max_results)?;
+    let after = decode_token("attributes", req.next_token.as_deref())?;
+    let found = ctx
+        .store
+        .read(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            let mut found = Vec::new();
+            for instance in tx.list_container_instances(&cluster, None, None, usize::MAX)? {
+                let id = id_of(&instance.container_instance_arn).to_owned();
+                let mut attributes = instance.attributes.clone();
+                attributes.sort_by(|a, b| a.name.cmp(&b.name));
+                for a in attributes {
+                    let key = format!("{id}\t{}", a.name);
+                    let wanted = req.attribute_name.as_ref().is_none_or(|n| *n == a.name)
+                        && req.attribute_value.as_ref().is_none_or(|v| Some(v) == a.value.as_ref())
+                        && after.as_ref().is_none_or(|after| key > *after);
+                    if wanted {
+                        found.push((
+                            key,
+                            Attribute {
+                                target_type: Some("container-instance".into()),
+                                target_id: Some(instance.container_instance_arn.clone()),
+                                ..a
+                            },
+                        ));
+                    }
+                }
+            }
+            Ok::<_, ApiError>(found)
+        })
+        .await?;
+    let (page, next_token) = paginate(found, limit, "attributes", |(key, _)| key.clone());
+    Ok(ListAttributesResponse {
+        attributes: page.into_iter().map(|(_, a)| a).collect(),
         next_token,
     })
 }

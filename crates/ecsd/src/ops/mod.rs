@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod clusters;
 pub mod container_instances;
+pub mod tags;
 pub mod task_definitions;
 pub mod tasks;
 
@@ -79,13 +80,30 @@ operations! {
     CreateCluster(Write) => clusters::create_cluster,
     DescribeClusters(Read) => clusters::describe_clusters,
     ListClusters(Read) => clusters::list_clusters,
+    UpdateCluster(Write) => clusters::update_cluster,
+    DeleteCluster(Write) => clusters::delete_cluster,
     RegisterTaskDefinition(Write) => task_definitions::register_task_definition,
     DescribeTaskDefinition(Read) => task_definitions::describe_task_definition,
+    ListTaskDefinitions(Read) => task_definitions::list_task_definitions,
+    ListTaskDefinitionFamilies(Read) => task_definitions::list_task_definition_families,
+    DeregisterTaskDefinition(Write) => task_definitions::deregister_task_definition,
+    DeleteTaskDefinitions(Write) => task_definitions::delete_task_definitions,
     RegisterContainerInstance(Agent) => container_instances::register_container_instance,
+    DeregisterContainerInstance(Agent) => container_instances::deregister_container_instance,
     DescribeContainerInstances(Read) => container_instances::describe_container_instances,
     ListContainerInstances(Read) => container_instances::list_container_instances,
+    UpdateContainerInstancesState(Write) => container_instances::update_container_instances_state,
+    PutAttributes(Write) => container_instances::put_attributes,
+    DeleteAttributes(Write) => container_instances::delete_attributes,
+    ListAttributes(Read) => container_instances::list_attributes,
     RunTask(Write) => tasks::run_task,
+    StartTask(Write) => tasks::start_task,
+    StopTask(Write) => tasks::stop_task,
     DescribeTasks(Read) => tasks::describe_tasks,
+    ListTasks(Read) => tasks::list_tasks,
+    TagResource(Write) => tags::tag_resource,
+    UntagResource(Write) => tags::untag_resource,
+    ListTagsForResource(Read) => tags::list_tags_for_resource,
     SubmitTaskStateChange(Agent) => agent::submit_task_state_change,
 }
 

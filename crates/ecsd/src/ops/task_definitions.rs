@@ -6,15 +6,15 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::Ctx;
+use super::tags::check_tags;
+use super::{decode_token, page_size, paginate, Ctx};
 use crate::domain::records::{StoredTaskDefinition, Tag};
 use crate::domain::{is_valid_name, now};
 use crate::error::ApiError;
-use crate::store::{StoreExt, Tx};
+use crate::store::{FamilyStatus, StoreExt, Tx};
 
 const MAX_CONTAINERS: usize = 10;
 const MAX_DEFINITION_BYTES: usize = 64 * 1024;
-const MAX_TAGS: usize = 50;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,11 +48,7 @@ pub async fn register_task_definition(
             "Invalid 'family': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
         ));
     }
-    if tags.len() > MAX_TAGS {
-        return Err(ApiError::invalid_parameter(format!(
-            "Invalid 'tags': at most {MAX_TAGS} tags are allowed."
-        )));
-    }
+    check_tags(&tags)?;
     if serde_json::to_vec(&definition).map(|b| b.len()).unwrap_or(0) > MAX_DEFINITION_BYTES {
         return Err(ApiError::client(
             "Invalid task definition: its size exceeds the 64 KiB limit.",
@@ -257,4 +253,210 @@ pub(crate) fn find(tx: &mut dyn Tx, reference: &str) -> Result<Option<StoredTask
         Some(r) => tx.task_definition(&family, r)?,
         None => tx.latest_task_definition(&family)?,
     })
+}
+
+/// The definition a request names by `family:revision` or ARN (a bare family is refused: these
+/// operations change one revision).
+fn find_revision(tx: &mut dyn Tx, reference: &str) -> Result<Option<(String, i64, StoredTaskDefinition)>, ApiError> {
+    let Some((family, revision)) = tx.scope().task_definition_ref(reference) else {
+        return Ok(None);
+    };
+    let family = family.to_owned();
+    let Some(revision) = revision else {
+        return Err(ApiError::client(format!(
+            "Invalid 'taskDefinition' '{reference}': give a family and revision (family:revision) or a full ARN."
+        )));
+    };
+    Ok(tx.task_definition(&family, revision)?.map(|td| (family, revision, td)))
+}
+
+fn status_of(td: &StoredTaskDefinition) -> &str {
+    td.definition.get("status").and_then(Value::as_str).unwrap_or("ACTIVE")
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeregisterTaskDefinitionRequest {
+    task_definition: String,
+}
+
+pub async fn deregister_task_definition(
+    ctx: &Ctx,
+    req: DeregisterTaskDefinitionRequest,
+) -> Result<TaskDefinitionResponse, ApiError> {
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let (family, revision, mut stored) = find_revision(tx, &req.task_definition)?
+                .ok_or_else(|| ApiError::client("The specified task definition does not exist."))?;
+            match status_of(&stored) {
+                "ACTIVE" => {
+                    stored.definition.insert("status".into(), "INACTIVE".into());
+                    stored.definition.insert("deregisteredAt".into(), now().into());
+                    tx.put_task_definition(&family, revision, "INACTIVE", &stored)?;
+                }
+                "INACTIVE" => {}
+                _ => return Err(ApiError::client("The specified task definition is being deleted.")),
+            }
+            Ok(TaskDefinitionResponse {
+                task_definition: stored.definition,
+                tags: None,
+            })
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteTaskDefinitionsRequest {
+    task_definitions: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteTaskDefinitionsResponse {
+    task_definitions: Vec<Map<String, Value>>,
+    failures: Vec<Value>,
+}
+
+pub async fn delete_task_definitions(
+    ctx: &Ctx,
+    req: DeleteTaskDefinitionsRequest,
+) -> Result<DeleteTaskDefinitionsResponse, ApiError> {
+    if req.task_definitions.is_empty() || req.task_definitions.len() > 10 {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'taskDefinitions': between 1 and 10 task definitions can be deleted at once.",
+        ));
+    }
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let mut out = DeleteTaskDefinitionsResponse {
+                task_definitions: Vec::new(),
+                failures: Vec::new(),
+            };
+            for reference in &req.task_definitions {
+                let fail = |reason: &str, detail: &str| json!({"arn": reference, "reason": reason, "detail": detail});
+                let Some((family, revision, mut stored)) = find_revision(tx, reference)? else {
+                    out.failures.push(fail(
+                        "TASK_DEFINITION_NOT_FOUND",
+                        "The specified task definition does not exist.",
+                    ));
+                    continue;
+                };
+                match status_of(&stored) {
+                    "ACTIVE" => {
+                        out.failures.push(fail(
+                            "TASK_DEFINITION_ACTIVE",
+                            "The specified task definition is still in ACTIVE status. Deregister it first.",
+                        ));
+                        continue;
+                    }
+                    "INACTIVE" => {
+                        stored.definition.insert("status".into(), "DELETE_IN_PROGRESS".into());
+                        stored.definition.insert("deleteRequestedAt".into(), now().into());
+                        tx.put_task_definition(&family, revision, "DELETE_IN_PROGRESS", &stored)?;
+                    }
+                    _ => {}
+                }
+                out.task_definitions.push(stored.definition);
+            }
+            Ok(out)
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTaskDefinitionsRequest {
+    family_prefix: Option<String>,
+    status: Option<String>,
+    sort: Option<String>,
+    max_results: Option<i32>,
+    next_token: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTaskDefinitionsResponse {
+    task_definition_arns: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
+}
+
+pub async fn list_task_definitions(
+    ctx: &Ctx,
+    req: ListTaskDefinitionsRequest,
+) -> Result<ListTaskDefinitionsResponse, ApiError> {
+    let limit = page_size(req.max_results)?;
+    let descending = req.sort.as_deref() == Some("DESC");
+    let kind = if descending {
+        "task-definitions-desc"
+    } else {
+        "task-definitions"
+    };
+    let after = decode_token(kind, req.next_token.as_deref())?;
+    let after = match after {
+        Some(token) => Some(
+            token
+                .rsplit_once(':')
+                .and_then(|(family, revision)| Some((family.to_owned(), revision.parse::<i64>().ok()?)))
+                .ok_or_else(|| ApiError::invalid_parameter("Invalid 'nextToken'."))?,
+        ),
+        None => None,
+    };
+    let status = req.status.unwrap_or_else(|| "ACTIVE".into());
+    let found = ctx
+        .store
+        .read(&ctx.scope, move |tx: &mut dyn Tx| {
+            let after = after.as_ref().map(|(f, r)| (f.as_str(), *r));
+            tx.list_task_definitions(req.family_prefix.as_deref(), &status, descending, after, limit + 1)
+                .map_err(ApiError::from)
+        })
+        .await?;
+    let (page, next_token) = paginate(found, limit, kind, |(family, revision)| format!("{family}:{revision}"));
+    Ok(ListTaskDefinitionsResponse {
+        task_definition_arns: page
+            .iter()
+            .map(|(family, revision)| ctx.scope.task_definition_arn(family, *revision))
+            .collect(),
+        next_token,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTaskDefinitionFamiliesRequest {
+    family_prefix: Option<String>,
+    status: Option<String>,
+    max_results: Option<i32>,
+    next_token: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTaskDefinitionFamiliesResponse {
+    families: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
+}
+
+pub async fn list_task_definition_families(
+    ctx: &Ctx,
+    req: ListTaskDefinitionFamiliesRequest,
+) -> Result<ListTaskDefinitionFamiliesResponse, ApiError> {
+    let limit = page_size(req.max_results)?;
+    let after = decode_token("families", req.next_token.as_deref())?;
+    let status = match req.status.as_deref() {
+        Some("INACTIVE") => FamilyStatus::Inactive,
+        Some("ALL") => FamilyStatus::All,
+        _ => FamilyStatus::Active,
+    };
+    let families = ctx
+        .store
+        .read(&ctx.scope, move |tx: &mut dyn Tx| {
+            tx.list_task_definition_families(req.family_prefix.as_deref(), status, after.as_deref(), limit + 1)
+                .map_err(ApiError::from)
+        })
+        .await?;
+    let (families, next_token) = paginate(families, limit, "families", Clone::clone);
+    Ok(ListTaskDefinitionFamiliesResponse { families, next_token })
 }

@@ -1,19 +1,26 @@
-//! RunTask and DescribeTasks, and [`save_task`], the one place where an existing task changes:
-//! every change bumps its `version` there.
+//! RunTask, StartTask, StopTask, DescribeTasks and ListTasks, and [`save_task`], the one place
+//! where an existing task changes: every change bumps its `version` there.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{active_cluster, task_definitions, Ctx};
-use crate::domain::placement::{self, InstanceLoad};
-use crate::domain::records::{Attachment, Container, KeyValuePair, Tag, Task, TaskDefinitionSpec};
+use super::tags::{check_tags, merge_tags};
+use super::{active_cluster, decode_token, page_size, paginate, task_definitions, Ctx};
+use crate::domain::placement::{self, BinpackField, Candidate, Placement, Reservation, Strategy};
+use crate::domain::query::{self, Expr};
+use crate::domain::records::{Attachment, Container, ContainerInstance, KeyValuePair, Tag, Task, TaskDefinitionSpec};
 use crate::domain::status::{ContainerStatus, TaskStatus};
-use crate::domain::{new_id, now};
+use crate::domain::{new_id, now, Scope};
 use crate::error::ApiError;
-use crate::store::{StoreError, StoreExt, Tx};
+use crate::store::{NewTask, StoreError, StoreExt, TaskFilter, Tx};
 
 const MAX_RUN_COUNT: i32 = 10;
+const MAX_START_INSTANCES: usize = 10;
 const MAX_DESCRIBE: usize = 100;
+const MAX_STRATEGIES: usize = 5;
+const MAX_CONSTRAINTS: usize = 10;
+const MAX_STARTED_BY: usize = 128;
+const MAX_CLIENT_TOKEN: usize = 64;
 
 /// Stores `next` in place of `previous` if anything changed, with the next `version`.
 /// Returns the task as stored.
@@ -26,181 +33,181 @@ pub(crate) fn save_task(tx: &mut dyn Tx, cluster: &str, previous: &Task, mut nex
     Ok(next)
 }
 
+/// The id at the end of an ARN.
+pub(crate) fn id_of(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or_default()
+}
+
+/// What RunTask and StartTask share: how each new task is made.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RunTaskRequest {
+pub struct TaskRequest {
     cluster: Option<String>,
     task_definition: String,
-    count: Option<i32>,
-    launch_type: Option<String>,
     overrides: Option<Value>,
     started_by: Option<String>,
     group: Option<String>,
     network_configuration: Option<Value>,
     #[serde(default)]
     tags: Vec<Tag>,
+    propagate_tags: Option<String>,
     #[serde(default)]
     enable_execute_command: bool,
-    platform_version: Option<String>,
 }
 
-#[derive(Serialize)]
-pub struct RunTaskResponse {
-    tasks: Vec<Task>,
-    failures: Vec<Value>,
+/// A checked [`TaskRequest`], ready to make tasks from.
+struct Template {
+    cluster: String,
+    spec: TaskDefinitionSpec,
+    overrides: Value,
+    need: Reservation,
+    group: String,
+    tags: Vec<Tag>,
+    subnet: Option<String>,
+    launch_type: String,
+    client_token: Option<String>,
+    extra: Map<String, Value>,
 }
 
-pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse, ApiError> {
-    let count = req.count.unwrap_or(1);
-    if !(1..=MAX_RUN_COUNT).contains(&count) {
-        return Err(ApiError::invalid_parameter(format!(
-            "Invalid 'count': it must be between 1 and {MAX_RUN_COUNT}."
-        )));
+impl TaskRequest {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.started_by.as_ref().is_some_and(|s| s.len() > MAX_STARTED_BY) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'startedBy': it must be at most {MAX_STARTED_BY} characters long."
+            )));
+        }
+        check_tags(&self.tags)
     }
-    let launch_type = req.launch_type.clone().unwrap_or_else(|| "EC2".into());
-    if !matches!(launch_type.as_str(), "EC2" | "EXTERNAL") {
-        return Err(ApiError::invalid_parameter(format!(
-            "Invalid 'launchType': {launch_type} tasks cannot run here; use EC2 or EXTERNAL."
-        )));
-    }
-    if req.started_by.as_ref().is_some_and(|s| s.len() > 128) {
-        return Err(ApiError::invalid_parameter(
-            "Invalid 'startedBy': it must be at most 128 characters long.",
-        ));
-    }
-    ctx.store
-        .write(&ctx.scope, move |tx| {
-            let cluster = active_cluster(tx, req.cluster.as_deref())?;
-            let stored = task_definitions::find(tx, &req.task_definition)?
-                .ok_or_else(|| ApiError::client("Unable to find the task definition."))?;
-            let spec = stored.spec().map_err(StoreError::from)?;
-            if spec.status != "ACTIVE" {
-                return Err(ApiError::client(
-                    "The task definition is INACTIVE; register a new revision to run it.",
-                ));
-            }
-            let awsvpc = spec.network_mode.as_deref() == Some("awsvpc");
-            let subnet = req
-                .network_configuration
-                .as_ref()
-                .and_then(|n| n.pointer("/awsvpcConfiguration/subnets/0"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if awsvpc && subnet.is_none() {
-                return Err(ApiError::invalid_parameter(
-                    "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
-                ));
-            }
-            let overrides = overrides(req.overrides.clone());
-            let need = placement::reservation(&spec, &overrides)?;
 
-            let instances = tx.list_container_instances(&cluster, Some("ACTIVE"), None, usize::MAX)?;
-            if instances.is_empty() {
-                return Err(ApiError::invalid_parameter(
-                    "No Container Instances were found in your cluster.",
-                ));
-            }
-            let mut candidates: Vec<(_, InstanceLoad)> = Vec::with_capacity(instances.len());
-            for instance in instances {
-                let id = instance
-                    .container_instance_arn
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let load = tx.instance_load(&cluster, &id)?;
-                candidates.push((instance, load));
-            }
-            let (placed, misfits) = placement::place(&mut candidates, &need, count as usize);
-
-            let scope = tx.scope().clone();
-            let created_at = now();
-            let mut tasks = Vec::with_capacity(placed.len());
-            for index in placed {
-                let instance = &candidates[index].0;
-                let instance_id = instance
-                    .container_instance_arn
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let id = new_id();
-                let task_arn = scope.task_arn(&cluster, &id);
-                let mut extra = Map::new();
-                if let Some(version) = &req.platform_version {
-                    extra.insert("platformVersion".into(), version.clone().into());
-                }
-                if let Some(zone) = instance
-                    .attributes
-                    .iter()
-                    .find(|a| a.name == "ecs.availability-zone")
-                    .and_then(|a| a.value.clone())
-                {
-                    extra.insert("availabilityZone".into(), zone.into());
-                }
-                let task = Task {
-                    containers: containers(
-                        &spec,
-                        &overrides,
-                        |name| scope.container_arn(&cluster, &id, name),
-                        &task_arn,
-                    ),
-                    task_arn,
-                    cluster_arn: scope.cluster_arn(&cluster),
-                    task_definition_arn: spec.task_definition_arn.clone(),
-                    container_instance_arn: Some(instance.container_instance_arn.clone()),
-                    overrides: overrides.clone(),
-                    last_status: if awsvpc {
-                        TaskStatus::Provisioning
-                    } else {
-                        TaskStatus::Pending
-                    },
-                    desired_status: TaskStatus::Running,
-                    cpu: task_size(&overrides, "cpu", &spec.cpu),
-                    memory: task_size(&overrides, "memory", &spec.memory),
-                    started_by: req.started_by.clone(),
-                    version: 1,
-                    stopped_reason: None,
-                    stop_code: None,
-                    connectivity: None,
-                    connectivity_at: None,
-                    pull_started_at: None,
-                    pull_stopped_at: None,
-                    execution_stopped_at: None,
-                    created_at,
-                    started_at: None,
-                    stopping_at: None,
-                    stopped_at: None,
-                    group: Some(req.group.clone().unwrap_or_else(|| format!("family:{}", spec.family))),
-                    launch_type: Some(launch_type.clone()),
-                    attachments: subnet
-                        .iter()
-                        .filter(|_| awsvpc)
-                        .map(|subnet| Attachment {
-                            id: uuid::Uuid::new_v4().to_string(),
-                            kind: "ElasticNetworkInterface".into(),
-                            status: "PRECREATED".into(),
-                            details: vec![KeyValuePair {
-                                name: Some("subnetId".into()),
-                                value: Some(subnet.clone()),
-                            }],
-                        })
-                        .collect(),
-                    health_status: Some("UNKNOWN".into()),
-                    tags: req.tags.clone(),
-                    enable_execute_command: req.enable_execute_command,
-                    extra,
-                };
-                tx.insert_task(&cluster, Some(&instance_id), &task, &need)?;
-                tasks.push(task);
-            }
-            let failures = misfits
-                .into_iter()
-                .map(|(arn, reason)| json!({"arn": arn, "reason": reason}))
-                .collect();
-            Ok(RunTaskResponse { tasks, failures })
+    /// Resolves the cluster and task definition and works out what each task needs.
+    fn template(
+        &self,
+        tx: &mut dyn Tx,
+        launch_type: String,
+        client_token: Option<String>,
+        extra: Map<String, Value>,
+    ) -> Result<Template, ApiError> {
+        let cluster = active_cluster(tx, self.cluster.as_deref())?;
+        let stored = task_definitions::find(tx, &self.task_definition)?
+            .ok_or_else(|| ApiError::client("Unable to find the task definition."))?;
+        let spec = stored.spec().map_err(StoreError::from)?;
+        if spec.status != "ACTIVE" {
+            return Err(ApiError::client(
+                "The task definition is not ACTIVE; register a new revision to run it.",
+            ));
+        }
+        let awsvpc = spec.network_mode.as_deref() == Some("awsvpc");
+        let subnet = self
+            .network_configuration
+            .as_ref()
+            .and_then(|n| n.pointer("/awsvpcConfiguration/subnets/0"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if awsvpc && subnet.is_none() {
+            return Err(ApiError::invalid_parameter(
+                "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
+            ));
+        }
+        let overrides = overrides(self.overrides.clone());
+        let need = placement::reservation(&spec, &overrides)?;
+        let tags = match self.propagate_tags.as_deref() {
+            Some("TASK_DEFINITION") => merge_tags(&stored.tags, &self.tags),
+            _ => self.tags.clone(),
+        };
+        check_tags(&tags)?;
+        Ok(Template {
+            group: self.group.clone().unwrap_or_else(|| format!("family:{}", spec.family)),
+            cluster,
+            spec,
+            overrides,
+            need,
+            tags,
+            subnet: subnet.filter(|_| awsvpc),
+            launch_type,
+            client_token,
+            extra,
         })
-        .await
+    }
+
+    /// Makes and stores a task of `template` on `instance`.
+    fn create(&self, tx: &mut dyn Tx, template: &Template, instance: &ContainerInstance) -> Result<Task, StoreError> {
+        let scope: Scope = tx.scope().clone();
+        let cluster = &template.cluster;
+        let id = new_id();
+        let task_arn = scope.task_arn(cluster, &id);
+        let mut extra = template.extra.clone();
+        if let Some(zone) = instance
+            .attributes
+            .iter()
+            .find(|a| a.name == "ecs.availability-zone")
+            .and_then(|a| a.value.clone())
+        {
+            extra.insert("availabilityZone".into(), zone.into());
+        }
+        let spec = &template.spec;
+        let task = Task {
+            containers: containers(
+                spec,
+                &template.overrides,
+                |c| scope.container_arn(cluster, &id, c),
+                &task_arn,
+            ),
+            task_arn,
+            cluster_arn: scope.cluster_arn(cluster),
+            task_definition_arn: spec.task_definition_arn.clone(),
+            container_instance_arn: Some(instance.container_instance_arn.clone()),
+            overrides: template.overrides.clone(),
+            last_status: if template.subnet.is_some() {
+                TaskStatus::Provisioning
+            } else {
+                TaskStatus::Pending
+            },
+            desired_status: TaskStatus::Running,
+            cpu: task_size(&template.overrides, "cpu", &spec.cpu),
+            memory: task_size(&template.overrides, "memory", &spec.memory),
+            started_by: self.started_by.clone(),
+            version: 1,
+            stopped_reason: None,
+            stop_code: None,
+            connectivity: None,
+            connectivity_at: None,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            execution_stopped_at: None,
+            created_at: now(),
+            started_at: None,
+            stopping_at: None,
+            stopped_at: None,
+            group: Some(template.group.clone()),
+            launch_type: Some(template.launch_type.clone()),
+            attachments: template
+                .subnet
+                .iter()
+                .map(|subnet| Attachment {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    kind: "ElasticNetworkInterface".into(),
+                    status: "PRECREATED".into(),
+                    details: vec![KeyValuePair {
+                        name: Some("subnetId".into()),
+                        value: Some(subnet.clone()),
+                    }],
+                })
+                .collect(),
+            health_status: Some("UNKNOWN".into()),
+            tags: template.tags.clone(),
+            enable_execute_command: self.enable_execute_command,
+            extra,
+        };
+        tx.insert_task(&NewTask {
+            cluster,
+            instance: Some(id_of(&instance.container_instance_arn)),
+            family: &spec.family,
+            client_token: template.client_token.as_deref(),
+            task: &task,
+            reservation: &template.need,
+        })?;
+        Ok(task)
+    }
 }
 
 /// `overrides` as ECS shows it: the request's, with the lists it always carries.
@@ -270,6 +277,315 @@ fn containers(
         .collect()
 }
 
+fn check_launch_type(launch_type: Option<&str>) -> Result<String, ApiError> {
+    let launch_type = launch_type.unwrap_or("EC2");
+    if matches!(launch_type, "EC2" | "EXTERNAL") {
+        Ok(launch_type.to_owned())
+    } else {
+        Err(ApiError::invalid_parameter(format!(
+            "Invalid 'launchType': {launch_type} tasks cannot run here; use EC2 or EXTERNAL."
+        )))
+    }
+}
+
+/// Task members copied from the request as sent.
+fn extra_members(platform_version: Option<&str>) -> Map<String, Value> {
+    let mut extra = Map::new();
+    if let Some(version) = platform_version {
+        extra.insert("platformVersion".into(), version.into());
+    }
+    extra
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTaskRequest {
+    #[serde(flatten)]
+    task: TaskRequest,
+    count: Option<i32>,
+    launch_type: Option<String>,
+    capacity_provider_strategy: Option<Vec<Value>>,
+    #[serde(default)]
+    placement_strategy: Vec<PlacementStrategyRequest>,
+    #[serde(default)]
+    placement_constraints: Vec<PlacementConstraintRequest>,
+    client_token: Option<String>,
+    platform_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PlacementStrategyRequest {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    field: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PlacementConstraintRequest {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    expression: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TasksResponse {
+    tasks: Vec<Task>,
+    failures: Vec<Value>,
+}
+
+fn strategies(requested: &[PlacementStrategyRequest]) -> Result<Vec<Strategy>, ApiError> {
+    if requested.len() > MAX_STRATEGIES {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'placementStrategy': at most {MAX_STRATEGIES} strategies are allowed."
+        )));
+    }
+    requested
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let field = s.field.as_deref();
+            match (s.kind.as_deref(), field) {
+                (Some("random"), None) => Ok(Strategy::Random),
+                (Some("binpack"), Some("cpu" | "CPU")) => Ok(Strategy::Binpack(BinpackField::Cpu)),
+                (Some("binpack"), Some("memory" | "MEMORY")) => Ok(Strategy::Binpack(BinpackField::Memory)),
+                (Some("spread"), Some(f)) if f == "instanceId" || f == "host" || f.starts_with("attribute:") => {
+                    Ok(Strategy::Spread(f.to_owned()))
+                }
+                (kind, field) => Err(ApiError::invalid_parameter(format!(
+                    "Invalid 'placementStrategy[{i}]': type {} with field {} is not a placement strategy \
+                     (random; binpack on cpu or memory; spread on instanceId, host or attribute:NAME).",
+                    kind.unwrap_or("(none)"),
+                    field.unwrap_or("(none)")
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The `memberOf` expressions and whether `distinctInstance` applies.
+fn constraints(requested: &[PlacementConstraintRequest]) -> Result<(Vec<Expr>, bool), ApiError> {
+    if requested.len() > MAX_CONSTRAINTS {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'placementConstraints': at most {MAX_CONSTRAINTS} constraints are allowed."
+        )));
+    }
+    let mut member_of = Vec::new();
+    let mut distinct = false;
+    for (i, c) in requested.iter().enumerate() {
+        match (c.kind.as_deref(), c.expression.as_deref()) {
+            (Some("distinctInstance"), None) => distinct = true,
+            (Some("memberOf"), Some(expression)) => member_of.push(query::parse(expression)?),
+            (Some("distinctInstance"), Some(_)) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid 'placementConstraints[{i}]': distinctInstance takes no expression."
+                )))
+            }
+            (Some("memberOf"), None) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid 'placementConstraints[{i}]': memberOf needs an expression."
+                )))
+            }
+            (kind, _) => {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Invalid 'placementConstraints[{i}]': unknown type {}.",
+                    kind.unwrap_or("(none)")
+                )))
+            }
+        }
+    }
+    Ok((member_of, distinct))
+}
+
+/// The task definition's own `memberOf` constraints.
+fn definition_constraints(tx: &mut dyn Tx, reference: &str) -> Result<Vec<Expr>, ApiError> {
+    let Some(stored) = task_definitions::find(tx, reference)? else {
+        return Ok(Vec::new());
+    };
+    let list = stored
+        .definition
+        .get("placementConstraints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    list.iter()
+        .filter(|c| c.get("type").and_then(Value::as_str) == Some("memberOf"))
+        .filter_map(|c| c.get("expression").and_then(Value::as_str))
+        .map(query::parse)
+        .collect()
+}
+
+fn failure(arn: &str, reason: &str) -> Value {
+    json!({"arn": arn, "reason": reason})
+}
+
+pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<TasksResponse, ApiError> {
+    let count = req.count.unwrap_or(1);
+    if !(1..=MAX_RUN_COUNT).contains(&count) {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'count': it must be between 1 and {MAX_RUN_COUNT}."
+        )));
+    }
+    if req.launch_type.is_some() && req.capacity_provider_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_parameter(
+            "Specifying both a launch type and capacity provider strategy is not supported.",
+        ));
+    }
+    let launch_type = check_launch_type(req.launch_type.as_deref())?;
+    if req
+        .client_token
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.len() > MAX_CLIENT_TOKEN)
+    {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'clientToken': it must be 1 to {MAX_CLIENT_TOKEN} characters long."
+        )));
+    }
+    req.task.check()?;
+    let strategies = strategies(&req.placement_strategy)?;
+    let (mut member_of, distinct_instance) = constraints(&req.placement_constraints)?;
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let extra = extra_members(req.platform_version.as_deref());
+            let template = req
+                .task
+                .template(tx, launch_type.clone(), req.client_token.clone(), extra)?;
+            if let Some(token) = &req.client_token {
+                let earlier = tx.tasks_by_client_token(&template.cluster, token)?;
+                if !earlier.is_empty() {
+                    return Ok(TasksResponse {
+                        tasks: earlier,
+                        failures: Vec::new(),
+                    });
+                }
+            }
+            member_of.extend(definition_constraints(tx, &req.task.task_definition)?);
+            let instances = tx.list_container_instances(&template.cluster, Some("ACTIVE"), None, usize::MAX)?;
+            if instances.is_empty() {
+                return Err(ApiError::invalid_parameter(
+                    "No Container Instances were found in your cluster.",
+                ));
+            }
+            let mut candidates = Vec::with_capacity(instances.len());
+            for instance in instances {
+                let load = tx.instance_load(&template.cluster, id_of(&instance.container_instance_arn))?;
+                candidates.push(Candidate { instance, load });
+            }
+            let placement = Placement {
+                need: &template.need,
+                count: count as usize,
+                strategies: &strategies,
+                member_of: &member_of,
+                distinct_instance,
+                group: &template.group,
+            };
+            let (placed, refusals) = placement::place(&mut candidates, &placement);
+            let mut tasks = Vec::with_capacity(placed.len());
+            for index in placed {
+                tasks.push(req.task.create(tx, &template, &candidates[index].instance)?);
+            }
+            let failures = refusals.iter().map(|(arn, why)| failure(arn, why)).collect();
+            Ok(TasksResponse { tasks, failures })
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartTaskRequest {
+    #[serde(flatten)]
+    task: TaskRequest,
+    container_instances: Vec<String>,
+}
+
+pub async fn start_task(ctx: &Ctx, req: StartTaskRequest) -> Result<TasksResponse, ApiError> {
+    if req.container_instances.is_empty() || req.container_instances.len() > MAX_START_INSTANCES {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'containerInstances': between 1 and {MAX_START_INSTANCES} container instances are allowed."
+        )));
+    }
+    req.task.check()?;
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let extra = extra_members(None);
+            let template = req.task.template(tx, "EC2".into(), None, extra)?;
+            let scope = tx.scope().clone();
+            let mut out = TasksResponse {
+                tasks: Vec::new(),
+                failures: Vec::new(),
+            };
+            for reference in &req.container_instances {
+                let resolved = scope
+                    .resource_id(reference, "container-instance")
+                    .filter(|r| r.cluster.is_none_or(|c| c == template.cluster));
+                let arn =
+                    scope.container_instance_arn(&template.cluster, resolved.map_or(reference.as_str(), |r| r.id));
+                let instance = match resolved {
+                    Some(r) => tx.container_instance(&template.cluster, r.id)?,
+                    None => None,
+                };
+                let Some(instance) = instance else {
+                    out.failures.push(failure(&arn, "MISSING"));
+                    continue;
+                };
+                if instance.status != "ACTIVE" {
+                    out.failures.push(failure(&arn, &instance.status));
+                    continue;
+                }
+                let load = tx.instance_load(&template.cluster, id_of(&arn))?;
+                if let Some(why) = placement::misfit(&instance, &load, &template.need) {
+                    out.failures.push(failure(&arn, why));
+                    continue;
+                }
+                out.tasks.push(req.task.create(tx, &template, &instance)?);
+            }
+            Ok(out)
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopTaskRequest {
+    cluster: Option<String>,
+    task: String,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct StopTaskResponse {
+    task: Task,
+}
+
+pub async fn stop_task(ctx: &Ctx, req: StopTaskRequest) -> Result<StopTaskResponse, ApiError> {
+    if req.reason.as_ref().is_some_and(|r| r.len() > 255) {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'reason': it must be at most 255 characters long.",
+        ));
+    }
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            let not_found = || ApiError::invalid_parameter("The referenced task was not found.");
+            let reference = tx
+                .scope()
+                .resource_id(&req.task, "task")
+                .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+                .ok_or_else(not_found)?;
+            let id = reference.id.to_owned();
+            let task = tx.task(&cluster, &id)?.ok_or_else(not_found)?;
+            let mut next = task.clone();
+            if next.desired_status != TaskStatus::Stopped {
+                next.desired_status = TaskStatus::Stopped;
+                next.stopping_at.get_or_insert_with(now);
+                next.stop_code.get_or_insert_with(|| "UserInitiated".into());
+                next.stopped_reason = Some(req.reason.clone().unwrap_or_else(|| "Task stopped by user".into()));
+            }
+            let task = save_task(tx, &cluster, &task, next)?;
+            Ok(StopTaskResponse { task })
+        })
+        .await
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DescribeTasksRequest {
@@ -279,13 +595,7 @@ pub struct DescribeTasksRequest {
     include: Vec<String>,
 }
 
-#[derive(Serialize)]
-pub struct DescribeTasksResponse {
-    tasks: Vec<Task>,
-    failures: Vec<Value>,
-}
-
-pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<DescribeTasksResponse, ApiError> {
+pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<TasksResponse, ApiError> {
     if req.tasks.is_empty() {
         return Err(ApiError::invalid_parameter("Tasks cannot be empty."));
     }
@@ -299,7 +609,7 @@ pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<Desc
         .read(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
             let scope = tx.scope().clone();
-            let mut out = DescribeTasksResponse {
+            let mut out = TasksResponse {
                 tasks: Vec::new(),
                 failures: Vec::new(),
             };
@@ -324,11 +634,79 @@ pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<Desc
                         } else {
                             scope.task_arn(&cluster, reference)
                         };
-                        out.failures.push(json!({"arn": arn, "reason": "MISSING"}));
+                        out.failures.push(failure(&arn, "MISSING"));
                     }
                 }
             }
             Ok(out)
         })
         .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTasksRequest {
+    cluster: Option<String>,
+    container_instance: Option<String>,
+    family: Option<String>,
+    started_by: Option<String>,
+    service_name: Option<String>,
+    desired_status: Option<String>,
+    launch_type: Option<String>,
+    max_results: Option<i32>,
+    next_token: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTasksResponse {
+    task_arns: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
+}
+
+pub async fn list_tasks(ctx: &Ctx, req: ListTasksRequest) -> Result<ListTasksResponse, ApiError> {
+    let limit = page_size(req.max_results)?;
+    let after = decode_token("tasks", req.next_token.as_deref())?;
+    let desired_status = match req.desired_status.as_deref() {
+        None => TaskStatus::Running,
+        Some(s) => TaskStatus::parse(s).expect("the model check allows only RUNNING, PENDING and STOPPED"),
+    };
+    let ids = ctx
+        .store
+        .read(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            // ecsd runs no services, so no task belongs to one.
+            if req.service_name.is_some() {
+                return Ok((cluster, Vec::new()));
+            }
+            let container_instance = match &req.container_instance {
+                Some(reference) => Some(
+                    tx.scope()
+                        .resource_id(reference, "container-instance")
+                        .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+                        .map(|r| r.id.to_owned())
+                        .ok_or_else(|| {
+                            ApiError::invalid_parameter("Invalid 'containerInstance': not an instance of this cluster.")
+                        })?,
+                ),
+                None => None,
+            };
+            let filter = TaskFilter {
+                desired_status,
+                container_instance,
+                family: req.family.clone(),
+                started_by: req.started_by.clone(),
+                launch_type: req.launch_type.clone(),
+            };
+            let ids = tx.list_tasks(&cluster, &filter, after.as_deref(), limit + 1)?;
+            Ok::<_, ApiError>((cluster, ids))
+        })
+        .await?;
+    let (cluster, ids) = ids;
+    let (page, next_token) = paginate(ids, limit, "tasks", Clone::clone);
+    Ok(ListTasksResponse {
+        task_arns: page.iter().map(|id| ctx.scope.task_arn(&cluster, id)).collect(),
+        next_token,
+    })
 }

@@ -14,6 +14,7 @@ use std::pin::Pin;
 
 use crate::domain::placement::{InstanceLoad, Reservation};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
+use crate::domain::status::TaskStatus;
 use crate::domain::Scope;
 
 pub use sqlite::SqliteStore;
@@ -33,11 +34,66 @@ pub enum StoreError {
 }
 
 /// Cluster task and instance counts, derived from what is stored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterCounts {
     pub registered_container_instances: i64,
     pub running_tasks: i64,
     pub pending_tasks: i64,
+    /// (launch type, running, pending) for each launch type with tasks.
+    pub by_launch_type: Vec<(String, i64, i64)>,
+}
+
+impl ClusterCounts {
+    /// Counts `n` tasks in `status` of `launch_type`.
+    pub fn add(&mut self, status: TaskStatus, launch_type: &str, n: i64) {
+        let (running, pending) = if status == TaskStatus::Running {
+            (n, 0)
+        } else if status.is_pending() {
+            (0, n)
+        } else {
+            return;
+        };
+        self.running_tasks += running;
+        self.pending_tasks += pending;
+        match self.by_launch_type.iter_mut().find(|(l, _, _)| l == launch_type) {
+            Some(entry) => {
+                entry.1 += running;
+                entry.2 += pending;
+            }
+            None => self.by_launch_type.push((launch_type.to_owned(), running, pending)),
+        }
+    }
+}
+
+/// Which tasks ListTasks wants.
+#[derive(Clone, Debug)]
+pub struct TaskFilter {
+    pub desired_status: TaskStatus,
+    pub container_instance: Option<String>,
+    pub family: Option<String>,
+    pub started_by: Option<String>,
+    pub launch_type: Option<String>,
+}
+
+/// Which families ListTaskDefinitionFamilies wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyStatus {
+    /// With at least one ACTIVE revision.
+    Active,
+    /// With no ACTIVE revision.
+    Inactive,
+    All,
+}
+
+/// A task to store for the first time, with what it holds and how it is found.
+pub struct NewTask<'a> {
+    pub cluster: &'a str,
+    /// The id of the container instance it is placed on.
+    pub instance: Option<&'a str>,
+    pub family: &'a str,
+    pub client_token: Option<&'a str>,
+    pub task: &'a Task,
+    pub reservation: &'a Reservation,
 }
 
 /// One transaction over the resources of one scope. Lists are ordered by key and resume after
@@ -62,6 +118,23 @@ pub trait Tx {
         status: &str,
         td: &StoredTaskDefinition,
     ) -> Result<(), StoreError>;
+    /// (family, revision) of the definitions in `status` whose family starts with the prefix,
+    /// ordered by family then revision, resuming after `after`.
+    fn list_task_definitions(
+        &mut self,
+        family_prefix: Option<&str>,
+        status: &str,
+        descending: bool,
+        after: Option<(&str, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+    fn list_task_definition_families(
+        &mut self,
+        family_prefix: Option<&str>,
+        status: FamilyStatus,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
 
     fn container_instance(&mut self, cluster: &str, id: &str) -> Result<Option<ContainerInstance>, StoreError>;
     fn put_container_instance(
@@ -81,15 +154,18 @@ pub trait Tx {
     fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError>;
 
     fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError>;
-    /// Stores a new task with what it holds on its container instance (`instance` is that
-    /// instance's id) until it is STOPPED.
-    fn insert_task(
+    /// Stores a new task; it holds its reservation on its instance until it is STOPPED.
+    fn insert_task(&mut self, new: &NewTask<'_>) -> Result<(), StoreError>;
+    /// The tasks a RunTask or StartTask with this client token created.
+    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<Task>, StoreError>;
+    /// Ids of the tasks that pass `filter`, in id order, resuming after `after`.
+    fn list_tasks(
         &mut self,
         cluster: &str,
-        instance: Option<&str>,
-        task: &Task,
-        reservation: &Reservation,
-    ) -> Result<(), StoreError>;
+        filter: &TaskFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     /// Replaces a stored task.
     fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError>;
 }

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{BoxFuture, ClusterCounts, Erased, Store, StoreError, Tx, TxFn};
+use super::{BoxFuture, ClusterCounts, Erased, FamilyStatus, NewTask, Store, StoreError, TaskFilter, Tx, TxFn};
 use crate::domain::placement::{InstanceLoad, Reservation};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
 use crate::domain::status::TaskStatus;
@@ -62,6 +62,11 @@ CREATE TABLE tasks (
     container_instance TEXT,
     last_status TEXT NOT NULL,
     desired_status TEXT NOT NULL,
+    family TEXT NOT NULL,
+    group_name TEXT,
+    started_by TEXT,
+    launch_type TEXT,
+    client_token TEXT,
     reservation TEXT NOT NULL,
     doc TEXT NOT NULL,
     PRIMARY KEY (account, region, cluster, id)
@@ -69,6 +74,8 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_holding_resources
     ON tasks (account, region, cluster, container_instance, last_status)
     WHERE last_status <> 'STOPPED';
+CREATE INDEX tasks_by_desired_status ON tasks (account, region, cluster, desired_status, id);
+CREATE INDEX tasks_by_client_token ON tasks (account, region, cluster, client_token) WHERE client_token IS NOT NULL;
 "#];
 
 type Reply = oneshot::Sender<Result<Result<Erased, Erased>, StoreError>>;
@@ -345,20 +352,19 @@ impl Tx for SqliteTx<'_> {
             ..Default::default()
         };
         let mut stmt = self.conn.prepare_cached(
-            "SELECT last_status, COUNT(*) FROM tasks
+            "SELECT last_status, COALESCE(launch_type, 'EC2'), COUNT(*) FROM tasks
              WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND last_status <> 'STOPPED'
-             GROUP BY last_status",
+             GROUP BY last_status, launch_type",
         )?;
         let rows = stmt.query_map(params![s.account, s.region, cluster], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
         })?;
         for row in rows {
-            let (status, n) = row?;
-            if status == TaskStatus::Running.as_str() {
-                counts.running_tasks += n;
-            } else if TaskStatus::parse(&status).is_some_and(TaskStatus::is_pending) {
-                counts.pending_tasks += n;
-            }
+            let (status, launch_type, n) = row?;
+            let Some(status) = TaskStatus::parse(&status) else {
+                continue;
+            };
+            counts.add(status, &launch_type, n);
         }
         Ok(counts)
     }
@@ -405,6 +411,75 @@ impl Tx for SqliteTx<'_> {
             )?
             .execute(params![s.account, s.region, family, revision, status, serde_json::to_string(td)?])?;
         Ok(())
+    }
+
+    fn list_task_definitions(
+        &mut self,
+        family_prefix: Option<&str>,
+        status: &str,
+        descending: bool,
+        after: Option<(&str, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let s = &self.scope;
+        // Two statements rather than a dynamic ORDER BY, so both stay cached and use the key.
+        let sql = if descending {
+            "SELECT family, revision FROM task_definitions
+             WHERE account = ?1 AND region = ?2 AND status = ?3 AND family >= ?4 AND family < ?4 || char(1114111)
+               AND (?5 IS NULL OR family < ?5 OR (family = ?5 AND revision < ?6))
+             ORDER BY family DESC, revision DESC LIMIT ?7"
+        } else {
+            "SELECT family, revision FROM task_definitions
+             WHERE account = ?1 AND region = ?2 AND status = ?3 AND family >= ?4 AND family < ?4 || char(1114111)
+               AND (?5 IS NULL OR family > ?5 OR (family = ?5 AND revision > ?6))
+             ORDER BY family, revision LIMIT ?7"
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(
+            params![
+                s.account,
+                s.region,
+                status,
+                family_prefix.unwrap_or(""),
+                after.map(|a| a.0),
+                after.map_or(0, |a| a.1),
+                limit as i64
+            ],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn list_task_definition_families(
+        &mut self,
+        family_prefix: Option<&str>,
+        status: FamilyStatus,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let s = &self.scope;
+        let having = match status {
+            FamilyStatus::Active => "HAVING SUM(status = 'ACTIVE') > 0",
+            FamilyStatus::Inactive => "HAVING SUM(status = 'ACTIVE') = 0",
+            FamilyStatus::All => "",
+        };
+        let sql = format!(
+            "SELECT family FROM task_definitions
+             WHERE account = ?1 AND region = ?2 AND family >= ?3 AND family < ?3 || char(1114111) AND family > ?4
+             GROUP BY family {having} ORDER BY family LIMIT ?5"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                s.account,
+                s.region,
+                family_prefix.unwrap_or(""),
+                after.unwrap_or(""),
+                limit as i64
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn container_instance(&mut self, cluster: &str, id: &str) -> Result<Option<ContainerInstance>, StoreError> {
@@ -457,17 +532,17 @@ impl Tx for SqliteTx<'_> {
     fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError> {
         let s = &self.scope;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT last_status, reservation FROM tasks
+            "SELECT last_status, reservation, COALESCE(group_name, '') FROM tasks
              WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND container_instance = ?4 AND last_status <> 'STOPPED'",
         )?;
         let rows = stmt.query_map(params![s.account, s.region, cluster, id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
         })?;
         let mut load = InstanceLoad::default();
         for row in rows {
-            let (status, reservation) = row?;
+            let (status, reservation, group) = row?;
             let reservation: Reservation = serde_json::from_str(&reservation)?;
-            load.add(&reservation, status != TaskStatus::Running.as_str());
+            load.add(&reservation, status != TaskStatus::Running.as_str(), &group);
         }
         Ok(load)
     }
@@ -480,31 +555,74 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn insert_task(
-        &mut self,
-        cluster: &str,
-        instance: Option<&str>,
-        task: &Task,
-        reservation: &Reservation,
-    ) -> Result<(), StoreError> {
+    fn insert_task(&mut self, new: &NewTask<'_>) -> Result<(), StoreError> {
         let s = &self.scope;
+        let task = new.task;
         self.conn
             .prepare_cached(
-                "INSERT INTO tasks (account, region, cluster, id, container_instance, last_status, desired_status, reservation, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO tasks (account, region, cluster, id, container_instance, last_status, desired_status,
+                                    family, group_name, started_by, launch_type, client_token, reservation, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 s.account,
                 s.region,
-                cluster,
+                new.cluster,
                 task.id(),
-                instance,
+                new.instance,
                 task.last_status.as_str(),
                 task.desired_status.as_str(),
-                serde_json::to_string(reservation)?,
+                new.family,
+                task.group,
+                task.started_by,
+                task.launch_type,
+                new.client_token,
+                serde_json::to_string(new.reservation)?,
                 serde_json::to_string(task)?
             ])?;
         Ok(())
+    }
+
+    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<Task>, StoreError> {
+        let s = &self.scope;
+        self.docs(
+            "SELECT doc FROM tasks WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND client_token = ?4 ORDER BY rowid",
+            params![s.account, s.region, cluster, token],
+        )
+    }
+
+    fn list_tasks(
+        &mut self,
+        cluster: &str,
+        filter: &TaskFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let s = &self.scope;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM tasks
+             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND desired_status = ?4
+               AND (?5 IS NULL OR container_instance = ?5) AND (?6 IS NULL OR family = ?6)
+               AND (?7 IS NULL OR started_by = ?7) AND (?8 IS NULL OR launch_type = ?8)
+               AND id > ?9
+             ORDER BY id LIMIT ?10",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                s.account,
+                s.region,
+                cluster,
+                filter.desired_status.as_str(),
+                filter.container_instance,
+                filter.family,
+                filter.started_by,
+                filter.launch_type,
+                after.unwrap_or(""),
+                limit as i64
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError> {

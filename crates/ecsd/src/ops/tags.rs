@@ -1,0 +1,279 @@
+//! TagResource, UntagResource and ListTagsForResource for clusters, task definitions, container
+//! instances and tasks, and the tag rules every operation that takes tags applies.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Ctx;
+use crate::domain::records::Tag;
+use crate::error::{ApiError, ErrorCode};
+use crate::store::{StoreExt, Tx};
+
+const MAX_TAGS: usize = 50;
+const MAX_KEY_LEN: usize = 128;
+const MAX_VALUE_LEN: usize = 256;
+
+/// ECS's tag rules: at most 50, keys 1–128 characters and unique, values up to 256, and the
+/// `aws:` prefix reserved.
+pub fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'tags': a resource can have at most {MAX_TAGS} tags."
+        )));
+    }
+    let mut keys = HashSet::new();
+    for (i, tag) in tags.iter().enumerate() {
+        let key = tag.key.as_deref().unwrap_or_default();
+        if key.is_empty() || key.chars().count() > MAX_KEY_LEN {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'tags[{i}].key': it must be 1 to {MAX_KEY_LEN} characters long."
+            )));
+        }
+        if key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'tags[{i}].key': the aws: prefix is reserved for AWS use."
+            )));
+        }
+        if tag.value.as_ref().is_some_and(|v| v.chars().count() > MAX_VALUE_LEN) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'tags[{i}].value': it must be at most {MAX_VALUE_LEN} characters long."
+            )));
+        }
+        if !keys.insert(key) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'tags[{i}].key': '{key}' is given twice."
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `base` with `added` applied: a key in both takes the value from `added`.
+pub fn merge_tags(base: &[Tag], added: &[Tag]) -> Vec<Tag> {
+    let mut out: Vec<Tag> = base
+        .iter()
+        .filter(|t| !added.iter().any(|a| a.key == t.key))
+        .cloned()
+        .collect();
+    out.extend(added.iter().cloned());
+    out
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::ResourceNotFoundException,
+        "The specified resource could not be found.",
+    )
+}
+
+/// A taggable resource named by ARN.
+enum Resource {
+    Cluster(String),
+    TaskDefinition(String, i64),
+    ContainerInstance(String, String),
+    Task(String, String),
+}
+
+fn resolve(tx: &mut dyn Tx, arn: &str) -> Result<Resource, ApiError> {
+    let scope = tx.scope().clone();
+    if !arn.starts_with("arn:") {
+        return Err(ApiError::invalid_parameter(format!(
+            "Invalid 'resourceArn': '{arn}' is not an ARN."
+        )));
+    }
+    if let Some(name) = scope.cluster_name(arn) {
+        return Ok(Resource::Cluster(name.to_owned()));
+    }
+    if let Some((family, Some(revision))) = scope.task_definition_ref(arn) {
+        return Ok(Resource::TaskDefinition(family.to_owned(), revision));
+    }
+    for (kind, make) in [
+        (
+            "container-instance",
+            Resource::ContainerInstance as fn(String, String) -> Resource,
+        ),
+        ("task", Resource::Task),
+    ] {
+        if let Some(r) = scope.resource_id(arn, kind) {
+            let cluster = r.cluster.ok_or_else(not_found)?;
+            return Ok(make(cluster.to_owned(), r.id.to_owned()));
+        }
+    }
+    Err(not_found())
+}
+
+/// Reads the tags of a resource, lets `change` edit them, and stores them back if it did.
+fn edit_tags(
+    tx: &mut dyn Tx,
+    arn: &str,
+    change: impl FnOnce(&mut Vec<Tag>) -> Result<(), ApiError>,
+) -> Result<Vec<Tag>, ApiError> {
+    let cluster_exists = |tx: &mut dyn Tx, name: &str| -> Result<(), ApiError> {
+        match tx.cluster(name)? {
+            Some(c) if c.status == "ACTIVE" => Ok(()),
+            _ => Err(ApiError::cluster_not_found()),
+        }
+    };
+    match resolve(tx, arn)? {
+        Resource::Cluster(name) => {
+            let mut cluster = tx
+                .cluster(&name)?
+                .filter(|c| c.status == "ACTIVE")
+                .ok_or_else(ApiError::cluster_not_found)?;
+            let mut tags: Vec<Tag> = cluster
+                .options
+                .get("tags")
+                .map(|t| serde_json::from_value(t.clone()))
+                .transpose()
+                .map_err(crate::store::StoreError::from)?
+                .unwrap_or_default();
+            let before = tags.clone();
+            change(&mut tags)?;
+            if tags != before {
+                cluster
+                    .options
+                    .insert("tags".into(), serde_json::to_value(&tags).unwrap_or(Value::Null));
+                tx.put_cluster(&cluster)?;
+            }
+            Ok(tags)
+        }
+        Resource::TaskDefinition(family, revision) => {
+            let mut stored = tx.task_definition(&family, revision)?.ok_or_else(not_found)?;
+            let before = stored.tags.clone();
+            change(&mut stored.tags)?;
+            if stored.tags != before {
+                let status = stored
+                    .definition
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ACTIVE")
+                    .to_owned();
+                tx.put_task_definition(&family, revision, &status, &stored)?;
+            }
+            Ok(stored.tags)
+        }
+        Resource::ContainerInstance(cluster, id) => {
+            cluster_exists(tx, &cluster)?;
+            let mut instance = tx.container_instance(&cluster, &id)?.ok_or_else(not_found)?;
+            let before = instance.tags.clone();
+            change(&mut instance.tags)?;
+            if instance.tags != before {
+                tx.put_container_instance(&cluster, &id, &instance)?;
+            }
+            Ok(instance.tags)
+        }
+        Resource::Task(cluster, id) => {
+            cluster_exists(tx, &cluster)?;
+            let mut task = tx.task(&cluster, &id)?.ok_or_else(not_found)?;
+            let before = task.tags.clone();
+            change(&mut task.tags)?;
+            // Tags are not part of a task's state: changing them does not bump its version.
+            if task.tags != before {
+                tx.update_task(&cluster, &task)?;
+            }
+            Ok(task.tags)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagResourceRequest {
+    resource_arn: String,
+    tags: Vec<Tag>,
+}
+
+#[derive(Serialize)]
+pub struct Empty {}
+
+pub async fn tag_resource(ctx: &Ctx, req: TagResourceRequest) -> Result<Empty, ApiError> {
+    check_tags(&req.tags)?;
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let added = req.tags.clone();
+            edit_tags(tx, &req.resource_arn, |tags| {
+                *tags = merge_tags(tags, &added);
+                check_tags(tags)
+            })?;
+            Ok(Empty {})
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UntagResourceRequest {
+    resource_arn: String,
+    tag_keys: Vec<String>,
+}
+
+pub async fn untag_resource(ctx: &Ctx, req: UntagResourceRequest) -> Result<Empty, ApiError> {
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let keys = req.tag_keys.clone();
+            edit_tags(tx, &req.resource_arn, |tags| {
+                tags.retain(|t| !keys.iter().any(|k| t.key.as_deref() == Some(k.as_str())));
+                Ok(())
+            })?;
+            Ok(Empty {})
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListTagsForResourceRequest {
+    resource_arn: String,
+}
+
+#[derive(Serialize)]
+pub struct ListTagsForResourceResponse {
+    tags: Vec<Tag>,
+}
+
+pub async fn list_tags_for_resource(
+    ctx: &Ctx,
+    req: ListTagsForResourceRequest,
+) -> Result<ListTagsForResourceResponse, ApiError> {
+    // Read through the same path as the edits, with an edit that changes nothing.
+    ctx.store
+        .read(&ctx.scope, move |tx| {
+            let tags = edit_tags(tx, &req.resource_arn, |_| Ok(()))?;
+            Ok(ListTagsForResourceResponse { tags })
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(k: &str, v: &str) -> Tag {
+        Tag {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        }
+    }
+
+    #[test]
+    fn tag_rules() {
+        check_tags(&[tag("env", "prod"), tag("team", "")]).unwrap();
+        assert!(check_tags(&[tag("aws:owner", "x")]).is_err());
+        assert!(check_tags(&[tag("AWS:owner", "x")]).is_err());
+        assert!(check_tags(&[tag("", "x")]).is_err());
+        assert!(check_tags(&[tag(&"k".repeat(129), "x")]).is_err());
+        assert!(check_tags(&[tag("k", &"v".repeat(257))]).is_err());
+        assert!(check_tags(&[tag("k", "1"), tag("k", "2")]).is_err());
+        let many: Vec<Tag> = (0..51).map(|i| tag(&format!("k{i}"), "v")).collect();
+        assert!(check_tags(&many).is_err());
+        check_tags(&many[..50]).unwrap();
+    }
+
+    #[test]
+    fn merging_replaces_values_of_the_same_key() {
+        let merged = merge_tags(&[tag("a", "1"), tag("b", "2")], &[tag("b", "3"), tag("c", "4")]);
+        assert_eq!(merged, vec![tag("a", "1"), tag("b", "3"), tag("c", "4")]);
+    }
+}
