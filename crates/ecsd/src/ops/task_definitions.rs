@@ -460,3 +460,76 @@ pub async fn list_task_definition_families(
     let (families, next_token) = paginate(families, limit, "families", Clone::clone);
     Ok(ListTaskDefinitionFamiliesResponse { families, next_token })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(containers: Value) -> Map<String, Value> {
+        json!({"family": "f", "containerDefinitions": containers})
+            .as_object()
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_filled_like_ecs() {
+        let mut d = definition(json!([{"name": "web", "image": "nginx", "memory": 128,
+            "portMappings": [{"containerPort": 80}]}]));
+        fill_defaults(&mut d).unwrap();
+        let c = &d["containerDefinitions"][0];
+        assert_eq!(c["essential"], true);
+        assert_eq!(c["cpu"], 0);
+        assert_eq!(c["environment"], json!([]));
+        assert_eq!(c["portMappings"][0]["protocol"], "tcp");
+        assert!(
+            c["portMappings"][0].get("hostPort").is_none(),
+            "bridge mode picks host ports dynamically"
+        );
+        assert_eq!(d["compatibilities"], json!(["EC2", "EXTERNAL"]));
+
+        let mut host = definition(json!([{"name": "web", "image": "nginx", "memory": 128,
+            "portMappings": [{"containerPort": 80}]}]));
+        host.insert("networkMode".into(), "host".into());
+        fill_defaults(&mut host).unwrap();
+        assert_eq!(host["containerDefinitions"][0]["portMappings"][0]["hostPort"], 80);
+    }
+
+    #[test]
+    fn invalid_definitions_name_the_problem() {
+        let cases = [
+            (json!([]), "at least one"),
+            (
+                json!([{"name": "a", "image": "i", "memory": 1}, {"name": "a", "image": "i", "memory": 1}]),
+                "unique",
+            ),
+            (json!([{"image": "i", "memory": 1}]), "Container.name"),
+            (json!([{"name": "a", "memory": 1}]), "Container.image"),
+            (json!([{"name": "a", "image": "i"}]), "memoryReservation"),
+            (
+                json!([{"name": "a", "image": "i", "memory": 64, "memoryReservation": 128}]),
+                "memory reservation",
+            ),
+            (
+                json!([{"name": "a", "image": "i", "memory": 1, "essential": false}]),
+                "essential",
+            ),
+            (
+                json!([{"name": "a", "image": "i", "memory": 1, "portMappings": [{"containerPort": 0}]}]),
+                "containerPort",
+            ),
+            (
+                json!([{"name": "a", "image": "i", "memory": 1, "portMappings": [{"hostPort": 80}]}]),
+                "containerPort",
+            ),
+        ];
+        for (containers, fragment) in cases {
+            let err = fill_defaults(&mut definition(containers.clone())).unwrap_err();
+            assert!(err.message.contains(fragment), "{containers}: {}", err.message);
+        }
+        let mut awsvpc = definition(json!([{"name": "a", "image": "i", "memory": 1,
+            "portMappings": [{"containerPort": 80, "hostPort": 81}]}]));
+        awsvpc.insert("networkMode".into(), "awsvpc".into());
+        assert!(fill_defaults(&mut awsvpc).unwrap_err().message.contains("must match"));
+    }
+}
