@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Seconds a client has to send request headers, and the longest a connection may sit idle.
     #[arg(long, default_value_t = Limits::default().header_timeout.as_secs())]
     header_timeout_secs: u64,
+    /// Base URL agents are told to reach this server at (DiscoverPollEndpoint); default: http:// and the listen address.
+    #[arg(long, env = "ECSD_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// Seconds a client has to send a request body.
     #[arg(long, default_value_t = Limits::default().body_timeout.as_secs())]
     body_timeout_secs: u64,
@@ -143,6 +146,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         keys,
         throttle,
         limits,
+        advertise_url: args.advertise_url,
     };
     let server = Server::open(options).await?;
     let listener = TcpListener::bind(args.listen).await?;

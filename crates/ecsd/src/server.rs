@@ -64,6 +64,9 @@ pub struct Options {
     pub keys: Keys,
     pub throttle: Throttle,
     pub limits: Limits,
+    /// The base URL agents are told to reach this server at (DiscoverPollEndpoint); by default
+    /// `http://` and the address it listens on.
+    pub advertise_url: Option<String>,
 }
 
 impl Options {
@@ -76,6 +79,7 @@ impl Options {
             keys: Keys::development(account_id),
             throttle: Throttle::off(),
             limits: Limits::default(),
+            advertise_url: None,
         }
     }
 }
@@ -110,7 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// A server whose store is open, ready to serve.
 pub struct Server {
     store: Arc<SqliteStore>,
-    state: Arc<AppState>,
+    options: Options,
 }
 
 impl Server {
@@ -124,15 +128,10 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
             .await
             .map_err(std::io::Error::other)??;
-        let store = Arc::new(store);
-        let state = Arc::new(AppState {
-            store: store.clone(),
-            keys: options.keys,
-            regions: options.regions,
-            throttle: options.throttle,
-            limits: options.limits,
-        });
-        Ok(Server { store, state })
+        Ok(Server {
+            store: Arc::new(store),
+            options,
+        })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish
@@ -142,8 +141,20 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let limits = self.state.limits.clone();
-        let app = router(self.state);
+        let options = self.options;
+        let advertise_url = match options.advertise_url {
+            Some(url) => url,
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        let limits = options.limits.clone();
+        let app = router(Arc::new(AppState {
+            store: self.store.clone(),
+            keys: options.keys,
+            regions: options.regions,
+            throttle: options.throttle,
+            limits: options.limits,
+            advertise_url: advertise_url.into(),
+        }));
         let connections = Arc::new(Semaphore::new(limits.max_connections));
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();

@@ -38,6 +38,8 @@ pub struct AppState {
     pub regions: Vec<String>,
     pub throttle: Throttle,
     pub limits: Limits,
+    /// The base URL agents reach this server at.
+    pub advertise_url: Arc<str>,
 }
 
 /// Finds the operation a request asks for. Each way of getting this wrong has its own answer.
@@ -203,6 +205,7 @@ async fn call(state: &AppState, caller: &Caller, operation: Operation, body: &[u
     let ctx = Ctx {
         store: state.store.clone(),
         scope,
+        advertise_url: state.advertise_url.clone(),
     };
     let output = operation.call(&ctx, input).await?;
     if cfg!(debug_assertions) {

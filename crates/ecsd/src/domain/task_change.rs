@@ -63,6 +63,41 @@ const MAX_ID_LEN: usize = 255;
 const MAX_REASON_LEN: usize = 1024;
 const MAX_PORT_RANGES: usize = 100;
 const ESSENTIAL_EXITED: &str = "Essential container in task exited";
+const ENI: &str = "ElasticNetworkInterface";
+/// The statuses an attachment can be reported in.
+const ATTACHMENT_STATUSES: [&str; 9] = [
+    "PRECREATED",
+    "CREATED",
+    "ATTACHING",
+    "ATTACHED",
+    "DETACHING",
+    "DETACHED",
+    "DELETED",
+    "FAILED",
+    "NONE",
+];
+
+/// The task status its containers imply, for reports that carry only container changes
+/// (SubmitContainerStateChange): STOPPED once every container stopped, RUNNING once every
+/// essential container runs.
+pub fn status_from_containers(task: &Task, essential: impl Fn(&str) -> bool) -> Option<TaskStatus> {
+    if task
+        .containers
+        .iter()
+        .all(|c| c.last_status == ContainerStatus::Stopped)
+    {
+        Some(TaskStatus::Stopped)
+    } else if task
+        .containers
+        .iter()
+        .filter(|c| essential(&c.name))
+        .all(|c| c.last_status >= ContainerStatus::Running)
+    {
+        Some(TaskStatus::Running)
+    } else {
+        None
+    }
+}
 
 fn check_len(value: &Option<String>, max: usize, member: &str) -> Result<(), ApiError> {
     match value {
@@ -150,6 +185,13 @@ pub fn apply(
     }
     let mut attachments = Vec::with_capacity(report.attachments.len());
     for (i, a) in report.attachments.iter().enumerate() {
+        if !ATTACHMENT_STATUSES.contains(&a.status.as_str()) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid value '{}' for 'attachments[{i}].status'; valid values are: {}.",
+                a.status,
+                ATTACHMENT_STATUSES.join(", ")
+            )));
+        }
         let id = a.attachment_arn.rsplit('/').next().unwrap_or_default();
         let index = task.attachments.iter().position(|k| k.id == id).ok_or_else(|| {
             ApiError::invalid_parameter(format!(
@@ -208,6 +250,12 @@ pub fn apply(
     }
     for (index, a) in attachments {
         task.attachments[index].status = a.status.clone();
+    }
+    // An awsvpc task leaves PROVISIONING once its network interface is attached.
+    let enis = || task.attachments.iter().filter(|a| a.kind == ENI);
+    if task.last_status == TaskStatus::Provisioning && enis().next().is_some() && enis().all(|a| a.status == "ATTACHED")
+    {
+        task.last_status = TaskStatus::Pending;
     }
     set_time(&mut task.pull_started_at, report.pull_started_at);
     set_time(&mut task.pull_stopped_at, report.pull_stopped_at);
@@ -544,6 +592,46 @@ mod tests {
             {"containerPort": 53, "protocol": "tcp"}, {"containerPort": 53, "protocol": "udp"}]}]}));
         apply(&mut t, &r, essential, 1.0).unwrap();
         assert_eq!(t.containers[0].network_bindings.len(), 2);
+    }
+
+    #[test]
+    fn an_attached_eni_ends_provisioning() {
+        let mut t = task();
+        t.last_status = TaskStatus::Provisioning;
+        let r = report(
+            json!({"attachments": [{"attachmentArn": "arn:aws:ecs:us-east-1:1:attachment/eni1", "status": "ATTACHING"}]}),
+        );
+        apply(&mut t, &r, essential, 1.0).unwrap();
+        assert_eq!(t.last_status, TaskStatus::Provisioning);
+        let r = report(
+            json!({"attachments": [{"attachmentArn": "arn:aws:ecs:us-east-1:1:attachment/eni1", "status": "ATTACHED"}]}),
+        );
+        apply(&mut t, &r, essential, 2.0).unwrap();
+        assert_eq!(t.last_status, TaskStatus::Pending);
+        let bad = report(
+            json!({"attachments": [{"attachmentArn": "arn:aws:ecs:us-east-1:1:attachment/eni1", "status": "GLUED"}]}),
+        );
+        assert!(apply(&mut t, &bad, essential, 3.0).is_err());
+    }
+
+    #[test]
+    fn container_changes_imply_the_task_status() {
+        let mut t = task();
+        assert_eq!(status_from_containers(&t, essential), None);
+        t.containers[0].last_status = ContainerStatus::Running;
+        assert_eq!(
+            status_from_containers(&t, essential),
+            Some(TaskStatus::Running),
+            "only 'web' is essential"
+        );
+        t.containers[0].last_status = ContainerStatus::Stopped;
+        assert_eq!(
+            status_from_containers(&t, essential),
+            Some(TaskStatus::Running),
+            "it ran before it stopped"
+        );
+        t.containers[1].last_status = ContainerStatus::Stopped;
+        assert_eq!(status_from_containers(&t, essential), Some(TaskStatus::Stopped));
     }
 
     #[test]

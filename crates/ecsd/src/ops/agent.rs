@@ -1,61 +1,196 @@
-//! The calls ECS agents make to report what happened: SubmitTaskStateChange.
+//! The calls ECS agents make: SubmitTaskStateChange, SubmitContainerStateChange,
+//! SubmitAttachmentStateChanges and DiscoverPollEndpoint.
 //!
 //! Errors matter here more than anywhere: the agent drops a report only on
 //! `InvalidParameterException` and retries everything else forever, so a report that can never
 //! succeed (unknown task, invalid member) must be `InvalidParameterException`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::tasks::save_task;
 use super::{active_cluster, task_definitions, Ctx};
 use crate::domain::now;
-use crate::domain::task_change::{self, TaskStateReport};
+use crate::domain::records::{NetworkBinding, Task};
+use crate::domain::task_change::{self, AttachmentReport, ContainerReport, TaskStateReport};
 use crate::error::ApiError;
-use crate::store::{StoreError, StoreExt};
+use crate::store::{StoreError, StoreExt, Tx};
 
 #[derive(Serialize)]
-pub struct SubmitStateChangeResponse {
+pub struct Acknowledgment {
     acknowledgment: String,
 }
 
-pub async fn submit_task_state_change(
-    ctx: &Ctx,
-    report: TaskStateReport,
-) -> Result<SubmitStateChangeResponse, ApiError> {
-    let reference = report
-        .task
-        .clone()
-        .ok_or_else(|| ApiError::invalid_parameter("Missing required parameter 'task'."))?;
+fn ack() -> Acknowledgment {
+    Acknowledgment {
+        acknowledgment: "ACK".into(),
+    }
+}
+
+/// The task a report names (id or ARN), which must belong to `cluster`.
+fn reported_task(tx: &mut dyn Tx, cluster: &str, reference: Option<&str>) -> Result<Task, ApiError> {
+    let reference = reference.ok_or_else(|| ApiError::invalid_parameter("Missing required parameter 'task'."))?;
+    let unknown =
+        || ApiError::invalid_parameter(format!("Invalid 'task': no task '{reference}' in cluster '{cluster}'."));
+    let id = tx
+        .scope()
+        .resource_id(reference, "task")
+        .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+        .ok_or_else(unknown)?
+        .id
+        .to_owned();
+    tx.task(cluster, &id)?.ok_or_else(unknown)
+}
+
+/// Which containers of a task's definition are essential (all, if the definition is gone).
+fn essential_containers(tx: &mut dyn Tx, task: &Task) -> Result<Vec<String>, ApiError> {
+    let definition = task_definitions::find(tx, &task.task_definition_arn)?
+        .map(|d| d.spec())
+        .transpose()
+        .map_err(StoreError::from)?;
+    Ok(task
+        .containers
+        .iter()
+        .filter(|c| {
+            definition
+                .as_ref()
+                .and_then(|d| d.container_definitions.iter().find(|spec| spec.name == c.name))
+                .is_none_or(|spec| spec.essential != Some(false))
+        })
+        .map(|c| c.name.clone())
+        .collect())
+}
+
+/// Applies a report to a task and stores the result if it changed anything.
+fn apply_report(tx: &mut dyn Tx, cluster: &str, task: Task, report: &TaskStateReport) -> Result<Task, ApiError> {
+    let essential = essential_containers(tx, &task)?;
+    let is_essential = |name: &str| essential.iter().any(|e| e == name);
+    let mut next = task.clone();
+    task_change::apply(&mut next, report, is_essential, now())?;
+    Ok(save_task(tx, cluster, &task, next)?)
+}
+
+pub async fn submit_task_state_change(ctx: &Ctx, report: TaskStateReport) -> Result<Acknowledgment, ApiError> {
     ctx.store
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, report.cluster.as_deref())?;
-            let unknown = || {
-                ApiError::invalid_parameter(format!("Invalid 'task': no task '{reference}' in cluster '{cluster}'."))
-            };
-            let id = tx
-                .scope()
-                .resource_id(&reference, "task")
-                .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-                .ok_or_else(unknown)?
-                .id
-                .to_owned();
-            let task = tx.task(&cluster, &id)?.ok_or_else(unknown)?;
-            let definition = task_definitions::find(tx, &task.task_definition_arn)?
-                .map(|d| d.spec())
-                .transpose()
-                .map_err(StoreError::from)?;
-            let essential = |name: &str| {
-                definition
-                    .as_ref()
-                    .and_then(|d| d.container_definitions.iter().find(|c| c.name == name))
-                    .is_none_or(|c| c.essential != Some(false))
-            };
-            let mut next = task.clone();
-            task_change::apply(&mut next, &report, essential, now())?;
-            save_task(tx, &cluster, &task, next)?;
-            Ok(SubmitStateChangeResponse {
-                acknowledgment: "ACK".into(),
-            })
+            let task = reported_task(tx, &cluster, report.task.as_deref())?;
+            apply_report(tx, &cluster, task, &report)?;
+            Ok(ack())
         })
         .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitContainerStateChangeRequest {
+    cluster: Option<String>,
+    task: Option<String>,
+    container_name: Option<String>,
+    runtime_id: Option<String>,
+    status: Option<String>,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    network_bindings: Option<Vec<NetworkBinding>>,
+}
+
+/// One container's change, as older agents report it; the task's status follows from its
+/// containers as ECS derives it.
+pub async fn submit_container_state_change(
+    ctx: &Ctx,
+    req: SubmitContainerStateChangeRequest,
+) -> Result<Acknowledgment, ApiError> {
+    if req.container_name.is_none() {
+        return Err(ApiError::invalid_parameter(
+            "Missing required parameter 'containerName'.",
+        ));
+    }
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            let task = reported_task(tx, &cluster, req.task.as_deref())?;
+            let container = ContainerReport {
+                container_name: req.container_name.clone(),
+                image_digest: None,
+                runtime_id: req.runtime_id.clone(),
+                exit_code: req.exit_code,
+                network_bindings: req.network_bindings.clone(),
+                reason: req.reason.clone(),
+                status: req.status.clone(),
+            };
+            let mut report = TaskStateReport {
+                containers: vec![container],
+                ..TaskStateReport::default()
+            };
+            // Validate and apply the container first, then let the task follow.
+            let essential = essential_containers(tx, &task)?;
+            let is_essential = |name: &str| essential.iter().any(|e| e == name);
+            let mut probe = task.clone();
+            task_change::apply(&mut probe, &report, is_essential, now())?;
+            report.status = task_change::status_from_containers(&probe, is_essential).map(|s| s.as_str().to_owned());
+            apply_report(tx, &cluster, task, &report)?;
+            Ok(ack())
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+pub struct SubmitAttachmentStateChangesRequest {
+    cluster: Option<String>,
+    attachments: Vec<AttachmentReport>,
+}
+
+pub async fn submit_attachment_state_changes(
+    ctx: &Ctx,
+    req: SubmitAttachmentStateChangesRequest,
+) -> Result<Acknowledgment, ApiError> {
+    if req.attachments.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'attachments': at least one attachment is required.",
+        ));
+    }
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            for (i, attachment) in req.attachments.iter().enumerate() {
+                let id = attachment.attachment_arn.rsplit('/').next().unwrap_or_default();
+                let task = tx.task_with_attachment(&cluster, id)?.ok_or_else(|| {
+                    ApiError::invalid_parameter(format!(
+                        "Invalid 'attachments[{i}].attachmentArn': no attachment '{}' in cluster '{cluster}'.",
+                        attachment.attachment_arn
+                    ))
+                })?;
+                let report = TaskStateReport {
+                    attachments: vec![attachment.clone()],
+                    ..TaskStateReport::default()
+                };
+                apply_report(tx, &cluster, task, &report)?;
+            }
+            Ok(ack())
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoverPollEndpointRequest {}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoverPollEndpointResponse {
+    endpoint: String,
+    telemetry_endpoint: String,
+    service_connect_endpoint: String,
+}
+
+/// Where agents reach ecsd's ACS (task delivery) and TCS (telemetry) endpoints.
+pub async fn discover_poll_endpoint(
+    ctx: &Ctx,
+    _req: DiscoverPollEndpointRequest,
+) -> Result<DiscoverPollEndpointResponse, ApiError> {
+    let base = ctx.advertise_url.trim_end_matches('/');
+    Ok(DiscoverPollEndpointResponse {
+        endpoint: format!("{base}/acs"),
+        telemetry_endpoint: format!("{base}/tcs"),
+        service_connect_endpoint: format!("{base}/service-connect"),
+    })
 }

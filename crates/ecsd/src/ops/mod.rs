@@ -22,10 +22,12 @@ use crate::error::ApiError;
 use crate::store::{Store, Tx};
 use crate::throttle::Family;
 
-/// What a handler works with: the store and the scope (account and region) of the caller.
+/// What a handler works with: the store, the scope (account and region) of the caller, and the
+/// URL agents reach this server at.
 pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub scope: Scope,
+    pub advertise_url: Arc<str>,
 }
 
 macro_rules! operations {
@@ -81,6 +83,7 @@ operations! {
     DescribeClusters(Read) => clusters::describe_clusters,
     ListClusters(Read) => clusters::list_clusters,
     UpdateCluster(Write) => clusters::update_cluster,
+    UpdateClusterSettings(Write) => clusters::update_cluster,
     DeleteCluster(Write) => clusters::delete_cluster,
     RegisterTaskDefinition(Write) => task_definitions::register_task_definition,
     DescribeTaskDefinition(Read) => task_definitions::describe_task_definition,
@@ -105,6 +108,9 @@ operations! {
     UntagResource(Write) => tags::untag_resource,
     ListTagsForResource(Read) => tags::list_tags_for_resource,
     SubmitTaskStateChange(Agent) => agent::submit_task_state_change,
+    SubmitContainerStateChange(Agent) => agent::submit_container_state_change,
+    SubmitAttachmentStateChanges(Agent) => agent::submit_attachment_state_changes,
+    DiscoverPollEndpoint(Agent) => agent::discover_poll_endpoint,
 }
 
 impl Operation {

@@ -156,6 +156,8 @@ pub trait Tx {
     fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError>;
     /// Stores a new task; it holds its reservation on its instance until it is STOPPED.
     fn insert_task(&mut self, new: &NewTask<'_>) -> Result<(), StoreError>;
+    /// The task that holds an attachment (an ENI, say), by the attachment's id.
+    fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError>;
     /// The tasks a RunTask or StartTask with this client token created.
     fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<Task>, StoreError>;
     /// Ids of the tasks that pass `filter`, in id order, resuming after `after`.

@@ -74,6 +74,14 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_holding_resources
     ON tasks (account, region, cluster, container_instance, last_status)
     WHERE last_status <> 'STOPPED';
+CREATE TABLE task_attachments (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    attachment_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (account, region, cluster, attachment_id)
+);
 CREATE INDEX tasks_by_desired_status ON tasks (account, region, cluster, desired_status, id);
 CREATE INDEX tasks_by_client_token ON tasks (account, region, cluster, client_token) WHERE client_token IS NOT NULL;
 "#];
@@ -580,7 +588,23 @@ impl Tx for SqliteTx<'_> {
                 serde_json::to_string(new.reservation)?,
                 serde_json::to_string(task)?
             ])?;
+        let mut attach = self.conn.prepare_cached(
+            "INSERT INTO task_attachments (account, region, cluster, attachment_id, task_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for attachment in &task.attachments {
+            attach.execute(params![s.account, s.region, new.cluster, attachment.id, task.id()])?;
+        }
         Ok(())
+    }
+
+    fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError> {
+        let s = &self.scope;
+        self.doc(
+            "SELECT t.doc FROM task_attachments a
+             JOIN tasks t ON t.account = a.account AND t.region = a.region AND t.cluster = a.cluster AND t.id = a.task_id
+             WHERE a.account = ?1 AND a.region = ?2 AND a.cluster = ?3 AND a.attachment_id = ?4",
+            params![s.account, s.region, cluster, attachment_id],
+        )
     }
 
     fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<Task>, StoreError> {
