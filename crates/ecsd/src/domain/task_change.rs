@@ -212,7 +212,12 @@ pub fn apply(
     for (index, status, c) in containers {
         let container = &mut task.containers[index];
         if let Some(status) = status {
-            container.last_status = container.last_status.max(status);
+            // A report older than what is known (delivered out of order) changes nothing of
+            // this container, not even the fields it carries.
+            if status < container.last_status {
+                continue;
+            }
+            container.last_status = status;
         }
         set(&mut container.runtime_id, &c.runtime_id);
         set(&mut container.image_digest, &c.image_digest);
@@ -485,6 +490,21 @@ mod tests {
             9.0,
         )
         .unwrap();
+        assert_eq!(t, before);
+    }
+
+    #[test]
+    fn a_stale_container_report_does_not_overwrite_newer_fields() {
+        let mut t = task();
+        let running = report(
+            json!({"status": "RUNNING", "containers": [{"containerName": "web", "status": "RUNNING",
+            "networkBindings": [{"containerPort": 80, "hostPort": 32768}]}]}),
+        );
+        apply(&mut t, &running, essential, 5.0).unwrap();
+        let stale =
+            report(json!({"containers": [{"containerName": "web", "status": "PENDING", "networkBindings": []}]}));
+        let before = t.clone();
+        apply(&mut t, &stale, essential, 6.0).unwrap();
         assert_eq!(t, before);
     }
 
