@@ -7,11 +7,15 @@
 //! ECS API model every request is checked against.
 
 pub mod auth;
+pub mod client;
 pub mod domain;
 pub mod error;
+pub mod events_api;
 pub mod model;
 pub mod ops;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod throttle;
+pub mod webhooks;
 pub mod wire;

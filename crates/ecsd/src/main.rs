@@ -6,12 +6,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use http_body_util::BodyExt;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use ecsd::auth::Keys;
-use ecsd::server::{Limits, Options, Server};
+use ecsd::client::{Credentials, EcsClient};
+use ecsd::server::{Limits, Options, Retention, Server};
+use ecsd::sim::{self, SimOptions};
 use ecsd::throttle::{Family, Rate, Throttle};
+use ecsd::webhooks;
 
 #[derive(Parser)]
 #[command(name = "ecsd", version, about = "An Amazon ECS-compatible control plane")]
@@ -24,6 +29,85 @@ struct Cli {
 enum Command {
     /// Serve the ECS API.
     Serve(ServeArgs),
+    /// Run simulated container instances (virtual ECS agents) against an ECS endpoint.
+    Agent(AgentArgs),
+    /// Read the event log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print events as they happen, one line each; resumes after disconnects.
+    Tail(TailArgs),
+}
+
+/// Who ecsd's own clients sign as.
+#[derive(clap::Args, Clone)]
+struct SigningArgs {
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "test")]
+    access_key_id: String,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "test", hide_env_values = true)]
+    secret_access_key: String,
+    #[arg(long = "signing-region", env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
+    signing_region: String,
+}
+
+impl SigningArgs {
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            region: self.signing_region.clone(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct SimulationArgs {
+    /// Cluster the instances join (created if missing, as real agents do).
+    #[arg(long, default_value = "default")]
+    cluster: String,
+    /// CPU units each instance registers (1024 per vCPU).
+    #[arg(long, default_value_t = 2048)]
+    cpu: i32,
+    /// Memory (MiB) each instance registers.
+    #[arg(long, default_value_t = 4096)]
+    memory: i32,
+    /// Milliseconds between an instance's looks for work.
+    #[arg(long, default_value_t = 500)]
+    poll_millis: u64,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// ECS endpoint to report to.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    endpoint: String,
+    /// Number of instances.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// File keeping the instances' identities, so that a restart re-registers them.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    #[command(flatten)]
+    simulation: SimulationArgs,
+    #[command(flatten)]
+    signing: SigningArgs,
+}
+
+#[derive(clap::Args)]
+struct TailArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    endpoint: String,
+    /// Only events of this cluster.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Start after this sequence number (default: the beginning).
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    #[command(flatten)]
+    signing: SigningArgs,
 }
 
 #[derive(clap::Args)]
@@ -67,6 +151,28 @@ struct ServeArgs {
     /// Base URL agents are told to reach this server at (DiscoverPollEndpoint); default: http:// and the listen address.
     #[arg(long, env = "ECSD_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// Webhook subscriptions (TOML): every event is POSTed to each, in order, at least once.
+    #[arg(long, env = "ECSD_WEBHOOKS")]
+    webhooks: Option<PathBuf>,
+    /// Hours events are kept.
+    #[arg(long, default_value_t = 24.0)]
+    event_retention_hours: f64,
+    /// Minutes stopped tasks stay visible to DescribeTasks (ECS keeps them at least an hour).
+    #[arg(long, default_value_t = 60.0)]
+    stopped_task_retention_minutes: f64,
+    /// Seconds between sweeps of expired events and stopped tasks.
+    #[arg(long, default_value_t = 60.0)]
+    sweep_interval_secs: f64,
+    /// Run this many simulated container instances beside the server (see `ecsd agent`).
+    #[arg(long, default_value_t = 0)]
+    simulate_agents: usize,
+    #[command(flatten)]
+    simulation: SimulationArgs,
+    /// Key the simulated agents sign with (default: the development pair).
+    #[arg(long, default_value = "test")]
+    simulate_access_key_id: String,
+    #[arg(long, default_value = "test")]
+    simulate_secret_access_key: String,
     /// Seconds a client has to send a request body.
     #[arg(long, default_value_t = Limits::default().body_timeout.as_secs())]
     body_timeout_secs: u64,
@@ -105,6 +211,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Agent(args) => agent(args).await,
+            Command::Events(EventsCommand::Tail(args)) => tail(args).await,
         }
     });
     match result {
@@ -147,14 +255,151 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         throttle,
         limits,
         advertise_url: args.advertise_url,
+        retention: Retention {
+            events: Duration::from_secs_f64(args.event_retention_hours.max(0.0) * 3600.0),
+            stopped_tasks: Duration::from_secs_f64(args.stopped_task_retention_minutes.max(0.0) * 60.0),
+            sweep_every: Duration::from_secs_f64(args.sweep_interval_secs.max(0.1)),
+        },
+        webhooks: match &args.webhooks {
+            Some(path) => webhooks::load(path)?,
+            None => Vec::new(),
+        },
     };
+    let region = options.regions.first().cloned().unwrap_or_default();
+    let data_dir = options.data_dir.clone();
     let server = Server::open(options).await?;
     let listener = TcpListener::bind(args.listen).await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let simulation = (args.simulate_agents > 0).then(|| {
+        let options = SimOptions {
+            endpoint: format!("http://{address}"),
+            cluster: args.simulation.cluster.clone(),
+            instances: args.simulate_agents,
+            cpu: args.simulation.cpu,
+            memory: args.simulation.memory,
+            credentials: Credentials {
+                access_key_id: args.simulate_access_key_id.clone(),
+                secret_access_key: args.simulate_secret_access_key.clone(),
+                region,
+            },
+            state_file: Some(data_dir.join("simulated-agents.json")),
+            poll: Duration::from_millis(args.simulation.poll_millis.max(10)),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = sim::run(options, stopped).await {
+                tracing::error!(error = %e, "the simulated agents could not start");
+            }
+        })
+    });
     // Printed on stdout once requests can be served, for scripts and tests that use port 0.
-    println!("ecsd listening on http://{}", listener.local_addr()?);
-    server.serve(listener, shutdown_signal()).await?;
+    println!("ecsd listening on http://{address}");
+    server
+        .serve(listener, async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+        .await?;
+    if let Some(simulation) = simulation {
+        let _ = simulation.await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let options = SimOptions {
+        endpoint: args.endpoint,
+        cluster: args.simulation.cluster,
+        instances: args.instances,
+        cpu: args.simulation.cpu,
+        memory: args.simulation.memory,
+        credentials: args.signing.credentials(),
+        state_file: args.state_file,
+        poll: Duration::from_millis(args.simulation.poll_millis.max(10)),
+    };
+    sim::run(options, stopped).await?;
+    Ok(())
+}
+
+async fn tail(args: TailArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let client = EcsClient::new(&args.endpoint, args.signing.credentials());
+    let path = match &args.cluster {
+        Some(cluster) => format!("/events/stream?cluster={cluster}"),
+        None => "/events/stream".to_owned(),
+    };
+    let mut after = args.after;
+    loop {
+        let last = after.to_string();
+        match client.get(&path, &[("last-event-id", &last)]).await {
+            Ok(response) if response.status().is_success() => {
+                let mut body = response.into_body();
+                let mut buffer = String::new();
+                while let Some(Ok(frame)) = body.frame().await {
+                    let Ok(data) = frame.into_data() else { continue };
+                    buffer.push_str(&String::from_utf8_lossy(&data));
+                    while let Some(end) = buffer.find("\n\n") {
+                        let block: String = buffer.drain(..end + 2).collect();
+                        if let Some((seq, line)) = summarize(&block) {
+                            after = seq;
+                            println!("{line}");
+                        }
+                    }
+                }
+            }
+            Ok(response) => {
+                let status = response.status();
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)).into());
+            }
+            Err(e) => eprintln!("ecsd: {e}; reconnecting"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One line for an SSE block: sequence, time, kind, resource and its status.
+fn summarize(block: &str) -> Option<(i64, String)> {
+    let mut seq = None;
+    let mut data = String::new();
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("id:") {
+            seq = v.trim().parse::<i64>().ok();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        }
+    }
+    let seq = seq?;
+    let event: serde_json::Value = serde_json::from_str(&data).ok()?;
+    let detail = &event["detail"];
+    let status = match (detail["lastStatus"].as_str(), detail["status"].as_str()) {
+        (Some(last), _) => format!(
+            "{last} (desired {}) v{}",
+            detail["desiredStatus"].as_str().unwrap_or("-"),
+            detail["version"]
+        ),
+        (None, Some(status)) => format!("{status} v{}", detail["version"]),
+        _ => String::new(),
+    };
+    Some((
+        seq,
+        format!(
+            "{seq}\t{}\t{}\t{}\t{status}",
+            event["time"].as_str().unwrap_or("-"),
+            event["detail-type"].as_str().unwrap_or("-"),
+            event["resources"][0].as_str().unwrap_or("-"),
+        ),
+    ))
 }
 
 async fn shutdown_signal() {

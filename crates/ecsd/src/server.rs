@@ -14,12 +14,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Keys;
+use crate::domain::now;
 use crate::error::ApiError;
+use crate::events_api;
+use crate::store::Store;
 use crate::store::{SqliteStore, StoreError};
 use crate::throttle::Throttle;
+use crate::webhooks::{self, Webhook};
 use crate::wire::{self, AppState};
 
 /// The file the embedded store keeps its database in, inside the data directory.
@@ -67,6 +71,29 @@ pub struct Options {
     /// The base URL agents are told to reach this server at (DiscoverPollEndpoint); by default
     /// `http://` and the address it listens on.
     pub advertise_url: Option<String>,
+    pub retention: Retention,
+    pub webhooks: Vec<Webhook>,
+}
+
+/// How long history is kept.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Events older than this are removed.
+    pub events: Duration,
+    /// Tasks stay visible to DescribeTasks this long after they stop, as in ECS.
+    pub stopped_tasks: Duration,
+    /// How often the sweeper looks.
+    pub sweep_every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            events: Duration::from_secs(24 * 3600),
+            stopped_tasks: Duration::from_secs(3600),
+            sweep_every: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Options {
@@ -80,6 +107,8 @@ impl Options {
             throttle: Throttle::off(),
             limits: Limits::default(),
             advertise_url: None,
+            retention: Retention::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -102,6 +131,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/events", get(events_api::page))
+        .route("/events/stream", get(events_api::stream))
         .fallback(|| async {
             let err = ApiError::unknown_operation("Not found: ECS API calls are POST / with an X-Amz-Target header.");
             let mut response = wire::error_response(&uuid::Uuid::new_v4().to_string(), &err);
@@ -147,13 +178,24 @@ impl Server {
             None => format!("http://{}", listener.local_addr()?),
         };
         let limits = options.limits.clone();
+        let (stopping, stopped) = watch::channel(false);
+        let store: Arc<dyn Store> = self.store.clone();
+        let mut background = vec![tokio::spawn(sweep(
+            store.clone(),
+            options.retention.clone(),
+            stopped.clone(),
+        ))];
+        for hook in options.webhooks {
+            background.push(tokio::spawn(webhooks::deliver(store.clone(), hook, stopped.clone())));
+        }
         let app = router(Arc::new(AppState {
-            store: self.store.clone(),
+            store,
             keys: options.keys,
             regions: options.regions,
             throttle: options.throttle,
             limits: options.limits,
             advertise_url: advertise_url.into(),
+            shutdown: stopped,
         }));
         let connections = Arc::new(Semaphore::new(limits.max_connections));
         let graceful = GracefulShutdown::new();
@@ -191,6 +233,10 @@ impl Server {
             });
         }
         drop(listener);
+        let _ = stopping.send(true);
+        for task in background {
+            let _ = task.await;
+        }
         if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
             .await
             .is_err()
@@ -202,5 +248,25 @@ impl Server {
             .await
             .map_err(std::io::Error::other)?;
         Ok(())
+    }
+}
+
+/// Removes what retention no longer keeps, every `sweep_every`, until the server stops.
+async fn sweep(store: Arc<dyn Store>, retention: Retention, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(retention.sweep_every) => {}
+            _ = stopped.changed() => return,
+        }
+        let now = now();
+        let events_before = now - retention.events.as_secs_f64();
+        let tasks_before = now - retention.stopped_tasks.as_secs_f64();
+        match store.sweep(events_before, tasks_before).await {
+            Ok(swept) if swept.events + swept.tasks > 0 => {
+                tracing::info!(events = swept.events, tasks = swept.tasks, "swept expired history");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
     }
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The base URL agents reach this server at.
     pub advertise_url: Arc<str>,
+    /// Becomes true when the server stops, so that long-lived responses (event streams) end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Finds the operation a request asks for. Each way of getting this wrong has its own answer.
@@ -171,7 +173,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             error_response(&request_id, &err)
         }
     };
-    tracing::info!(
+    tracing::debug!(
         %request_id,
         operation = op_name,
         status = response.status().as_u16(),

@@ -44,6 +44,7 @@ pub const OPERATOR: &[&str] = &[
     "ecs:TagResource",
     "ecs:UntagResource",
     "ecs:Update*",
+    "ecs:ReadEvents",
 ];
 
 pub const DEVELOPMENT_KEY: &str = "test";

@@ -2,6 +2,7 @@
 //! accounting and placement. Pure functions and data, no I/O.
 
 pub mod arn;
+pub mod events;
 pub mod placement;
 pub mod query;
 pub mod records;

@@ -261,6 +261,8 @@ pub struct ContainerSpec {
     pub essential: Option<bool>,
     #[serde(default)]
     pub port_mappings: Vec<PortMappingSpec>,
+    #[serde(default)]
+    pub docker_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

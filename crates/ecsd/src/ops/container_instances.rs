@@ -12,7 +12,7 @@ use super::{active_cluster, decode_token, page_size, paginate, Ctx};
 use crate::domain::placement::{remaining_resources, Candidate};
 use crate::domain::query;
 use crate::domain::records::{Attribute, ContainerInstance, Resource, Tag};
-use crate::domain::{new_id, now};
+use crate::domain::{events, new_id, now};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::{StoreError, StoreExt, Tx};
 
@@ -83,7 +83,7 @@ pub async fn register_container_instance(
                 attachments: previous.as_ref().map(|p| p.attachments.clone()).unwrap_or_default(),
                 tags: req.tags.clone(),
             };
-            tx.put_container_instance(&cluster, &id, &instance)?;
+            save_instance(tx, &cluster, &id, &instance)?;
             Ok(ContainerInstanceResponse {
                 container_instance: view(tx, &cluster, &id, instance, true)?,
             })
@@ -122,6 +122,20 @@ fn check_attributes(attributes: &[Attribute]) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// Stores a changed container instance and appends its state-change event.
+fn save_instance(tx: &mut dyn Tx, cluster: &str, id: &str, instance: &ContainerInstance) -> Result<(), StoreError> {
+    tx.put_container_instance(cluster, id, instance)?;
+    let mut detail = match view(tx, cluster, id, instance.clone(), false)? {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    detail.insert("clusterArn".into(), tx.scope().cluster_arn(cluster).into());
+    let time = now();
+    let arn = instance.container_instance_arn.clone();
+    let event = events::envelope(tx.scope(), events::INSTANCE_STATE_CHANGE, &arn, detail, time);
+    tx.append_event(cluster, events::INSTANCE_STATE_CHANGE, time, &event.to_string())
 }
 
 /// Attributes other than the ones ECS and its agent define count against the limit.
@@ -317,7 +331,7 @@ pub async fn deregister_container_instance(
             if instance.status != "INACTIVE" {
                 instance.status = "INACTIVE".into();
                 instance.version += 1;
-                tx.put_container_instance(&cluster, &id, &instance)?;
+                save_instance(tx, &cluster, &id, &instance)?;
             }
             Ok(ContainerInstanceResponse {
                 container_instance: view(tx, &cluster, &id, instance, true)?,
@@ -369,7 +383,7 @@ pub async fn update_container_instances_state(
                 if instance.status != req.status {
                     instance.status = req.status.clone();
                     instance.version += 1;
-                    tx.put_container_instance(&cluster, &id, &instance)?;
+                    save_instance(tx, &cluster, &id, &instance)?;
                 }
                 out.container_instances.push(view(tx, &cluster, &id, instance, false)?);
             }
@@ -470,7 +484,7 @@ pub async fn put_attributes(ctx: &Ctx, req: AttributesRequest) -> Result<Attribu
                         format!("A container instance can have at most {MAX_CUSTOM_ATTRIBUTES} custom attributes."),
                     ));
                 }
-                tx.put_container_instance(&cluster, &id, &instance)?;
+                save_instance(tx, &cluster, &id, &instance)?;
             }
             Ok(AttributesResponse {
                 attributes: req.attributes.clone(),
@@ -496,7 +510,7 @@ pub async fn delete_attributes(ctx: &Ctx, req: AttributesRequest) -> Result<Attr
                     .map(|a| a.name.as_str())
                     .collect();
                 instance.attributes.retain(|a| !doomed.contains(&a.name.as_str()));
-                tx.put_container_instance(&cluster, &id, &instance)?;
+                save_instance(tx, &cluster, &id, &instance)?;
             }
             Ok(AttributesResponse {
                 attributes: req.attributes.clone(),

@@ -10,7 +10,7 @@ use crate::domain::placement::{self, BinpackField, Candidate, Placement, Reserva
 use crate::domain::query::{self, Expr};
 use crate::domain::records::{Attachment, Container, ContainerInstance, KeyValuePair, Tag, Task, TaskDefinitionSpec};
 use crate::domain::status::{ContainerStatus, TaskStatus};
-use crate::domain::{new_id, now, Scope};
+use crate::domain::{events, new_id, now, Scope};
 use crate::error::ApiError;
 use crate::store::{NewTask, StoreError, StoreExt, TaskFilter, Tx};
 
@@ -22,15 +22,28 @@ const MAX_CONSTRAINTS: usize = 10;
 const MAX_STARTED_BY: usize = 128;
 const MAX_CLIENT_TOKEN: usize = 64;
 
-/// Stores `next` in place of `previous` if anything changed, with the next `version`.
-/// Returns the task as stored.
+/// Stores `next` in place of `previous` if anything changed, with the next `version`, and
+/// appends its state-change event in the same transaction. Returns the task as stored.
 pub(crate) fn save_task(tx: &mut dyn Tx, cluster: &str, previous: &Task, mut next: Task) -> Result<Task, StoreError> {
     if next == *previous {
         return Ok(next);
     }
     next.version = previous.version + 1;
     tx.update_task(cluster, &next)?;
+    append_task_event(tx, cluster, &next)?;
     Ok(next)
+}
+
+/// Stores a new task and its first state-change event.
+fn insert_task(tx: &mut dyn Tx, new: &NewTask<'_>) -> Result<(), StoreError> {
+    tx.insert_task(new)?;
+    append_task_event(tx, new.cluster, new.task)
+}
+
+fn append_task_event(tx: &mut dyn Tx, cluster: &str, task: &Task) -> Result<(), StoreError> {
+    let time = now();
+    let event = events::task_event(tx.scope(), task, time);
+    tx.append_event(cluster, events::TASK_STATE_CHANGE, time, &event.to_string())
 }
 
 /// The id at the end of an ARN.
@@ -198,14 +211,17 @@ impl TaskRequest {
             enable_execute_command: self.enable_execute_command,
             extra,
         };
-        tx.insert_task(&NewTask {
-            cluster,
-            instance: Some(id_of(&instance.container_instance_arn)),
-            family: &spec.family,
-            client_token: template.client_token.as_deref(),
-            task: &task,
-            reservation: &template.need,
-        })?;
+        insert_task(
+            tx,
+            &NewTask {
+                cluster,
+                instance: Some(id_of(&instance.container_instance_arn)),
+                family: &spec.family,
+                client_token: template.client_token.as_deref(),
+                task: &task,
+                reservation: &template.need,
+            },
+        )?;
         Ok(task)
     }
 }

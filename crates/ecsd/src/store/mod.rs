@@ -156,6 +156,8 @@ pub trait Tx {
     fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError>;
     /// Stores a new task; it holds its reservation on its instance until it is STOPPED.
     fn insert_task(&mut self, new: &NewTask<'_>) -> Result<(), StoreError>;
+    /// Appends an event (its envelope as JSON) after every earlier one.
+    fn append_event(&mut self, cluster: &str, detail_type: &str, time: f64, body: &str) -> Result<(), StoreError>;
     /// The task that holds an attachment (an ENI, say), by the attachment's id.
     fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError>;
     /// The tasks a RunTask or StartTask with this client token created.
@@ -178,11 +180,52 @@ type Erased = Box<dyn Any + Send>;
 /// A closure over a transaction with its result and error types erased.
 pub type TxFn = Box<dyn FnMut(&mut dyn Tx) -> Result<Erased, Erased> + Send>;
 
+/// Which events to read: those after `after`, oldest first, matching every filter given.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub after: i64,
+    pub limit: usize,
+    pub account: Option<String>,
+    pub region: Option<String>,
+    pub cluster: Option<String>,
+    pub detail_type: Option<String>,
+}
+
+/// An event as stored: its sequence number and its envelope as JSON text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub body: String,
+}
+
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    /// The highest sequence number committed when the page was read.
+    pub last_seq: i64,
+}
+
+/// What a sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub events: u64,
+    pub tasks: u64,
+}
+
 /// A storage backend. Use [`StoreExt::read`] and [`StoreExt::write`], which keep the types.
 pub trait Store: Send + Sync + 'static {
     /// Runs `f` in a transaction of `scope`. Writes are committed durably before the future
     /// resolves; a closure that returns `Err` has its writes rolled back.
     fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>>;
+    /// Events in sequence order. Sequence numbers are never reused and a reader never sees one
+    /// before every smaller one is visible.
+    fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>>;
+    /// A named, durable position in the event sequence (a webhook's delivery cursor); 0 if unset.
+    fn cursor(&self, name: String) -> BoxFuture<Result<i64, StoreError>>;
+    fn set_cursor(&self, name: String, seq: i64) -> BoxFuture<Result<(), StoreError>>;
+    /// Removes events older than `events_before` and tasks STOPPED before `stopped_tasks_before`.
+    fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>>;
+    /// Changes whenever a write is committed, so that readers of events can wait for more.
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 pub trait StoreExt {

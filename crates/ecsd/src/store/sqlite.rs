@@ -13,9 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use super::{BoxFuture, ClusterCounts, Erased, FamilyStatus, NewTask, Store, StoreError, TaskFilter, Tx, TxFn};
+use super::{
+    BoxFuture, ClusterCounts, Erased, EventPage, EventQuery, FamilyStatus, NewTask, Store, StoreError, StoredEvent,
+    Swept, TaskFilter, Tx, TxFn,
+};
 use crate::domain::placement::{InstanceLoad, Reservation};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
 use crate::domain::status::TaskStatus;
@@ -62,6 +65,7 @@ CREATE TABLE tasks (
     container_instance TEXT,
     last_status TEXT NOT NULL,
     desired_status TEXT NOT NULL,
+    stopped_at REAL,
     family TEXT NOT NULL,
     group_name TEXT,
     started_by TEXT,
@@ -82,15 +86,38 @@ CREATE TABLE task_attachments (
     task_id TEXT NOT NULL,
     PRIMARY KEY (account, region, cluster, attachment_id)
 );
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    detail_type TEXT NOT NULL,
+    time REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX events_by_time ON events (time);
+CREATE TABLE cursors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
 CREATE INDEX tasks_by_desired_status ON tasks (account, region, cluster, desired_status, id);
+CREATE INDEX tasks_stopped ON tasks (stopped_at) WHERE last_status = 'STOPPED';
 CREATE INDEX tasks_by_client_token ON tasks (account, region, cluster, client_token) WHERE client_token IS NOT NULL;
 "#];
 
-type Reply = oneshot::Sender<Result<Result<Erased, Erased>, StoreError>>;
+type TxOutcome = Result<Result<Erased, Erased>, StoreError>;
+type Reply = oneshot::Sender<TxOutcome>;
+
+/// A closure over the raw connection, for work that belongs to no scope (maintenance, cursors).
+type RawFn = Box<dyn FnOnce(&Connection) -> Result<Erased, StoreError> + Send>;
+
+enum Work {
+    Scoped(Scope, TxFn),
+    Raw(RawFn),
+}
 
 struct Job {
-    scope: Scope,
-    f: TxFn,
+    work: Work,
     reply: Reply,
 }
 
@@ -99,6 +126,7 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    commits: watch::Receiver<u64>,
 }
 
 impl SqliteStore {
@@ -110,15 +138,17 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
+        let (commits_tx, commits) = watch::channel(0);
         let writer = std::thread::Builder::new()
             .name("ecsd-sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx))
+            .spawn(move || write_loop(conn, rx, commits_tx))
             .map_err(|e| StoreError::Worker(e.to_string()))?;
         Ok(SqliteStore {
             path: path.to_owned(),
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            commits,
         })
     }
 
@@ -156,18 +186,133 @@ impl Store for SqliteStore {
     ) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>> {
         if write {
             let (reply, answer) = oneshot::channel();
-            let sent = self
-                .jobs
-                .lock()
-                .ok()
-                .and_then(|jobs| jobs.as_ref().map(|j| j.send(Job { scope, f, reply })));
-            return Box::pin(async move {
-                match sent {
-                    Some(Ok(())) => answer.await.unwrap_or(Err(StoreError::Closed)),
-                    _ => Err(StoreError::Closed),
-                }
-            });
+            return self.submit(Work::Scoped(scope, f), reply, answer);
         }
+        self.read_raw(move |conn| {
+            let mut view = SqliteTx { conn, scope };
+            catch_unwind(AssertUnwindSafe(|| f(&mut view))).map_err(|_| StoreError::Worker("a read panicked".into()))
+        })
+    }
+
+    fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>> {
+        self.read_raw(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, body FROM events
+                 WHERE seq > ?1 AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR region = ?3)
+                   AND (?4 IS NULL OR cluster = ?4) AND (?5 IS NULL OR detail_type = ?5)
+                 ORDER BY seq LIMIT ?6",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    query.after,
+                    query.account,
+                    query.region,
+                    query.cluster,
+                    query.detail_type,
+                    query.limit as i64
+                ],
+                |r| {
+                    Ok(StoredEvent {
+                        seq: r.get(0)?,
+                        body: r.get(1)?,
+                    })
+                },
+            )?;
+            let events = rows.collect::<Result<Vec<_>, _>>()?;
+            let last = conn
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
+                .query_row([], |r| r.get::<_, i64>(0))?;
+            Ok(EventPage { events, last_seq: last })
+        })
+    }
+
+    fn cursor(&self, name: String) -> BoxFuture<Result<i64, StoreError>> {
+        self.read_raw(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT seq FROM cursors WHERE name = ?1")?
+                .query_row([&name], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+    }
+
+    fn set_cursor(&self, name: String, seq: i64) -> BoxFuture<Result<(), StoreError>> {
+        self.write_raw(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO cursors (name, seq) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            )?
+            .execute(params![name, seq])?;
+            Ok(())
+        })
+    }
+
+    fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>> {
+        self.write_raw(move |conn| {
+            let events = conn
+                .prepare_cached("DELETE FROM events WHERE time < ?1")?
+                .execute([events_before])?;
+            conn.prepare_cached(
+                "DELETE FROM task_attachments WHERE (account, region, cluster, task_id) IN
+                   (SELECT account, region, cluster, id FROM tasks WHERE last_status = 'STOPPED' AND stopped_at < ?1)",
+            )?
+            .execute([stopped_tasks_before])?;
+            let tasks = conn
+                .prepare_cached("DELETE FROM tasks WHERE last_status = 'STOPPED' AND stopped_at < ?1")?
+                .execute([stopped_tasks_before])?;
+            Ok(Swept {
+                events: events as u64,
+                tasks: tasks as u64,
+            })
+        })
+    }
+
+    fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+}
+
+impl SqliteStore {
+    fn submit(&self, work: Work, reply: Reply, answer: oneshot::Receiver<TxOutcome>) -> BoxFuture<TxOutcome> {
+        let sent = self
+            .jobs
+            .lock()
+            .ok()
+            .and_then(|jobs| jobs.as_ref().map(|j| j.send(Job { work, reply })));
+        Box::pin(async move {
+            match sent {
+                Some(Ok(())) => answer.await.unwrap_or(Err(StoreError::Closed)),
+                _ => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    /// Runs `f` on the writer, in the next commit group.
+    fn write_raw<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> BoxFuture<Result<R, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let work = Work::Raw(Box::new(move |conn| f(conn).map(|r| Box::new(r) as Erased)));
+        let done = self.submit(work, reply, answer);
+        Box::pin(async move {
+            match done.await? {
+                Ok(value) => value
+                    .downcast::<R>()
+                    .map(|v| *v)
+                    .map_err(|_| StoreError::Worker("unexpected result type".into())),
+                Err(e) => Err(e
+                    .downcast::<StoreError>()
+                    .map(|e| *e)
+                    .unwrap_or_else(|_| StoreError::Worker("unexpected error type".into()))),
+            }
+        })
+    }
+
+    /// Runs `f` in a read transaction on a pooled read-only connection.
+    fn read_raw<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> BoxFuture<Result<R, StoreError>> {
         let path = self.path.clone();
         let pool = self.readers.clone();
         Box::pin(async move {
@@ -175,10 +320,7 @@ impl Store for SqliteStore {
                 let conn = Self::read_connection(&path, &pool)?;
                 let outcome = (|| {
                     let tx = conn.unchecked_transaction()?;
-                    let mut view = SqliteTx { conn: &tx, scope };
-                    let result = catch_unwind(AssertUnwindSafe(|| f(&mut view)))
-                        .map_err(|_| StoreError::Worker("a read panicked".into()))?;
-                    drop(view);
+                    let result = f(&tx)?;
                     tx.finish()?;
                     Ok(result)
                 })();
@@ -210,7 +352,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, commits: watch::Sender<u64>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -219,11 +361,11 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, group);
+        commit_group(&mut conn, group, &commits);
     }
 }
 
-fn commit_group(conn: &mut Connection, group: Vec<Job>) {
+fn commit_group(conn: &mut Connection, group: Vec<Job>, commits: &watch::Sender<u64>) {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -235,15 +377,19 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
         }
     };
     let mut answers = Vec::with_capacity(group.len());
-    for Job { scope, mut f, reply } in group {
+    for Job { work, reply } in group {
         let outcome = (|| {
             let savepoint = tx.savepoint()?;
-            let mut view = SqliteTx {
-                conn: &savepoint,
-                scope,
+            let result = match work {
+                Work::Scoped(scope, mut f) => {
+                    let mut view = SqliteTx {
+                        conn: &savepoint,
+                        scope,
+                    };
+                    catch_unwind(AssertUnwindSafe(|| f(&mut view)))
+                }
+                Work::Raw(f) => catch_unwind(AssertUnwindSafe(|| f(&savepoint).map_err(|e| Box::new(e) as Erased))),
             };
-            let result = catch_unwind(AssertUnwindSafe(|| f(&mut view)));
-            drop(view);
             match result {
                 Ok(Ok(value)) => {
                     savepoint.commit()?;
@@ -258,6 +404,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
     }
     match tx.commit() {
         Ok(()) => {
+            commits.send_modify(|n| *n += 1);
             for (reply, outcome) in answers {
                 let _ = reply.send(outcome);
             }
@@ -597,6 +744,16 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn append_event(&mut self, cluster: &str, detail_type: &str, time: f64, body: &str) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (account, region, cluster, detail_type, time, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![s.account, s.region, cluster, detail_type, time, body])?;
+        Ok(())
+    }
+
     fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError> {
         let s = &self.scope;
         self.doc(
@@ -654,7 +811,7 @@ impl Tx for SqliteTx<'_> {
         let updated = self
             .conn
             .prepare_cached(
-                "UPDATE tasks SET last_status = ?5, desired_status = ?6, doc = ?7
+                "UPDATE tasks SET last_status = ?5, desired_status = ?6, doc = ?7, stopped_at = ?8
                  WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",
             )?
             .execute(params![
@@ -664,7 +821,8 @@ impl Tx for SqliteTx<'_> {
                 task.id(),
                 task.last_status.as_str(),
                 task.desired_status.as_str(),
-                serde_json::to_string(task)?
+                serde_json::to_string(task)?,
+                task.stopped_at
             ])?;
         if updated == 1 {
             Ok(())

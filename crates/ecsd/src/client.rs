@@ -1,0 +1,186 @@
+//! A small ECS API client for ecsd's own tools (the simulated agent, `events tail`, webhook
+//! delivery): AWS JSON 1.1 over HTTP/1.1 (hyper), signed with SigV4 by `aws-sigv4`.
+//!
+//! The full `aws-sdk-ecs` client is what ecsd is tested with; it is kept out of the server's
+//! build because of its size. This client calls the handful of operations the tools need, with
+//! the request and response shapes of the model.
+
+use std::time::{Duration, SystemTime};
+
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::wire::{SIGNING_NAME, TARGET_PREFIX};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{code}: {message}")]
+    Service { code: String, message: String, status: u16 },
+    #[error("cannot reach {0}")]
+    Transport(String),
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Access key, secret and region to sign with.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+}
+
+/// Plain HTTP/1.1 with a pool of keep-alive connections.
+pub type Http = HttpClient<HttpConnector, Full<Bytes>>;
+
+pub fn http() -> Http {
+    HttpClient::builder(TokioExecutor::new()).build_http()
+}
+
+#[derive(Clone)]
+pub struct EcsClient {
+    base: String,
+    credentials: Credentials,
+    http: Http,
+    timeout: Duration,
+}
+
+impl EcsClient {
+    /// A client for the ECS API at `endpoint` (`http://host:port`).
+    pub fn new(endpoint: &str, credentials: Credentials) -> EcsClient {
+        EcsClient {
+            base: endpoint.trim_end_matches('/').to_owned(),
+            credentials,
+            http: http(),
+            timeout: Duration::from_secs(42),
+        }
+    }
+
+    fn signed(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let host = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        all.push(("host".into(), host));
+        let identity = aws_credential_types::Credentials::new(
+            &self.credentials.access_key_id,
+            &self.credentials.secret_access_key,
+            None,
+            None,
+            "ecsd",
+        )
+        .into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.credentials.region)
+            .name(SIGNING_NAME)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .into();
+        let signable = SignableRequest::new(
+            method,
+            path_and_query,
+            all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .into_parts();
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path_and_query}", self.base));
+        for (k, v) in all.iter().filter(|(k, _)| k != "host") {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in instructions.headers() {
+            request = request.header(k, v);
+        }
+        request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Calls `operation` with `input`.
+    pub async fn call<I: Serialize, O: DeserializeOwned>(&self, operation: &str, input: &I) -> Result<O, ClientError> {
+        let body = serde_json::to_vec(input).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let target = format!("{TARGET_PREFIX}{operation}");
+        let request = self.signed(
+            "POST",
+            "/",
+            &[
+                ("content-type", "application/x-amz-json-1.1"),
+                ("x-amz-target", &target),
+            ],
+            body,
+        )?;
+        let response = tokio::time::timeout(self.timeout, self.http.request(request))
+            .await
+            .map_err(|_| ClientError::Transport(format!("{} (timed out)", self.base)))?
+            .map_err(|e| ClientError::Transport(format!("{}: {e}", self.base)))?;
+        let status = response.status().as_u16();
+        let bytes = tokio::time::timeout(self.timeout, response.into_body().collect())
+            .await
+            .map_err(|_| ClientError::Transport(format!("{} (timed out)", self.base)))?
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
+        if status == 200 {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        let error: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        Err(ClientError::Service {
+            code: error["__type"]
+                .as_str()
+                .unwrap_or("Unknown")
+                .rsplit('#')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            message: error["message"].as_str().unwrap_or_default().to_owned(),
+            status,
+        })
+    }
+
+    /// A signed GET, answered with the response head and its streaming body.
+    pub async fn get(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let request = self.signed("GET", path_and_query, headers, Vec::new())?;
+        tokio::time::timeout(self.timeout, self.http.request(request))
+            .await
+            .map_err(|_| ClientError::Transport(format!("{} (timed out)", self.base)))?
+            .map_err(|e| ClientError::Transport(format!("{}: {e}", self.base)))
+    }
+}

@@ -1,0 +1,125 @@
+//! State-change events in the EventBridge envelope ECS publishes: "ECS Task State Change" and
+//! "ECS Container Instance State Change", with the resource as ECS shows it in `detail` and its
+//! timestamps in ISO 8601.
+
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::records::Task;
+use super::Scope;
+
+pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
+pub const INSTANCE_STATE_CHANGE: &str = "ECS Container Instance State Change";
+
+/// Members that hold epoch-second timestamps in the API and ISO 8601 text in events.
+const TIMESTAMPS: [&str; 12] = [
+    "connectivityAt",
+    "createdAt",
+    "executionStoppedAt",
+    "lastStartedAt",
+    "pullStartedAt",
+    "pullStoppedAt",
+    "registeredAt",
+    "startedAt",
+    "stoppedAt",
+    "stoppingAt",
+    "updatedAt",
+    "deregisteredAt",
+];
+
+/// `t` (epoch seconds) as ISO 8601 with milliseconds, as EventBridge writes times.
+pub fn iso8601(t: f64) -> String {
+    let nanos = (t * 1000.0).round() as i128 * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn isoify(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::Number(n) if TIMESTAMPS.contains(&key.as_str()) => {
+                        *v = Value::String(iso8601(n.as_f64().unwrap_or_default()));
+                    }
+                    _ => isoify(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(isoify),
+        _ => {}
+    }
+}
+
+/// The envelope of an event about `resource_arn` with `detail` (API-shaped; its timestamps are
+/// rewritten as ISO 8601, and `updatedAt` is set to the event's time).
+pub fn envelope(
+    scope: &Scope,
+    detail_type: &str,
+    resource_arn: &str,
+    mut detail: Map<String, Value>,
+    time: f64,
+) -> Value {
+    detail.insert("updatedAt".into(), json!(time));
+    let mut detail = Value::Object(detail);
+    isoify(&mut detail);
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": detail_type,
+        "source": "aws.ecs",
+        "account": scope.account,
+        // EventBridge's `time` has whole seconds.
+        "time": iso8601(time.floor()),
+        "region": scope.region,
+        "resources": [resource_arn],
+        "detail": detail,
+    })
+}
+
+/// The "ECS Task State Change" event for `task` as it now is.
+pub fn task_event(scope: &Scope, task: &Task, time: f64) -> Value {
+    let mut detail = match serde_json::to_value(task) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    // Tags are not part of the state; EventBridge carries them elsewhere.
+    detail.remove("tags");
+    envelope(scope, TASK_STATE_CHANGE, &task.task_arn, detail, time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_become_iso_8601() {
+        assert_eq!(iso8601(1_700_000_000.25), "2023-11-14T22:13:20.25Z");
+        assert_eq!(iso8601(0.0), "1970-01-01T00:00:00Z");
+        let scope = Scope::new("123456789012", "us-east-1");
+        let detail =
+            json!({"createdAt": 1_700_000_000.5, "containers": [{"name": "a", "lastStartedAt": 1.0}], "version": 3});
+        let event = envelope(
+            &scope,
+            TASK_STATE_CHANGE,
+            "arn:t",
+            detail.as_object().cloned().unwrap(),
+            1_700_000_001.0,
+        );
+        assert_eq!(event["detail"]["createdAt"], "2023-11-14T22:13:20.5Z");
+        assert_eq!(
+            event["detail"]["containers"][0]["lastStartedAt"],
+            "1970-01-01T00:00:01Z"
+        );
+        assert_eq!(event["detail"]["version"], 3);
+        assert_eq!(event["detail"]["updatedAt"], "2023-11-14T22:13:21Z");
+        assert_eq!(event["time"], "2023-11-14T22:13:21Z");
+        assert_eq!(event["source"], "aws.ecs");
+        assert_eq!(event["detail-type"], "ECS Task State Change");
+        assert_eq!(event["resources"][0], "arn:t");
+        assert_eq!(event["version"], "0");
+    }
+}
