@@ -118,6 +118,10 @@ struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "ECSD_DATA_DIR", default_value = "ecsd-data")]
     data_dir: PathBuf,
+    /// Share a PostgreSQL database with other ecsd processes (postgres://USER@HOST:PORT/DB)
+    /// instead of the embedded store.
+    #[arg(long, env = "ECSD_STORE")]
+    store: Option<String>,
     /// Regions served (repeat or separate with commas); requests signed for others are refused.
     #[arg(
         long = "region",
@@ -250,6 +254,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let options = Options {
         data_dir: args.data_dir,
+        store_url: args.store,
         regions: args.regions,
         keys,
         throttle,

@@ -21,7 +21,7 @@ use crate::domain::now;
 use crate::error::ApiError;
 use crate::events_api;
 use crate::store::Store;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{PostgresStore, SqliteStore, StoreError};
 use crate::throttle::Throttle;
 use crate::webhooks::{self, Webhook};
 use crate::wire::{self, AppState};
@@ -62,7 +62,11 @@ impl Default for Limits {
 
 /// What `ecsd serve` runs with.
 pub struct Options {
+    /// Where the embedded store (and the simulated agents' identities) live.
     pub data_dir: PathBuf,
+    /// A `postgres://` URL to share one PostgreSQL database with other ecsd processes instead
+    /// of the embedded store.
+    pub store_url: Option<String>,
     /// Regions served; requests signed for another are refused.
     pub regions: Vec<String>,
     pub keys: Keys,
@@ -102,6 +106,7 @@ impl Options {
     pub fn development(data_dir: PathBuf, account_id: &str, region: &str) -> Options {
         Options {
             data_dir,
+            store_url: None,
             regions: vec![region.to_owned()],
             keys: Keys::development(account_id),
             throttle: Throttle::off(),
@@ -144,25 +149,29 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// A server whose store is open, ready to serve.
 pub struct Server {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     options: Options,
 }
 
 impl Server {
-    /// Opens (creating and migrating if needed) the embedded store in the data directory.
+    /// Opens (creating and migrating if needed) the store: PostgreSQL if a URL is given, else
+    /// the embedded store in the data directory.
     pub async fn open(options: Options) -> Result<Server, ServeError> {
         std::fs::create_dir_all(&options.data_dir).map_err(|source| ServeError::DataDir {
             path: options.data_dir.clone(),
             source,
         })?;
-        let path = options.data_dir.join(DATABASE_FILE);
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(Server {
-            store: Arc::new(store),
-            options,
-        })
+        let store: Arc<dyn Store> = match &options.store_url {
+            Some(url) => Arc::new(PostgresStore::open(url).await?),
+            None => {
+                let path = options.data_dir.join(DATABASE_FILE);
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                Arc::new(store)
+            }
+        };
+        Ok(Server { store, options })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish
@@ -179,7 +188,7 @@ impl Server {
         };
         let limits = options.limits.clone();
         let (stopping, stopped) = watch::channel(false);
-        let store: Arc<dyn Store> = self.store.clone();
+        let store = self.store.clone();
         let mut background = vec![tokio::spawn(sweep(
             store.clone(),
             options.retention.clone(),

@@ -6,6 +6,7 @@
 //! domain abort: its writes are rolled back and the error goes back to the caller unchanged.
 //! Store failures are typed [`StoreError`]s that handlers turn into `ServerException`.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::any::Any;
@@ -17,12 +18,15 @@ use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, T
 use crate::domain::status::TaskStatus;
 use crate::domain::Scope;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("{0} is not stored")]
@@ -226,6 +230,8 @@ pub trait Store: Send + Sync + 'static {
     fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>>;
     /// Changes whenever a write is committed, so that readers of events can wait for more.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Finishes what is queued and releases the store; later transactions fail. Blocking.
+    fn close(&self) {}
 }
 
 pub trait StoreExt {

@@ -153,7 +153,7 @@ impl SqliteStore {
     }
 
     /// Commits what is queued and stops the writer. Later transactions fail with `Closed`.
-    pub fn close(&self) {
+    pub fn shutdown(&self) {
         drop(self.jobs.lock().map(|mut j| j.take()));
         if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = handle.join();
@@ -173,7 +173,7 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.close();
+        self.shutdown();
     }
 }
 
@@ -268,6 +268,10 @@ impl Store for SqliteStore {
 
     fn commits(&self) -> watch::Receiver<u64> {
         self.commits.clone()
+    }
+
+    fn close(&self) {
+        self.shutdown();
     }
 }
 
