@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the ECS API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run simulated container instances (virtual ECS agents) against an ECS endpoint.
     Agent(AgentArgs),
     /// Read the event log.
@@ -214,7 +214,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Agent(args) => agent(args).await,
             Command::Events(EventsCommand::Tail(args)) => tail(args).await,
         }
