@@ -1,5 +1,6 @@
 """Starts the real ecsd binary on a loopback port for each test and gives boto3 clients for it."""
 
+import hashlib
 import os
 import pathlib
 import signal
@@ -19,18 +20,37 @@ def ecsd_binary():
     return binary
 
 
-class Ecsd:
-    """One ecsd process on a data directory; can be stopped, killed and started again."""
+def postgres_database(name):
+    """A PostgreSQL database of its own for a test (created if missing), when the suite runs
+    against PostgreSQL (ECSD_TEST_POSTGRES names a database to connect to); else None."""
+    admin = os.environ.get("ECSD_TEST_POSTGRES")
+    if not admin:
+        return None
+    database = "ecsd_p_" + hashlib.sha1(str(name).encode()).hexdigest()[:16]
+    exists = subprocess.run(
+        ["psql", admin, "-Atc", f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    if not exists:
+        subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {database}"], check=True, capture_output=True)
+    return admin.rsplit("/", 1)[0] + "/" + database
 
-    def __init__(self, data_dir, extra_args=()):
+
+class Ecsd:
+    """One ecsd process on a data directory (and, against PostgreSQL, a database of its own);
+    can be stopped, killed and started again."""
+
+    def __init__(self, data_dir, extra_args=(), store=None):
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
+        self.store = store or postgres_database(data_dir)
         self.process = None
         self.url = None
 
     def start(self):
+        store = ["--store", self.store] if self.store else []
         self.process = subprocess.Popen(
-            [ecsd_binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.extra_args],
+            [ecsd_binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *store, *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

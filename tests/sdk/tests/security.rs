@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::types::ContainerDefinition;
-use common::{agent_resources, error_code, error_message, Running, ACCOUNT, REGION, TARGET};
+use common::{agent_resources, error_code, error_message, Running, REGION, TARGET};
 use ecsd::auth::Keys;
 use ecsd::server::{Limits, Options};
 use ecsd::throttle::{Family, Rate, Throttle};
@@ -43,18 +43,18 @@ permissions = ["operator"]
 clusters = ["ci-*"]
 "#;
 
-fn options(dir: &std::path::Path) -> Options {
+async fn options(dir: &std::path::Path) -> Options {
     Options {
         regions: vec![REGION.into(), "eu-west-1".into()],
         keys: Keys::from_toml(CREDENTIALS).unwrap(),
-        ..Options::development(dir.to_owned(), ACCOUNT, REGION)
+        ..common::development(dir).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_clients_with_bad_keys_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Running::start_with(options(dir.path())).await;
+    let server = Running::start_with(options(dir.path()).await).await;
 
     let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
     alice.list_clusters().send().await.unwrap();
@@ -140,7 +140,7 @@ async fn unsigned_stale_and_replayed_requests_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_and_regions_never_see_each_other() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Running::start_with(options(dir.path())).await;
+    let server = Running::start_with(options(dir.path()).await).await;
     let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
     let alice_eu = server.client_as("AKIAALICE", "alice-secret", "eu-west-1");
     let bob = server.client_as("AKIABOB", "bob-secret", REGION);
@@ -175,7 +175,7 @@ async fn accounts_and_regions_never_see_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissions_and_cluster_limits_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Running::start_with(options(dir.path())).await;
+    let server = Running::start_with(options(dir.path()).await).await;
     let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
     let agent = server.client_as("AKIAAGENT", "agent-secret", REGION);
     let ci = server.client_as("AKIACI", "ci-secret", REGION);
@@ -242,7 +242,7 @@ async fn throttling_and_limits_answer_like_aws_and_keep_data() {
             max_body_bytes: 64 * 1024,
             ..Limits::default()
         },
-        ..Options::development(dir.path().to_owned(), ACCOUNT, REGION)
+        ..common::development(dir.path()).await
     })
     .await;
     let client = server.client();

@@ -30,10 +30,32 @@ pub struct Answer {
     pub json: serde_json::Value,
 }
 
+/// The development options for `data_dir`; with `ECSD_TEST_POSTGRES` set (a `postgres://` URL
+/// of a database to connect to), the store is instead a PostgreSQL database of its own, named
+/// after `data_dir`, so that a restart on the same directory finds the same data.
+pub async fn development(data_dir: &Path) -> Options {
+    let mut options = Options::development(data_dir.to_owned(), ACCOUNT, REGION);
+    if let Ok(admin) = std::env::var("ECSD_TEST_POSTGRES") {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        data_dir.hash(&mut hasher);
+        let name = format!("ecsd_t_{:016x}", hasher.finish());
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+            let exists = e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE);
+            assert!(exists, "cannot create the test database: {e}");
+        }
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+        options.store_url = Some(format!("{base}/{name}"));
+    }
+    options
+}
+
 impl Running {
     /// Starts ecsd on `data_dir` with the development credentials, listening on a free port.
     pub async fn start(data_dir: &Path) -> Running {
-        Self::start_with(Options::development(data_dir.to_owned(), ACCOUNT, REGION)).await
+        Self::start_with(development(data_dir).await).await
     }
 
     pub async fn start_with(options: Options) -> Running {
