@@ -481,11 +481,16 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<TasksResponse, A
                     "No Container Instances were found in your cluster.",
                 ));
             }
-            let mut candidates = Vec::with_capacity(instances.len());
-            for instance in instances {
-                let load = tx.instance_load(&template.cluster, id_of(&instance.container_instance_arn))?;
-                candidates.push(Candidate { instance, load });
-            }
+            let mut loads = tx.cluster_loads(&template.cluster)?;
+            let mut candidates: Vec<Candidate> = instances
+                .into_iter()
+                .map(|instance| {
+                    let load = loads
+                        .remove(id_of(&instance.container_instance_arn))
+                        .unwrap_or_default();
+                    Candidate { instance, load }
+                })
+                .collect();
             let placement = Placement {
                 need: &template.need,
                 count: count as usize,

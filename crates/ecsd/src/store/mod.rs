@@ -10,6 +10,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -156,6 +157,8 @@ pub trait Tx {
     ) -> Result<Vec<ContainerInstance>, StoreError>;
     /// What the tasks placed on an instance hold, summed over those not yet STOPPED.
     fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError>;
+    /// [`Tx::instance_load`] of every instance of a cluster that holds anything, in one read.
+    fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError>;
 
     fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError>;
     /// Stores a new task; it holds its reservation on its instance until it is STOPPED.

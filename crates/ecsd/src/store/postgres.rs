@@ -8,6 +8,7 @@
 //! special isolation level. Handlers' closures are synchronous; they run on the blocking pool
 //! and drive the async driver there.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -602,6 +603,26 @@ impl Tx for PgTx<'_> {
             load.add(&reservation, status != TaskStatus::Running.as_str(), row.get(2));
         }
         Ok(load)
+    }
+
+    fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError> {
+        let s = &self.scope;
+        let mut loads: HashMap<String, InstanceLoad> = HashMap::new();
+        for row in self.query(
+            "SELECT container_instance, last_status, reservation, COALESCE(group_name, '') FROM tasks
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND last_status <> 'STOPPED'
+               AND container_instance IS NOT NULL",
+            &[&s.account, &s.region, &cluster],
+        )? {
+            let status: &str = row.get(1);
+            let reservation: Reservation = serde_json::from_str(row.get(2))?;
+            loads.entry(row.get::<_, String>(0)).or_default().add(
+                &reservation,
+                status != TaskStatus::Running.as_str(),
+                row.get(3),
+            );
+        }
+        Ok(loads)
     }
 
     fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError> {

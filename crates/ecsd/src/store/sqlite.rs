@@ -6,6 +6,7 @@
 //! request is answered before the group is on disk. Reads run on a pool of read-only
 //! connections on the blocking thread pool and see the last committed state.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -704,6 +705,33 @@ impl Tx for SqliteTx<'_> {
             load.add(&reservation, status != TaskStatus::Running.as_str(), &group);
         }
         Ok(load)
+    }
+
+    fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError> {
+        let s = &self.scope;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT container_instance, last_status, reservation, COALESCE(group_name, '') FROM tasks
+             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND last_status <> 'STOPPED'
+               AND container_instance IS NOT NULL",
+        )?;
+        let rows = stmt.query_map(params![s.account, s.region, cluster], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut loads: HashMap<String, InstanceLoad> = HashMap::new();
+        for row in rows {
+            let (instance, status, reservation, group) = row?;
+            let reservation: Reservation = serde_json::from_str(&reservation)?;
+            loads
+                .entry(instance)
+                .or_default()
+                .add(&reservation, status != TaskStatus::Running.as_str(), &group);
+        }
+        Ok(loads)
     }
 
     fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError> {

@@ -1,0 +1,594 @@
+//! `ecsd-bench`: drives ecsd, moto's server and a bare HTTP server (axum answering a fixed body,
+//! the ceiling of this machine) over loopback with signed ECS API requests, and prints
+//! requests/s, p50/p99 latency, server CPU and peak RSS per scenario and concurrency, with
+//! ratios measured in the same run. `scripts/bench` builds it and sets up moto.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ecsd::client::{Credentials, EcsClient};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Parser)]
+struct Args {
+    /// The ecsd binary to measure (a release build).
+    #[arg(long, default_value = "target/release/ecsd")]
+    ecsd: PathBuf,
+    /// A Python with moto installed; without it moto is left out.
+    #[arg(long)]
+    moto_python: Option<PathBuf>,
+    /// Seconds per scenario and concurrency.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Tasks in the large cluster of the ListTasks scenario.
+    #[arg(long, default_value_t = 100_000)]
+    large: usize,
+    /// Stored-task counts at which memory and disk use are measured.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    growth: Vec<usize>,
+    /// Also measure SubmitTaskStateChange on PostgreSQL (this URL's database is wiped), one
+    /// process and two.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Run the bare HTTP server (internal: the baseline process).
+    #[arg(long, hide = true)]
+    baseline_server: bool,
+}
+
+fn credentials() -> Credentials {
+    Credentials {
+        access_key_id: "test".into(),
+        secret_access_key: "test".into(),
+        region: "us-east-1".into(),
+    }
+}
+
+/// A server process being measured.
+struct Target {
+    name: &'static str,
+    url: String,
+    child: Child,
+}
+
+impl Target {
+    async fn start(name: &'static str, mut command: Command, ready: &str) -> Target {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next_line().await.unwrap().expect("prints its address");
+            if let Some(rest) = line.split(ready).nth(1) {
+                break rest.trim().trim_end_matches('/').to_owned();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Target { name, url, child }
+    }
+
+    fn client(&self) -> EcsClient {
+        EcsClient::new(&self.url, credentials())
+    }
+
+    /// Seconds of CPU and peak RSS (MiB) of the process so far.
+    fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id().unwrap_or(0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak_kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        (ticks / 100.0, peak_kib / 1024.0)
+    }
+
+    fn rss_now(&self) -> f64 {
+        let pid = self.child.id().unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+}
+
+async fn start_ecsd(args: &Args, data: &std::path::Path, store: Option<&str>) -> Target {
+    let mut command = Command::new(&args.ecsd);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-throttle", "--data-dir"])
+        .arg(data);
+    if let Some(url) = store {
+        command.args(["--store", url]);
+    }
+    command.env("ECSD_LOG", "warn");
+    Target::start("ecsd", command, "listening on ").await
+}
+
+/// One measured run: requests/s, p50 and p99 in ms, server CPU %, peak RSS MiB.
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    cpu: f64,
+    rss: f64,
+}
+
+/// Runs `request(worker, i)` from `concurrency` workers for `seconds`.
+async fn measure<F, Fut>(targets: &[&Target], seconds: f64, concurrency: usize, request: F) -> Figures
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    let before: Vec<(f64, f64)> = targets.iter().map(|t| t.usage()).collect();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let request = request.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if request(w, i).await {
+                    latencies.push(t.elapsed().as_micros() as u32);
+                } else {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    if errors > 0 {
+        eprintln!("  ({errors} failed requests)");
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let after: Vec<(f64, f64)> = targets.iter().map(|t| t.usage()).collect();
+    let cpu: f64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
+    Figures {
+        rps: all.len() as f64 / wall,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        cpu: cpu / wall * 100.0,
+        rss: after.iter().map(|a| a.1).sum(),
+    }
+}
+
+fn row(scenario: &str, target: &str, concurrency: usize, f: &Figures, ratio: Option<(&str, f64)>) {
+    let ratio = ratio.map_or(String::new(), |(what, r)| format!("{r:>8.1}x {what}"));
+    println!(
+        "| {scenario:<34} | {target:<9} | {concurrency:>3} | {:>9.0} | {:>7.2} | {:>7.2} | {:>5.0}% | {:>6.0} | {ratio} |",
+        f.rps, f.p50, f.p99, f.cpu, f.rss
+    );
+}
+
+async fn ok<T>(r: Result<T, ecsd::client::ClientError>) -> bool {
+    r.is_ok()
+}
+
+fn resources(cpu: i64, memory: i64) -> Value {
+    json!([{"name": "CPU", "type": "INTEGER", "integerValue": cpu}, {"name": "MEMORY", "type": "INTEGER", "integerValue": memory}])
+}
+
+/// A cluster with `instances` instances and a small task definition; moto wants an identity
+/// document.
+async fn setup(client: &EcsClient, cluster: &str, instances: usize) -> Vec<String> {
+    client
+        .call::<_, Value>("CreateCluster", &json!({"clusterName": cluster}))
+        .await
+        .unwrap();
+    client
+        .call::<_, Value>(
+            "RegisterTaskDefinition",
+            &json!({"family": "bench", "containerDefinitions": [
+                {"name": "app", "image": "nginx", "cpu": 1, "memory": 1, "portMappings": [{"containerPort": 80}]},
+                {"name": "log", "image": "fluent-bit", "cpu": 1, "memory": 1, "essential": false}]}),
+        )
+        .await
+        .unwrap();
+    let mut arns = Vec::new();
+    for i in 0..instances {
+        let document =
+            json!({"instanceId": format!("i-{i:017x}"), "region": "us-east-1", "availabilityZone": "us-east-1a"})
+                .to_string();
+        let answer: Value = client
+            .call(
+                "RegisterContainerInstance",
+                &json!({"cluster": cluster, "totalResources": resources(1 << 30, 1 << 30),
+                        "instanceIdentityDocument": document}),
+            )
+            .await
+            .unwrap();
+        arns.push(
+            answer["containerInstance"]["containerInstanceArn"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    arns
+}
+
+async fn run_tasks(client: &EcsClient, cluster: &str, n: usize) -> Vec<String> {
+    let mut tasks = Vec::new();
+    while tasks.len() < n {
+        let count = (n - tasks.len()).min(10);
+        let answer: Value = client
+            .call(
+                "RunTask",
+                &json!({"cluster": cluster, "taskDefinition": "bench", "count": count}),
+            )
+            .await
+            .unwrap();
+        tasks.extend(
+            answer["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["taskArn"].as_str().unwrap().to_owned()),
+        );
+    }
+    tasks
+}
+
+/// moto registers only container instances of EC2 instances it knows: make those through its
+/// EC2 API with boto3, which moto's server package brings.
+async fn setup_moto(python: &std::path::Path, url: &str, cluster: &str, instances: usize) {
+    const SCRIPT: &str = r#"
+import json, sys, boto3
+url, cluster, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+ec2, ecs = boto3.client("ec2", **kw), boto3.client("ecs", **kw)
+ecs.create_cluster(clusterName=cluster)
+ecs.register_task_definition(family="bench", containerDefinitions=[
+    {"name": "app", "image": "nginx", "cpu": 1, "memory": 1, "portMappings": [{"containerPort": 80}]},
+    {"name": "log", "image": "fluent-bit", "cpu": 1, "memory": 1, "essential": False}])
+for instance in ec2.run_instances(ImageId="ami-12c6146b", MinCount=n, MaxCount=n)["Instances"]:
+    document = json.dumps({"instanceId": instance["InstanceId"], "region": "us-east-1"})
+    ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document, totalResources=[
+        {"name": "CPU", "type": "INTEGER", "integerValue": 1 << 30},
+        {"name": "MEMORY", "type": "INTEGER", "integerValue": 1 << 30}])
+"#;
+    let status = Command::new(python)
+        .args(["-c", SCRIPT, url, cluster, &instances.to_string()])
+        .status()
+        .await
+        .expect("runs python");
+    assert!(status.success(), "moto setup failed");
+}
+
+/// Fills a cluster with `n` stopped tasks as fast as the API takes them (16 at a time).
+async fn fill(client: &EcsClient, cluster: &str, n: usize) {
+    let per = n.div_ceil(16);
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let client = client.clone();
+        let cluster = cluster.to_owned();
+        workers.push(tokio::spawn(async move {
+            for arn in run_tasks(&client, &cluster, per).await {
+                let _ = client
+                    .call::<_, Value>(
+                        "SubmitTaskStateChange",
+                        &json!({"cluster": cluster, "task": arn, "status": "STOPPED"}),
+                    )
+                    .await;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+}
+
+fn report(cluster: &str, task: &str, round: u64) -> Value {
+    // Alternating host ports make every report a change: each one is a durable write.
+    let port = 32768 + (round % 2) as i32;
+    json!({"cluster": cluster, "task": task, "status": "RUNNING", "containers": [
+        {"containerName": "app", "status": "RUNNING", "runtimeId": "4f1c0ffee", "networkBindings": [
+            {"bindIP": "0.0.0.0", "containerPort": 80, "hostPort": port, "protocol": "tcp"}]},
+        {"containerName": "log", "status": "RUNNING", "runtimeId": "4f1c0ffef", "networkBindings": []}]})
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if args.baseline_server {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(|| async {
+                (
+                    [("content-type", "application/x-amz-json-1.1")],
+                    "{\"acknowledgment\":\"ACK\"}",
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("baseline listening on http://{}", listener.local_addr().unwrap());
+        axum::serve(listener, app).await.unwrap();
+        return;
+    }
+    let scratch = std::env::temp_dir().join(format!("ecsd-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!(
+        "machine: {} cores; {} s per run\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.seconds
+    );
+    println!("| scenario                           | target    |   c |     req/s | p50 ms  | p99 ms  |  CPU  | RSS MB | ratio |");
+    println!("|------------------------------------|-----------|-----|-----------|---------|---------|-------|--------|-------|");
+
+    let me = std::env::current_exe().unwrap();
+    let mut baseline_cmd = Command::new(&me);
+    baseline_cmd.arg("--baseline-server");
+    let baseline = Target::start("baseline", baseline_cmd, "listening on ").await;
+    let ecsd = start_ecsd(&args, &scratch.join("ecsd"), None).await;
+    let moto = match &args.moto_python {
+        Some(python) => {
+            let mut command = Command::new(python);
+            command.args(["-c", "import sys; from moto.server import main; print('moto listening on http://127.0.0.1:5123', flush=True); main(['-p', '5123'])"]);
+            let target = Target::start("moto", command, "listening on ").await;
+            // moto prints before it binds; wait for it to answer.
+            for _ in 0..100 {
+                if target
+                    .client()
+                    .call::<_, Value>("ListClusters", &json!({}))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Some(target)
+        }
+        None => None,
+    };
+
+    // 1. SubmitTaskStateChange, against the bare ceiling.
+    let client = ecsd.client();
+    setup(&client, "submit", 1).await;
+    let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
+    let tasks = Arc::new(run_tasks(&client, "submit", max_c).await);
+    for &c in &args.concurrency {
+        let b = baseline.client();
+        let f = measure(&[&baseline], args.seconds, c, move |_, _| {
+            let b = b.clone();
+            async move { ok(b.call::<_, Value>("SubmitTaskStateChange", &json!({})).await).await }
+        })
+        .await;
+        row("bare HTTP (fixed body)", "baseline", c, &f, None);
+        let ceiling = f;
+        let (cl, t) = (client.clone(), tasks.clone());
+        let f = measure(&[&ecsd], args.seconds, c, move |w, i| {
+            let (cl, t) = (cl.clone(), t.clone());
+            async move {
+                ok(cl
+                    .call::<_, Value>("SubmitTaskStateChange", &report("submit", &t[w], i))
+                    .await)
+                .await
+            }
+        })
+        .await;
+        row(
+            "SubmitTaskStateChange (durable)",
+            "ecsd",
+            c,
+            &f,
+            Some(("of bare", f.rps / ceiling.rps.max(1.0))),
+        );
+    }
+
+    // 2-4. Describe, list and run, against moto where it has the operation.
+    let targets: Vec<&Target> = std::iter::once(&ecsd).chain(moto.iter()).collect();
+    let mut prepared = Vec::new();
+    for target in &targets {
+        let c = target.client();
+        match (target.name, &args.moto_python) {
+            ("moto", Some(python)) => setup_moto(python, &target.url, "read", 100).await,
+            _ => drop(setup(&c, "read", 100).await),
+        }
+        let tasks = run_tasks(&c, "read", 1000).await;
+        prepared.push((c, Arc::new(tasks)));
+    }
+    type Scenario = (
+        &'static str,
+        fn(EcsClient, Arc<Vec<String>>, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>,
+    );
+    let scenarios: [Scenario; 4] = [
+        ("DescribeTasks (1 task)", |c, t, i| {
+            Box::pin(async move {
+                ok(c.call::<_, Value>(
+                    "DescribeTasks",
+                    &json!({"cluster": "read", "tasks": [t[(i as usize) % t.len()]]}),
+                )
+                .await)
+                .await
+            })
+        }),
+        ("DescribeTasks (100 tasks)", |c, t, i| {
+            let start = (i as usize * 100) % (t.len() - 100);
+            Box::pin(async move {
+                ok(c.call::<_, Value>(
+                    "DescribeTasks",
+                    &json!({"cluster": "read", "tasks": t[start..start + 100]}),
+                )
+                .await)
+                .await
+            })
+        }),
+        ("ListTasks (1,000 tasks, first page)", |c, _, _| {
+            Box::pin(async move { ok(c.call::<_, Value>("ListTasks", &json!({"cluster": "read"})).await).await })
+        }),
+        ("RunTask (count 1, 100 instances)", |c, _, _| {
+            Box::pin(async move {
+                ok(
+                    c.call::<_, Value>("RunTask", &json!({"cluster": "read", "taskDefinition": "bench"}))
+                        .await,
+                )
+                .await
+            })
+        }),
+    ];
+    for (name, request) in scenarios {
+        for &c in &args.concurrency {
+            let mut figures = Vec::new();
+            for (target, (client, tasks)) in targets.iter().zip(&prepared) {
+                let (cl, t) = (client.clone(), tasks.clone());
+                let f = measure(&[target], args.seconds, c, move |_, i| {
+                    request(cl.clone(), t.clone(), i)
+                })
+                .await;
+                figures.push((target.name, f));
+            }
+            let moto_rps = figures.iter().find(|(n, _)| *n == "moto").map(|(_, f)| f.rps);
+            for (target, f) in &figures {
+                let ratio = match (*target, moto_rps) {
+                    ("ecsd", Some(m)) => Some(("moto", f.rps / m.max(0.001))),
+                    _ => None,
+                };
+                row(name, target, c, f, ratio);
+            }
+        }
+    }
+
+    // 3. ListTasks on a large cluster: first page and a deep page, against the 1,000-task one.
+    let client = ecsd.client();
+    setup(&client, "large", 10).await;
+    fill(&client, "large", args.large).await;
+    let mut token: Option<String> = None;
+    for _ in 0..(args.large / 100 / 2) {
+        let mut request = json!({"cluster": "large", "desiredStatus": "STOPPED"});
+        if let Some(t) = &token {
+            request["nextToken"] = json!(t);
+        }
+        let page: Value = client.call("ListTasks", &request).await.unwrap();
+        token = page["nextToken"].as_str().map(str::to_owned);
+    }
+    let deep = Arc::new(token);
+    for &c in &args.concurrency {
+        for (label, deep_page) in [("first page", false), ("deep page", true)] {
+            let (cl, d) = (client.clone(), deep.clone());
+            let f = measure(&[&ecsd], args.seconds, c, move |_, _| {
+                let (cl, d) = (cl.clone(), d.clone());
+                async move {
+                    let mut request = json!({"cluster": "large", "desiredStatus": "STOPPED"});
+                    if deep_page {
+                        request["nextToken"] = json!(*d);
+                    }
+                    ok(cl.call::<_, Value>("ListTasks", &request).await).await
+                }
+            })
+            .await;
+            row(
+                &format!("ListTasks ({} tasks, {label})", args.large),
+                "ecsd",
+                c,
+                &f,
+                None,
+            );
+        }
+    }
+
+    // Memory and storage as tasks accumulate.
+    println!("\n| stored tasks | RSS MB | on disk MB |\n|---|---|---|");
+    let growth = start_ecsd(&args, &scratch.join("growth"), None).await;
+    let client = growth.client();
+    setup(&client, "growth", 10).await;
+    let mut stored = 0;
+    for &n in &args.growth {
+        fill(&client, "growth", n - stored).await;
+        stored = n;
+        println!(
+            "| {n} | {:.0} | {:.1} |",
+            growth.rss_now(),
+            dir_size(&scratch.join("growth")) as f64 / 1048576.0
+        );
+    }
+
+    // SubmitTaskStateChange on PostgreSQL, one process and two.
+    if let Some(url) = &args.postgres {
+        println!("\n| SubmitTaskStateChange on PostgreSQL | processes | c | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|");
+        for processes in [1usize, 2] {
+            wipe(url).await;
+            let servers: Vec<Target> = {
+                let mut v = Vec::new();
+                for p in 0..processes {
+                    v.push(start_ecsd(&args, &scratch.join(format!("pg{p}")), Some(url)).await);
+                }
+                v
+            };
+            let clients: Vec<EcsClient> = servers.iter().map(Target::client).collect();
+            setup(&clients[0], "pg", 1).await;
+            let tasks = Arc::new(run_tasks(&clients[0], "pg", max_c).await);
+            let clients = Arc::new(clients);
+            let refs: Vec<&Target> = servers.iter().collect();
+            let c = max_c;
+            let (cl, t) = (clients.clone(), tasks.clone());
+            let f = measure(&refs, args.seconds, c, move |w, i| {
+                let (cl, t) = (cl.clone(), t.clone());
+                async move {
+                    ok(cl[w % cl.len()]
+                        .call::<_, Value>("SubmitTaskStateChange", &report("pg", &t[w], i))
+                        .await)
+                    .await
+                }
+            })
+            .await;
+            println!("| | {processes} | {c} | {:.0} | {:.2} | {:.2} |", f.rps, f.p50, f.p99);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Empties the benchmark's PostgreSQL database.
+async fn wipe(url: &str) {
+    let status = Command::new("psql")
+        .args([url, "-qc", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"])
+        .stdout(Stdio::null())
+        .status()
+        .await;
+    assert!(status.is_ok_and(|s| s.success()), "cannot reset {url}");
+}
