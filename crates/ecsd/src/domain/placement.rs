@@ -1,13 +1,14 @@
 //! Resource accounting and placement: what a task needs (CPU units, MiB, host ports), what a
 //! container instance has left, and which instance a new task goes to.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::query::{Expr, Facts};
 use super::records::{ContainerInstance, Resource, TaskDefinitionSpec};
+use super::status::TaskStatus;
 use crate::error::ApiError;
 
 /// What a task holds on its container instance while it is not STOPPED.
@@ -43,6 +44,82 @@ impl InstanceLoad {
             self.pending += 1;
         } else {
             self.running += 1;
+        }
+    }
+}
+
+/// What the unstopped tasks on one instance hold, kept as tasks come and go so that placement
+/// reads one record per instance instead of every task (multisets: two tasks can share a
+/// group, and the count says when the last one leaves).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub cpu: i64,
+    pub memory: i64,
+    pub running: i64,
+    pub pending: i64,
+    pub tcp_ports: BTreeMap<u16, u32>,
+    pub udp_ports: BTreeMap<u16, u32>,
+    pub groups: BTreeMap<String, u32>,
+}
+
+fn count_in<K: Ord + Clone>(map: &mut BTreeMap<K, u32>, key: &K, add: bool) {
+    if add {
+        *map.entry(key.clone()).or_default() += 1;
+    } else if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl Usage {
+    /// A new task, in `status`, holding `r`.
+    pub fn place(&mut self, r: &Reservation, group: &str, status: TaskStatus) {
+        self.hold(r, group, status, true);
+    }
+
+    /// A task holding `r` moved from one status to another.
+    pub fn transition(&mut self, r: &Reservation, group: &str, from: TaskStatus, to: TaskStatus) {
+        if !from.holds_resources() || from == to {
+            return;
+        }
+        if !to.holds_resources() {
+            self.hold(r, group, from, false);
+        } else if from.is_pending() != to.is_pending() {
+            self.pending -= if from.is_pending() { 1 } else { -1 };
+            self.running += if from.is_pending() { 1 } else { -1 };
+        }
+    }
+
+    fn hold(&mut self, r: &Reservation, group: &str, status: TaskStatus, add: bool) {
+        let sign = if add { 1 } else { -1 };
+        self.cpu += sign * r.cpu;
+        self.memory += sign * r.memory;
+        if status.is_pending() {
+            self.pending += sign;
+        } else {
+            self.running += sign;
+        }
+        for port in &r.tcp_ports {
+            count_in(&mut self.tcp_ports, port, add);
+        }
+        for port in &r.udp_ports {
+            count_in(&mut self.udp_ports, port, add);
+        }
+        count_in(&mut self.groups, &group.to_owned(), add);
+    }
+
+    /// The instance's load as placement reads it.
+    pub fn load(&self) -> InstanceLoad {
+        InstanceLoad {
+            cpu: self.cpu,
+            memory: self.memory,
+            tcp_ports: self.tcp_ports.keys().copied().collect(),
+            udp_ports: self.udp_ports.keys().copied().collect(),
+            running: self.running,
+            pending: self.pending,
+            groups: self.groups.keys().cloned().collect(),
         }
     }
 }
@@ -682,6 +759,35 @@ mod tests {
             ..placement(&need, 1, &[])
         };
         assert_eq!(place(&mut cs, &p).0, vec![1], "memberOf task:group follows the group");
+    }
+
+    #[test]
+    fn usage_follows_tasks_through_their_lifecycle() {
+        let r = Reservation {
+            cpu: 100,
+            memory: 200,
+            tcp_ports: vec![8080],
+            udp_ports: vec![53],
+        };
+        let mut u = Usage::default();
+        u.place(&r, "g", TaskStatus::Provisioning);
+        u.place(&r, "g", TaskStatus::Pending);
+        assert_eq!((u.cpu, u.memory, u.pending, u.running), (200, 400, 2, 0));
+        u.transition(&r, "g", TaskStatus::Provisioning, TaskStatus::Pending);
+        assert_eq!((u.pending, u.running), (2, 0));
+        u.transition(&r, "g", TaskStatus::Pending, TaskStatus::Running);
+        assert_eq!((u.pending, u.running), (1, 1));
+        u.transition(&r, "g", TaskStatus::Running, TaskStatus::Stopped);
+        assert_eq!((u.cpu, u.pending, u.running), (100, 1, 0));
+        assert_eq!(
+            u.load().tcp_ports.into_iter().collect::<Vec<_>>(),
+            vec![8080],
+            "the other task still holds it"
+        );
+        assert!(u.load().groups.contains("g"));
+        u.transition(&r, "g", TaskStatus::Stopped, TaskStatus::Stopped);
+        u.transition(&r, "g", TaskStatus::Pending, TaskStatus::Stopped);
+        assert_eq!(u, Usage::default(), "everything released");
     }
 
     #[test]

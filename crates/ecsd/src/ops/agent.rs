@@ -11,6 +11,7 @@ use super::tasks::save_task;
 use super::{active_cluster, task_definitions, Ctx};
 use crate::domain::now;
 use crate::domain::records::{NetworkBinding, Task};
+use crate::domain::status::TaskStatus;
 use crate::domain::task_change::{self, AttachmentReport, ContainerReport, TaskStateReport};
 use crate::error::ApiError;
 use crate::store::{StoreError, StoreExt, Tx};
@@ -62,7 +63,14 @@ fn essential_containers(tx: &mut dyn Tx, task: &Task) -> Result<Vec<String>, Api
 
 /// Applies a report to a task and stores the result if it changed anything.
 fn apply_report(tx: &mut dyn Tx, cluster: &str, task: Task, report: &TaskStateReport) -> Result<Task, ApiError> {
-    let essential = essential_containers(tx, &task)?;
+    // Which containers are essential matters only to a task that stops; most reports are not
+    // that, and skip reading the task definition.
+    let stopping = report.status.as_deref() == Some("STOPPED") && task.last_status != TaskStatus::Stopped;
+    let essential = if stopping {
+        essential_containers(tx, &task)?
+    } else {
+        Vec::new()
+    };
     let is_essential = |name: &str| essential.iter().any(|e| e == name);
     let mut next = task.clone();
     task_change::apply(&mut next, report, is_essential, now())?;

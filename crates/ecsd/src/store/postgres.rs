@@ -21,7 +21,7 @@ use super::{
     BoxFuture, ClusterCounts, Erased, EventPage, EventQuery, FamilyStatus, NewTask, Store, StoreError, StoredEvent,
     Swept, TaskFilter, Tx, TxFn,
 };
-use crate::domain::placement::{InstanceLoad, Reservation};
+use crate::domain::placement::{InstanceLoad, Reservation, Usage};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
 use crate::domain::status::TaskStatus;
 use crate::domain::Scope;
@@ -71,6 +71,11 @@ CREATE INDEX tasks_holding_resources ON tasks (account, region, cluster, contain
 CREATE INDEX tasks_by_desired_status ON tasks (account, region, cluster, desired_status, id);
 CREATE INDEX tasks_stopped ON tasks (stopped_at) WHERE last_status = 'STOPPED';
 CREATE INDEX tasks_by_client_token ON tasks (account, region, cluster, client_token) WHERE client_token IS NOT NULL;
+CREATE TABLE instance_usage (
+    account TEXT NOT NULL, region TEXT NOT NULL, cluster TEXT NOT NULL, instance TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, cluster, instance)
+);
 CREATE TABLE task_attachments (
     account TEXT NOT NULL, region TEXT NOT NULL, cluster TEXT NOT NULL, attachment_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
@@ -328,6 +333,32 @@ struct PgTx<'a> {
 }
 
 impl PgTx<'_> {
+    fn usage(&self, cluster: &str, instance: &str) -> Result<Usage, StoreError> {
+        let s = &self.scope;
+        Ok(self
+            .doc(
+                "SELECT doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3 AND instance = $4",
+                &[&s.account, &s.region, &cluster, &instance],
+            )?
+            .unwrap_or_default())
+    }
+
+    fn put_usage(&self, cluster: &str, instance: &str, usage: &Usage) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.execute(
+            "INSERT INTO instance_usage (account, region, cluster, instance, doc) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (account, region, cluster, instance) DO UPDATE SET doc = excluded.doc",
+            &[
+                &s.account,
+                &s.region,
+                &cluster,
+                &instance,
+                &serde_json::to_string(usage)?,
+            ],
+        )?;
+        Ok(())
+    }
+
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         self.rt.block_on(async {
             let stmt = self.tx.prepare_cached(sql).await?;
@@ -591,35 +622,19 @@ impl Tx for PgTx<'_> {
     }
 
     fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError> {
-        let s = &self.scope;
-        let mut load = InstanceLoad::default();
-        for row in self.query(
-            "SELECT last_status, reservation, COALESCE(group_name, '') FROM tasks
-             WHERE account = $1 AND region = $2 AND cluster = $3 AND container_instance = $4 AND last_status <> 'STOPPED'",
-            &[&s.account, &s.region, &cluster, &id],
-        )? {
-            let status: &str = row.get(0);
-            let reservation: Reservation = serde_json::from_str(row.get(1))?;
-            load.add(&reservation, status != TaskStatus::Running.as_str(), row.get(2));
-        }
-        Ok(load)
+        Ok(self.usage(cluster, id)?.load())
     }
 
     fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError> {
         let s = &self.scope;
-        let mut loads: HashMap<String, InstanceLoad> = HashMap::new();
+        let mut loads = HashMap::new();
         for row in self.query(
-            "SELECT container_instance, last_status, reservation, COALESCE(group_name, '') FROM tasks
-             WHERE account = $1 AND region = $2 AND cluster = $3 AND last_status <> 'STOPPED'
-               AND container_instance IS NOT NULL",
+            "SELECT instance, doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3",
             &[&s.account, &s.region, &cluster],
         )? {
-            let status: &str = row.get(1);
-            let reservation: Reservation = serde_json::from_str(row.get(2))?;
-            loads.entry(row.get::<_, String>(0)).or_default().add(
-                &reservation,
-                status != TaskStatus::Running.as_str(),
-                row.get(3),
+            loads.insert(
+                row.get::<_, String>(0),
+                serde_json::from_str::<Usage>(row.get(1))?.load(),
             );
         }
         Ok(loads)
@@ -662,6 +677,15 @@ impl Tx for PgTx<'_> {
                 "INSERT INTO task_attachments (account, region, cluster, attachment_id, task_id) VALUES ($1, $2, $3, $4, $5)",
                 &[&s.account, &s.region, &new.cluster, &attachment.id, &task.id()],
             )?;
+        }
+        if let Some(instance) = new.instance {
+            let mut usage = self.usage(new.cluster, instance)?;
+            usage.place(
+                new.reservation,
+                task.group.as_deref().unwrap_or_default(),
+                task.last_status,
+            );
+            self.put_usage(new.cluster, instance, &usage)?;
         }
         Ok(())
     }
@@ -732,7 +756,15 @@ impl Tx for PgTx<'_> {
 
     fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError> {
         let s = &self.scope;
-        let updated = self.execute(
+        let before = self.query(
+            "SELECT last_status, reservation, COALESCE(group_name, ''), container_instance FROM tasks
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
+            &[&s.account, &s.region, &cluster, &task.id()],
+        )?;
+        let before = before
+            .first()
+            .ok_or_else(|| StoreError::Missing(format!("task {}", task.task_arn)))?;
+        self.execute(
             "UPDATE tasks SET last_status = $5, desired_status = $6, doc = $7, stopped_at = $8
              WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
             &[
@@ -746,10 +778,14 @@ impl Tx for PgTx<'_> {
                 &task.stopped_at,
             ],
         )?;
-        if updated == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Missing(format!("task {}", task.task_arn)))
+        let from = TaskStatus::parse(before.get(0)).unwrap_or(task.last_status);
+        let instance: Option<String> = before.get(3);
+        if let Some(instance) = instance.filter(|_| from != task.last_status) {
+            let reservation: Reservation = serde_json::from_str(before.get(1))?;
+            let mut usage = self.usage(cluster, &instance)?;
+            usage.transition(&reservation, before.get(2), from, task.last_status);
+            self.put_usage(cluster, &instance, &usage)?;
         }
+        Ok(())
     }
 }

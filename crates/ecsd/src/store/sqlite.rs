@@ -20,7 +20,7 @@ use super::{
     BoxFuture, ClusterCounts, Erased, EventPage, EventQuery, FamilyStatus, NewTask, Store, StoreError, StoredEvent,
     Swept, TaskFilter, Tx, TxFn,
 };
-use crate::domain::placement::{InstanceLoad, Reservation};
+use crate::domain::placement::{InstanceLoad, Reservation, Usage};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
 use crate::domain::status::TaskStatus;
 use crate::domain::Scope;
@@ -79,6 +79,14 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_holding_resources
     ON tasks (account, region, cluster, container_instance, last_status)
     WHERE last_status <> 'STOPPED';
+CREATE TABLE instance_usage (
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, cluster, instance)
+);
 CREATE TABLE task_attachments (
     account TEXT NOT NULL,
     region TEXT NOT NULL,
@@ -431,6 +439,33 @@ struct SqliteTx<'c> {
 }
 
 impl SqliteTx<'_> {
+    fn usage(&self, cluster: &str, instance: &str) -> Result<Usage, StoreError> {
+        let s = &self.scope;
+        Ok(self
+            .doc(
+                "SELECT doc FROM instance_usage WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND instance = ?4",
+                params![s.account, s.region, cluster, instance],
+            )?
+            .unwrap_or_default())
+    }
+
+    fn put_usage(&self, cluster: &str, instance: &str, usage: &Usage) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO instance_usage (account, region, cluster, instance, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (account, region, cluster, instance) DO UPDATE SET doc = excluded.doc",
+            )?
+            .execute(params![
+                s.account,
+                s.region,
+                cluster,
+                instance,
+                serde_json::to_string(usage)?
+            ])?;
+        Ok(())
+    }
+
     fn doc<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
@@ -690,46 +725,21 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError> {
-        let s = &self.scope;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT last_status, reservation, COALESCE(group_name, '') FROM tasks
-             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND container_instance = ?4 AND last_status <> 'STOPPED'",
-        )?;
-        let rows = stmt.query_map(params![s.account, s.region, cluster, id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-        })?;
-        let mut load = InstanceLoad::default();
-        for row in rows {
-            let (status, reservation, group) = row?;
-            let reservation: Reservation = serde_json::from_str(&reservation)?;
-            load.add(&reservation, status != TaskStatus::Running.as_str(), &group);
-        }
-        Ok(load)
+        Ok(self.usage(cluster, id)?.load())
     }
 
     fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError> {
         let s = &self.scope;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT container_instance, last_status, reservation, COALESCE(group_name, '') FROM tasks
-             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND last_status <> 'STOPPED'
-               AND container_instance IS NOT NULL",
+            "SELECT instance, doc FROM instance_usage WHERE account = ?1 AND region = ?2 AND cluster = ?3",
         )?;
         let rows = stmt.query_map(params![s.account, s.region, cluster], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
-        let mut loads: HashMap<String, InstanceLoad> = HashMap::new();
+        let mut loads = HashMap::new();
         for row in rows {
-            let (instance, status, reservation, group) = row?;
-            let reservation: Reservation = serde_json::from_str(&reservation)?;
-            loads
-                .entry(instance)
-                .or_default()
-                .add(&reservation, status != TaskStatus::Running.as_str(), &group);
+            let (instance, doc) = row?;
+            loads.insert(instance, serde_json::from_str::<Usage>(&doc)?.load());
         }
         Ok(loads)
     }
@@ -772,6 +782,15 @@ impl Tx for SqliteTx<'_> {
         )?;
         for attachment in &task.attachments {
             attach.execute(params![s.account, s.region, new.cluster, attachment.id, task.id()])?;
+        }
+        if let Some(instance) = new.instance {
+            let mut usage = self.usage(new.cluster, instance)?;
+            usage.place(
+                new.reservation,
+                task.group.as_deref().unwrap_or_default(),
+                task.last_status,
+            );
+            self.put_usage(new.cluster, instance, &usage)?;
         }
         Ok(())
     }
@@ -840,8 +859,23 @@ impl Tx for SqliteTx<'_> {
 
     fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError> {
         let s = &self.scope;
-        let updated = self
+        let before = self
             .conn
+            .prepare_cached(
+                "SELECT last_status, reservation, COALESCE(group_name, ''), container_instance FROM tasks
+                 WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",
+            )?
+            .query_row(params![s.account, s.region, cluster, task.id()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::Missing(format!("task {}", task.task_arn)))?;
+        self.conn
             .prepare_cached(
                 "UPDATE tasks SET last_status = ?5, desired_status = ?6, doc = ?7, stopped_at = ?8
                  WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",
@@ -856,10 +890,14 @@ impl Tx for SqliteTx<'_> {
                 serde_json::to_string(task)?,
                 task.stopped_at
             ])?;
-        if updated == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Missing(format!("task {}", task.task_arn)))
+        let (status, reservation, group, instance) = before;
+        let from = TaskStatus::parse(&status).unwrap_or(task.last_status);
+        if let Some(instance) = instance.filter(|_| from != task.last_status) {
+            let reservation: Reservation = serde_json::from_str(&reservation)?;
+            let mut usage = self.usage(cluster, &instance)?;
+            usage.transition(&reservation, &group, from, task.last_status);
+            self.put_usage(cluster, &instance, &usage)?;
         }
+        Ok(())
     }
 }
