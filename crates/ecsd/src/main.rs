@@ -18,6 +18,11 @@ use ecsd::sim::{self, SimOptions};
 use ecsd::throttle::{Family, Rate, Throttle};
 use ecsd::webhooks;
 
+/// Request handling allocates many small, short-lived values (JSON documents); mimalloc serves
+/// them markedly faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ecsd", version, about = "An Amazon ECS-compatible control plane")]
 struct Cli {
