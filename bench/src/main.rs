@@ -31,6 +31,9 @@ struct Args {
     /// Tasks in the large cluster of the ListTasks scenario.
     #[arg(long, default_value_t = 100_000)]
     large: usize,
+    /// Simulated agents in the mixed fleet scenario.
+    #[arg(long, default_value_t = 1000)]
+    fleet: usize,
     /// Stored-task counts at which memory and disk use are measured.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     growth: Vec<usize>,
@@ -531,6 +534,78 @@ async fn main() {
             );
         }
     }
+
+    // 5. A fleet of simulated agents polling and reporting while clients run, describe and list.
+    let fleet = start_ecsd(&args, &scratch.join("fleet"), None).await;
+    let client = fleet.client();
+    setup(&client, "fleet", 0).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let agents = tokio::spawn(ecsd::sim::run(
+        ecsd::sim::SimOptions {
+            endpoint: fleet.url.clone(),
+            cluster: "fleet".into(),
+            instances: args.fleet,
+            cpu: 1 << 20,
+            memory: 1 << 20,
+            credentials: credentials(),
+            state_file: None,
+            poll: Duration::from_secs(1),
+        },
+        stopped,
+    ));
+    loop {
+        let listed: Value = client
+            .call(
+                "ListContainerInstances",
+                &json!({"cluster": "fleet", "maxResults": 100}),
+            )
+            .await
+            .unwrap_or_default();
+        let registered = client
+            .call::<_, Value>("DescribeClusters", &json!({"clusters": ["fleet"]}))
+            .await
+            .ok()
+            .and_then(|c| c["clusters"][0]["registeredContainerInstancesCount"].as_u64())
+            .unwrap_or(0);
+        if registered as usize >= args.fleet || listed.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seeded = Arc::new(run_tasks(&client, "fleet", 100).await);
+    for &c in &args.concurrency {
+        let (cl, t) = (client.clone(), seeded.clone());
+        let f = measure(&[&fleet], args.seconds, c, move |_, i| {
+            let (cl, t) = (cl.clone(), t.clone());
+            async move {
+                let request = match i % 3 {
+                    0 => {
+                        cl.call::<_, Value>("RunTask", &json!({"cluster": "fleet", "taskDefinition": "bench"}))
+                            .await
+                    }
+                    1 => {
+                        cl.call::<_, Value>(
+                            "DescribeTasks",
+                            &json!({"cluster": "fleet", "tasks": [t[(i as usize) % t.len()]]}),
+                        )
+                        .await
+                    }
+                    _ => cl.call::<_, Value>("ListTasks", &json!({"cluster": "fleet"})).await,
+                };
+                ok(request).await
+            }
+        })
+        .await;
+        row(
+            &format!("mixed clients, {} agents reporting", args.fleet),
+            "ecsd",
+            c,
+            &f,
+            None,
+        );
+    }
+    let _ = stop.send(true);
+    let _ = agents.await;
 
     // Memory and storage as tasks accumulate.
     println!("\n| stored tasks | RSS MB | on disk MB |\n|---|---|---|");

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::{
     BoxFuture, ClusterCounts, Erased, EventPage, EventQuery, FamilyStatus, NewTask, Store, StoreError, StoredEvent,
@@ -27,8 +27,9 @@ use crate::domain::Scope;
 
 /// Requests committed together at most; bounds the latency one group adds to its first request.
 const MAX_GROUP: usize = 512;
-/// Idle read connections kept open.
-const MAX_IDLE_READERS: usize = 16;
+/// Reads running at once (each on a blocking thread with its own connection); more wait their
+/// turn, so a burst of readers costs neither threads nor memory beyond this.
+const MAX_READERS: usize = 8;
 
 /// The schema, one step per entry; `PRAGMA user_version` counts the steps applied.
 const MIGRATIONS: &[&str] = &[r#"
@@ -135,6 +136,7 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    reading: Arc<Semaphore>,
     commits: watch::Receiver<u64>,
 }
 
@@ -157,6 +159,7 @@ impl SqliteStore {
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            reading: Arc::new(Semaphore::new(MAX_READERS)),
             commits,
         })
     }
@@ -328,7 +331,9 @@ impl SqliteStore {
     ) -> BoxFuture<Result<R, StoreError>> {
         let path = self.path.clone();
         let pool = self.readers.clone();
+        let reading = self.reading.clone();
         Box::pin(async move {
+            let _turn = reading.acquire_owned().await.map_err(|_| StoreError::Closed)?;
             tokio::task::spawn_blocking(move || {
                 let conn = Self::read_connection(&path, &pool)?;
                 let outcome = (|| {
@@ -338,9 +343,7 @@ impl SqliteStore {
                     Ok(result)
                 })();
                 if let Ok(mut idle) = pool.lock() {
-                    if idle.len() < MAX_IDLE_READERS {
-                        idle.push(conn);
-                    }
+                    idle.push(conn);
                 }
                 outcome
             })
