@@ -7,6 +7,7 @@
 //! ECS API model every request is checked against.
 
 pub mod auth;
+pub mod channels;
 pub mod client;
 pub mod domain;
 pub mod error;

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use ecsd::auth::Keys;
+use ecsd::channels::Timings;
 use ecsd::client::{Credentials, EcsClient};
 use ecsd::server::{Limits, Options, Retention, Server};
 use ecsd::sim::{self, SimOptions};
@@ -185,6 +186,13 @@ struct ServeArgs {
     /// Seconds a client has to send a request body.
     #[arg(long, default_value_t = Limits::default().body_timeout.as_secs())]
     body_timeout_secs: u64,
+    /// Seconds between heartbeats on agent channels (ACS, TCS); an agent silent for six times
+    /// this is taken for gone.
+    #[arg(long, default_value_t = Timings::default().heartbeat.as_secs_f64())]
+    agent_heartbeat_secs: f64,
+    /// Seconds between task manifests sent to each connected agent.
+    #[arg(long, default_value_t = Timings::default().manifest.as_secs_f64())]
+    task_manifest_secs: f64,
 }
 
 fn account_id(s: &str) -> Result<String, String> {
@@ -273,6 +281,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         webhooks: match &args.webhooks {
             Some(path) => webhooks::load(path)?,
             None => Vec::new(),
+        },
+        channels: {
+            let heartbeat = Duration::from_secs_f64(args.agent_heartbeat_secs.max(0.1));
+            Timings {
+                heartbeat,
+                manifest: Duration::from_secs_f64(args.task_manifest_secs.max(0.1)),
+                resend_after: heartbeat * 3,
+                idle_timeout: heartbeat * 6,
+                ..Timings::default()
+            }
         },
     };
     let region = options.regions.first().cloned().unwrap_or_default();

@@ -11,12 +11,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Keys;
+use crate::channels::{self, Hub, Timings};
 use crate::domain::now;
 use crate::error::ApiError;
 use crate::events_api;
@@ -77,6 +77,8 @@ pub struct Options {
     pub advertise_url: Option<String>,
     pub retention: Retention,
     pub webhooks: Vec<Webhook>,
+    /// Heartbeat, manifest and timeout periods of the agent channels (ACS, TCS).
+    pub channels: Timings,
 }
 
 /// How long history is kept.
@@ -114,6 +116,7 @@ impl Options {
             advertise_url: None,
             retention: Retention::default(),
             webhooks: Vec::new(),
+            channels: Timings::default(),
         }
     }
 }
@@ -128,10 +131,13 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// The routes: `POST /` for the API, `GET /health`, and a JSON 404 for anything else.
+/// The routes: `POST /` for the API, `GET /health`, the event log, the agent channels, and a
+/// JSON 404 for anything else.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(wire::handle))
+        .route("/acs/ws", get(channels::acs::connect))
+        .route("/tcs/ws", get(channels::tcs::connect))
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
@@ -197,6 +203,8 @@ impl Server {
         for hook in options.webhooks {
             background.push(tokio::spawn(webhooks::deliver(store.clone(), hook, stopped.clone())));
         }
+        let hub = Arc::new(Hub::default());
+        background.push(tokio::spawn(hub.clone().follow(store.clone(), stopped.clone())));
         let app = router(Arc::new(AppState {
             store,
             keys: options.keys,
@@ -205,9 +213,10 @@ impl Server {
             limits: options.limits,
             advertise_url: advertise_url.into(),
             shutdown: stopped,
+            channels: hub.clone(),
+            timings: options.channels,
         }));
         let connections = Arc::new(Semaphore::new(limits.max_connections));
-        let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
@@ -233,9 +242,20 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let service = TowerToHyperService::new(app.clone());
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            // With upgrades: the agent channels are websockets.
+            let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let mut stopped = stopping.subscribe();
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    _ = stopped.changed() => {
+                        // Finish the request in flight, then close.
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended");
                 }
                 drop(permit);
@@ -246,10 +266,16 @@ impl Server {
         for task in background {
             let _ = task.await;
         }
-        if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        // Every connection holds a permit until it ends; agent channels end on their own and
+        // record their agents as disconnected before the store closes.
+        let drained = async {
+            let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+            let _ = connections.acquire_many(all).await;
+            while hub.connected() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(limits.drain_timeout, drained).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the drain timeout");
         }
         let store = self.store;

@@ -40,8 +40,12 @@ pub struct AppState {
     pub limits: Limits,
     /// The base URL agents reach this server at.
     pub advertise_url: Arc<str>,
-    /// Becomes true when the server stops, so that long-lived responses (event streams) end.
+    /// Becomes true when the server stops, so that long-lived responses (event streams, agent
+    /// channels) end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The agents connected to this process over ACS.
+    pub channels: Arc<crate::channels::Hub>,
+    pub timings: crate::channels::Timings,
 }
 
 /// Finds the operation a request asks for. Each way of getting this wrong has its own answer.
@@ -137,7 +141,7 @@ pub fn authenticate(
     Ok(caller)
 }
 
-fn access_denied(caller: &Caller, action: &str, resource: &str) -> ApiError {
+pub fn access_denied(caller: &Caller, action: &str, resource: &str) -> ApiError {
     ApiError::new(
         ErrorCode::AccessDeniedException,
         format!(

@@ -1,6 +1,7 @@
 //! The ECS domain: resource records as ECS shows them, ARNs, the status machine, resource
 //! accounting and placement. Pure functions and data, no I/O.
 
+pub mod acs_task;
 pub mod arn;
 pub mod events;
 pub mod placement;

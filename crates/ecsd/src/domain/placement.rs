@@ -508,6 +508,7 @@ mod tests {
             registered_at: at,
             attachments: vec![],
             tags: vec![],
+            health_status: None,
         }
     }
 

@@ -87,6 +87,9 @@ pub struct ContainerInstance {
     pub registered_at: f64,
     pub attachments: Vec<Value>,
     pub tags: Vec<Tag>,
+    /// `ContainerInstanceHealthStatus`, as the agent last published it over TCS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<Value>,
 }
 
 /// `NetworkBinding` in the model.

@@ -43,7 +43,7 @@ fn reported_task(tx: &mut dyn Tx, cluster: &str, reference: Option<&str>) -> Res
 }
 
 /// Which containers of a task's definition are essential (all, if the definition is gone).
-fn essential_containers(tx: &mut dyn Tx, task: &Task) -> Result<Vec<String>, ApiError> {
+pub(crate) fn essential_containers(tx: &mut dyn Tx, task: &Task) -> Result<Vec<String>, ApiError> {
     let definition = task_definitions::find(tx, &task.task_definition_arn)?
         .map(|d| d.spec())
         .transpose()

@@ -77,15 +77,16 @@ pub async fn register_container_instance(
                 version_info: req.version_info.clone(),
                 registered_resources: req.total_resources.clone(),
                 status: "ACTIVE".into(),
-                agent_connected: false,
+                agent_connected: previous.as_ref().is_some_and(|p| p.agent_connected),
                 attributes: req.attributes.clone(),
                 registered_at: previous.as_ref().map_or_else(now, |p| p.registered_at),
                 attachments: previous.as_ref().map(|p| p.attachments.clone()).unwrap_or_default(),
                 tags: req.tags.clone(),
+                health_status: previous.and_then(|p| p.health_status),
             };
             save_instance(tx, &cluster, &id, &instance)?;
             Ok(ContainerInstanceResponse {
-                container_instance: view(tx, &cluster, &id, instance, true)?,
+                container_instance: view(tx, &cluster, &id, instance, Include::ALL)?,
             })
         })
         .await
@@ -125,9 +126,14 @@ fn check_attributes(attributes: &[Attribute]) -> Result<(), ApiError> {
 }
 
 /// Stores a changed container instance and appends its state-change event.
-fn save_instance(tx: &mut dyn Tx, cluster: &str, id: &str, instance: &ContainerInstance) -> Result<(), StoreError> {
+pub(crate) fn save_instance(
+    tx: &mut dyn Tx,
+    cluster: &str,
+    id: &str,
+    instance: &ContainerInstance,
+) -> Result<(), StoreError> {
     tx.put_container_instance(cluster, id, instance)?;
-    let mut detail = match view(tx, cluster, id, instance.clone(), false)? {
+    let mut detail = match view(tx, cluster, id, instance.clone(), Include::NONE)? {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
     };
@@ -143,6 +149,25 @@ fn is_custom(name: &str) -> bool {
     !name.starts_with("ecs.") && !name.starts_with("com.amazonaws.ecs.")
 }
 
+/// The optional members a container instance is shown with (`include` of
+/// DescribeContainerInstances).
+#[derive(Clone, Copy)]
+struct Include {
+    tags: bool,
+    health: bool,
+}
+
+impl Include {
+    const ALL: Include = Include {
+        tags: true,
+        health: true,
+    };
+    const NONE: Include = Include {
+        tags: false,
+        health: false,
+    };
+}
+
 /// A container instance as ECS shows it: remaining resources and task counts derived from
 /// the tasks that hold resources on it.
 fn view(
@@ -150,7 +175,7 @@ fn view(
     cluster: &str,
     id: &str,
     instance: ContainerInstance,
-    with_tags: bool,
+    include: Include,
 ) -> Result<Value, StoreError> {
     let load = tx.instance_load(cluster, id)?;
     let remaining = remaining_resources(&instance.registered_resources, &load);
@@ -159,8 +184,11 @@ fn view(
     map.insert("remainingResources".into(), serde_json::to_value(remaining)?);
     map.insert("runningTasksCount".into(), load.running.into());
     map.insert("pendingTasksCount".into(), load.pending.into());
-    if !with_tags {
+    if !include.tags {
         map.remove("tags");
+    }
+    if !include.health {
+        map.remove("healthStatus");
     }
     Ok(out)
 }
@@ -190,7 +218,10 @@ pub async fn describe_container_instances(
             "Invalid 'containerInstances': between 1 and 100 container instances can be described at once.",
         ));
     }
-    let with_tags = req.include.iter().any(|i| i == "TAGS");
+    let include = Include {
+        tags: req.include.iter().any(|i| i == "TAGS"),
+        health: req.include.iter().any(|i| i == "CONTAINER_INSTANCE_HEALTH"),
+    };
     ctx.store
         .read(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
@@ -210,7 +241,7 @@ pub async fn describe_container_instances(
                 match found {
                     Some((id, instance)) => out
                         .container_instances
-                        .push(view(tx, &cluster, &id, instance, with_tags)?),
+                        .push(view(tx, &cluster, &id, instance, include)?),
                     None => {
                         let arn = if reference.starts_with("arn:") {
                             reference.clone()
@@ -334,7 +365,7 @@ pub async fn deregister_container_instance(
                 save_instance(tx, &cluster, &id, &instance)?;
             }
             Ok(ContainerInstanceResponse {
-                container_instance: view(tx, &cluster, &id, instance, true)?,
+                container_instance: view(tx, &cluster, &id, instance, Include::ALL)?,
             })
         })
         .await
@@ -385,7 +416,8 @@ pub async fn update_container_instances_state(
                     instance.version += 1;
                     save_instance(tx, &cluster, &id, &instance)?;
                 }
-                out.container_instances.push(view(tx, &cluster, &id, instance, false)?);
+                out.container_instances
+                    .push(view(tx, &cluster, &id, instance, Include::NONE)?);
             }
             Ok(out)
         })

@@ -6,6 +6,7 @@
 //! dispatch and the model check all derive from it.
 
 pub mod agent;
+pub mod channels;
 pub mod clusters;
 pub mod container_instances;
 pub mod tags;

@@ -177,6 +177,15 @@ pub trait Tx {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// The tasks placed on an instance that are not yet STOPPED, in id order, each with the
+    /// desired status its agent last acknowledged receiving (None: never delivered).
+    fn instance_tasks(&mut self, cluster: &str, instance: &str) -> Result<Vec<(Task, Option<TaskStatus>)>, StoreError>;
+    /// Takes the next `count` sequence numbers of an instance's ACS messages and returns the
+    /// first: they increase across connections, restarts and processes.
+    fn next_message_seq(&mut self, cluster: &str, id: &str, count: i64) -> Result<i64, StoreError>;
+    /// Records that a task's agent acknowledged receiving it with `desired` status. Once
+    /// STOPPED was acknowledged, a late acknowledgement of RUNNING changes nothing.
+    fn set_delivered(&mut self, cluster: &str, id: &str, desired: TaskStatus) -> Result<(), StoreError>;
     /// Replaces a stored task.
     fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError>;
 }
@@ -207,7 +216,8 @@ pub struct StoredEvent {
 
 pub struct EventPage {
     pub events: Vec<StoredEvent>,
-    /// The highest sequence number committed when the page was read.
+    /// The highest sequence number committed when the page was read; the page holds nothing
+    /// beyond it, so a short page can resume from here.
     pub last_seq: i64,
 }
 

@@ -34,7 +34,8 @@ const POOL_SIZE: usize = 16;
 /// How often a process looks for events committed by other processes.
 const EVENT_POLL: Duration = Duration::from_millis(200);
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE clusters (
     account TEXT NOT NULL, region TEXT NOT NULL, name TEXT NOT NULL,
     status TEXT NOT NULL, doc TEXT NOT NULL,
@@ -90,7 +91,14 @@ CREATE INDEX events_by_time ON events (time);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO counters (name, value) VALUES ('event', 0);
 CREATE TABLE cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
-"#];
+"#,
+    r#"
+-- The desired status the task's agent last acknowledged over ACS (NULL: never delivered).
+ALTER TABLE tasks ADD COLUMN delivered TEXT;
+-- The last sequence number given to an ACS message for the instance.
+ALTER TABLE container_instances ADD COLUMN acs_seq BIGINT NOT NULL DEFAULT 0;
+"#,
+];
 
 type TxOutcome = Result<Result<Erased, Erased>, StoreError>;
 
@@ -240,10 +248,19 @@ impl Store for PostgresStore {
     fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>> {
         self.blocking(move |rt, client| {
             rt.block_on(async {
+                // The head first, and the page up to it: every event up to the counter's value
+                // is committed (sequence numbers are taken under the write lock), while a head
+                // read after the page could cover events committed in between and missing
+                // from it.
+                let head: i64 = client
+                    .query_one("SELECT value FROM counters WHERE name = 'event'", &[])
+                    .await?
+                    .get(0);
                 let rows = client
                     .query(
                         "SELECT seq, body FROM events
-                         WHERE seq > $1 AND ($2::text IS NULL OR account = $2) AND ($3::text IS NULL OR region = $3)
+                         WHERE seq > $1 AND seq <= $7 AND ($2::text IS NULL OR account = $2)
+                           AND ($3::text IS NULL OR region = $3)
                            AND ($4::text IS NULL OR cluster = $4) AND ($5::text IS NULL OR detail_type = $5)
                          ORDER BY seq LIMIT $6",
                         &[
@@ -253,6 +270,7 @@ impl Store for PostgresStore {
                             &query.cluster,
                             &query.detail_type,
                             &(query.limit as i64),
+                            &head,
                         ],
                     )
                     .await?;
@@ -263,16 +281,7 @@ impl Store for PostgresStore {
                         body: r.get(1),
                     })
                     .collect::<Vec<_>>();
-                // Read after the page: every seq up to this one is committed, and a later page
-                // starting here misses nothing of the filters' interest.
-                let last_seq = match events.last() {
-                    Some(e) if events.len() == query.limit => e.seq,
-                    _ => client
-                        .query_one("SELECT value FROM counters WHERE name = 'event'", &[])
-                        .await?
-                        .get(0),
-                };
-                Ok(EventPage { events, last_seq })
+                Ok(EventPage { events, last_seq: head })
             })
         })
     }
@@ -752,6 +761,52 @@ impl Tx for PgTx<'_> {
             ],
         )?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn instance_tasks(&mut self, cluster: &str, instance: &str) -> Result<Vec<(Task, Option<TaskStatus>)>, StoreError> {
+        let s = &self.scope;
+        self.query(
+            "SELECT doc, delivered FROM tasks
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND container_instance = $4
+               AND last_status <> 'STOPPED'
+             ORDER BY id",
+            &[&s.account, &s.region, &cluster, &instance],
+        )?
+        .iter()
+        .map(|row| {
+            let delivered: Option<&str> = row.get(1);
+            Ok((
+                serde_json::from_str(row.get::<_, &str>(0))?,
+                delivered.and_then(TaskStatus::parse),
+            ))
+        })
+        .collect()
+    }
+
+    fn next_message_seq(&mut self, cluster: &str, id: &str, count: i64) -> Result<i64, StoreError> {
+        let s = &self.scope;
+        let rows = self.query(
+            "UPDATE container_instances SET acs_seq = acs_seq + $5
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4
+             RETURNING acs_seq",
+            &[&s.account, &s.region, &cluster, &id, &count],
+        )?;
+        let last: i64 = rows
+            .first()
+            .ok_or_else(|| StoreError::Missing(format!("container instance {id}")))?
+            .get(0);
+        Ok(last - count + 1)
+    }
+
+    fn set_delivered(&mut self, cluster: &str, id: &str, desired: TaskStatus) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.execute(
+            "UPDATE tasks SET delivered = $5
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4
+               AND (delivered IS NULL OR delivered <> 'STOPPED')",
+            &[&s.account, &s.region, &cluster, &id, &desired.as_str()],
+        )?;
+        Ok(())
     }
 
     fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError> {

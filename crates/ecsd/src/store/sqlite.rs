@@ -32,7 +32,8 @@ const MAX_GROUP: usize = 512;
 const MAX_READERS: usize = 8;
 
 /// The schema, one step per entry; `PRAGMA user_version` counts the steps applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE clusters (
     account TEXT NOT NULL,
     region TEXT NOT NULL,
@@ -113,7 +114,14 @@ CREATE TABLE cursors (
 CREATE INDEX tasks_by_desired_status ON tasks (account, region, cluster, desired_status, id);
 CREATE INDEX tasks_stopped ON tasks (stopped_at) WHERE last_status = 'STOPPED';
 CREATE INDEX tasks_by_client_token ON tasks (account, region, cluster, client_token) WHERE client_token IS NOT NULL;
-"#];
+"#,
+    r#"
+-- The desired status the task's agent last acknowledged over ACS (NULL: never delivered).
+ALTER TABLE tasks ADD COLUMN delivered TEXT;
+-- The last sequence number given to an ACS message for the instance.
+ALTER TABLE container_instances ADD COLUMN acs_seq INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 type TxOutcome = Result<Result<Erased, Erased>, StoreError>;
 type Reply = oneshot::Sender<TxOutcome>;
@@ -208,9 +216,15 @@ impl Store for SqliteStore {
 
     fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>> {
         self.read_raw(move |conn| {
+            // The head first, and the page up to it: each statement reads its own snapshot, so
+            // a head read after the page could cover events committed in between and missing
+            // from it.
+            let head = conn
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
+                .query_row([], |r| r.get::<_, i64>(0))?;
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, body FROM events
-                 WHERE seq > ?1 AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR region = ?3)
+                 WHERE seq > ?1 AND seq <= ?7 AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR region = ?3)
                    AND (?4 IS NULL OR cluster = ?4) AND (?5 IS NULL OR detail_type = ?5)
                  ORDER BY seq LIMIT ?6",
             )?;
@@ -221,7 +235,8 @@ impl Store for SqliteStore {
                     query.region,
                     query.cluster,
                     query.detail_type,
-                    query.limit as i64
+                    query.limit as i64,
+                    head
                 ],
                 |r| {
                     Ok(StoredEvent {
@@ -231,10 +246,7 @@ impl Store for SqliteStore {
                 },
             )?;
             let events = rows.collect::<Result<Vec<_>, _>>()?;
-            let last = conn
-                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
-                .query_row([], |r| r.get::<_, i64>(0))?;
-            Ok(EventPage { events, last_seq: last })
+            Ok(EventPage { events, last_seq: head })
         })
     }
 
@@ -858,6 +870,55 @@ impl Tx for SqliteTx<'_> {
             |r| r.get::<_, String>(0),
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn instance_tasks(&mut self, cluster: &str, instance: &str) -> Result<Vec<(Task, Option<TaskStatus>)>, StoreError> {
+        let s = &self.scope;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT doc, delivered FROM tasks
+             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND container_instance = ?4
+               AND last_status <> 'STOPPED'
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![s.account, s.region, cluster, instance], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (doc, delivered) = row?;
+            out.push((
+                serde_json::from_str(&doc)?,
+                delivered.as_deref().and_then(TaskStatus::parse),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn next_message_seq(&mut self, cluster: &str, id: &str, count: i64) -> Result<i64, StoreError> {
+        let s = &self.scope;
+        let last: i64 = self
+            .conn
+            .prepare_cached(
+                "UPDATE container_instances SET acs_seq = acs_seq + ?5
+                 WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4
+                 RETURNING acs_seq",
+            )?
+            .query_row(params![s.account, s.region, cluster, id, count], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::Missing(format!("container instance {id}")))?;
+        Ok(last - count + 1)
+    }
+
+    fn set_delivered(&mut self, cluster: &str, id: &str, desired: TaskStatus) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.conn
+            .prepare_cached(
+                "UPDATE tasks SET delivered = ?5
+                 WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4
+                   AND (delivered IS NULL OR delivered <> 'STOPPED')",
+            )?
+            .execute(params![s.account, s.region, cluster, id, desired.as_str()])?;
+        Ok(())
     }
 
     fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError> {

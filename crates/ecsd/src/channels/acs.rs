@@ -1,0 +1,398 @@
+//! ACS: the channel that hands tasks to an agent (`GET /acs/ws?clusterArn=…&containerInstanceArn=…`).
+//!
+//! ecsd sends `HeartbeatMessage`s, `PayloadMessage`s with every task placed on the instance
+//! whose desired status the agent has not acknowledged (until its `AckRequest` arrives, on this
+//! connection or a later one), `TaskManifestMessage`s listing what should be on the instance,
+//! and `TaskStopVerificationAck`s confirming which of the agent's stop candidates to stop. While
+//! a connection is open the instance shows `agentConnected: true`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::{interval, interval_at, MissedTickBehavior};
+
+use super::hub::Listener;
+use super::{authorize, check_cluster, epoch_millis, frame, required, send, Envelope, Refused, MAX_AGENT_MESSAGE};
+use crate::domain::status::TaskStatus;
+use crate::ops::channels::{self as ops, Instance};
+use crate::wire::AppState;
+
+const ACTION: &str = "ecs:Poll";
+/// Tasks sent in one payload at most.
+const TASKS_PER_PAYLOAD: usize = 10;
+
+/// `GET /acs/ws`: verifies the agent and its instance, then upgrades to the ACS session.
+pub async fn connect(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let opened = async {
+        let (caller, scope) = authorize(&state, &uri, &headers, ACTION)?;
+        let query = query.map_err(|e| Refused::bad_request(e.body_text()))?.0;
+        let cluster = required(&query, "clusterArn")?;
+        let instance = required(&query, "containerInstanceArn")?;
+        check_cluster(&caller, &scope, cluster, ACTION)?;
+        let instance = ops::open(state.store.as_ref(), &scope, cluster, instance)
+            .await
+            .map_err(Refused::from_refusal)?;
+        let upgrade =
+            upgrade.map_err(|e| Refused::bad_request(format!("Expected a websocket upgrade: {}", e.body_text())))?;
+        Ok::<_, Refused>((instance, upgrade))
+    }
+    .await;
+    match opened {
+        Ok((instance, upgrade)) => upgrade
+            .max_message_size(MAX_AGENT_MESSAGE)
+            .on_upgrade(move |socket| session(state, instance, socket)),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The agent closed the connection, or it broke.
+    Gone,
+    /// The agent stopped answering.
+    Silent,
+    /// A newer connection of the same instance took over.
+    Replaced,
+    /// The instance was deregistered.
+    Deregistered,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// A payload waiting for the agent's acknowledgement.
+struct Outstanding {
+    tasks: Vec<(String, TaskStatus)>,
+}
+
+struct Session {
+    state: Arc<AppState>,
+    instance: Instance,
+    listener: Arc<Listener>,
+    /// Payloads sent and not acknowledged, by message id.
+    outstanding: HashMap<String, Outstanding>,
+    /// When each task was last sent, and with which desired status.
+    sent: HashMap<String, (TaskStatus, Instant)>,
+    last_heard: Instant,
+}
+
+async fn session(state: Arc<AppState>, instance: Instance, mut socket: WebSocket) {
+    let hub = state.channels.clone();
+    let transitions = hub.transitions(&instance.arn);
+    let listener = {
+        let _order = transitions.lock().await;
+        let listener = hub.register(&instance.arn);
+        if let Err(e) = ops::set_connected(state.store.as_ref(), &instance, true).await {
+            tracing::warn!(instance = %instance.arn, error = %e, "cannot record the agent as connected");
+        }
+        listener
+    };
+    tracing::info!(instance = %instance.arn, "agent connected (ACS)");
+    let mut session = Session {
+        state: state.clone(),
+        instance: instance.clone(),
+        listener: listener.clone(),
+        outstanding: HashMap::new(),
+        sent: HashMap::new(),
+        last_heard: Instant::now(),
+    };
+    let end = session.run(&mut socket).await;
+    let reason = match end {
+        End::Replaced => "ConnectionReplaced: a newer connection of this instance took over",
+        End::Deregistered => "InactiveInstance: the container instance was deregistered",
+        End::Shutdown => "ServerShutdown: reconnect to continue",
+        End::Silent => "ConnectionIdle: no heartbeat acknowledgement",
+        End::Gone => "",
+    };
+    if end != End::Gone {
+        let close = Message::Close(Some(CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: reason.into(),
+        }));
+        let _ = send(&mut socket, close, state.timings.send_timeout).await;
+    }
+    drop(socket);
+    let _order = transitions.lock().await;
+    if hub.unregister(&instance.arn, &listener) {
+        if let Err(e) = ops::set_connected(state.store.as_ref(), &instance, false).await {
+            tracing::warn!(instance = %instance.arn, error = %e, "cannot record the agent as disconnected");
+        }
+    }
+    tracing::info!(instance = %instance.arn, ?end, "agent disconnected (ACS)");
+}
+
+impl Session {
+    async fn run(&mut self, socket: &mut WebSocket) -> End {
+        let timings = self.state.timings;
+        let mut shutdown = self.state.shutdown.clone();
+        let mut heartbeat = interval(timings.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut manifest = interval_at(tokio::time::Instant::now() + timings.manifest, timings.manifest);
+        manifest.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        if let Err(end) = self.deliver(socket).await {
+            return end;
+        }
+        loop {
+            let step = tokio::select! {
+                received = socket.recv() => match received {
+                    Some(Ok(message)) => {
+                        self.last_heard = Instant::now();
+                        self.receive(socket, message).await
+                    }
+                    _ => Err(End::Gone),
+                },
+                _ = self.listener.wake.notified() => self.woken(socket).await,
+                _ = self.listener.replaced.notified() => Err(End::Replaced),
+                _ = heartbeat.tick() => self.heartbeat(socket).await,
+                _ = manifest.tick() => self.manifest(socket).await,
+                _ = shutdown.changed() => Err(End::Shutdown),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn send(&self, socket: &mut WebSocket, kind: &str, message: Value) -> Result<(), End> {
+        send(socket, frame(kind, message), self.state.timings.send_timeout)
+            .await
+            .map_err(|()| End::Gone)
+    }
+
+    /// Sends every task the agent has yet to acknowledge, except those sent too recently to
+    /// have been acknowledged yet.
+    async fn deliver(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        let store = self.state.store.clone();
+        let pending = match ops::undelivered(store.as_ref(), &self.instance).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(instance = %self.instance.arn, error = %e, "cannot read the tasks to deliver");
+                return Ok(());
+            }
+        };
+        let resend_after = self.state.timings.resend_after;
+        self.sent.retain(|_, (_, at)| at.elapsed() < resend_after);
+        let due: Vec<_> = pending
+            .into_iter()
+            .filter(|d| self.sent.get(&d.id).is_none_or(|(desired, _)| *desired != d.desired))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let chunks: Vec<_> = due.chunks(TASKS_PER_PAYLOAD).collect();
+        let first = match ops::next_seq(store.as_ref(), &self.instance, chunks.len() as i64).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!(instance = %self.instance.arn, error = %e, "cannot number a payload");
+                return Ok(());
+            }
+        };
+        // Acknowledgements that never came are forgotten: their tasks are sent again.
+        self.outstanding.retain(|_, o| {
+            o.tasks
+                .iter()
+                .all(|(id, desired)| self.sent.get(id).is_some_and(|(d, _)| d == desired))
+        });
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let message_id = uuid::Uuid::new_v4().to_string();
+            let tasks: Vec<Value> = chunk.iter().map(|d| d.task.clone()).collect();
+            let message = json!({
+                "clusterArn": self.instance.cluster_arn,
+                "containerInstanceArn": self.instance.arn,
+                "tasks": tasks,
+                "generatedAt": epoch_millis(),
+                "messageId": message_id,
+                "seqNum": first + i as i64,
+            });
+            self.send(socket, "PayloadMessage", message).await?;
+            let now = Instant::now();
+            for d in chunk {
+                self.sent.insert(d.id.clone(), (d.desired, now));
+            }
+            self.outstanding.insert(
+                message_id,
+                Outstanding {
+                    tasks: chunk.iter().map(|d| (d.id.clone(), d.desired)).collect(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn woken(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        if self.listener.instance_changed.swap(false, Ordering::Relaxed) {
+            self.check_instance().await?;
+        }
+        self.deliver(socket).await
+    }
+
+    /// Ends the session of a deregistered instance; restores `agentConnected` if another
+    /// process's closing connection cleared it while this one was open.
+    async fn check_instance(&self) -> Result<(), End> {
+        let store = self.state.store.clone();
+        match ops::instance_state(store.as_ref(), &self.instance).await {
+            Ok((false, _)) => Err(End::Deregistered),
+            Ok((true, false)) => {
+                let transitions = self.state.channels.transitions(&self.instance.arn);
+                let _order = transitions.lock().await;
+                if let Err(e) = ops::set_connected(store.as_ref(), &self.instance, true).await {
+                    tracing::warn!(instance = %self.instance.arn, error = %e, "cannot record the agent as connected");
+                }
+                Ok(())
+            }
+            Ok((true, true)) => Ok(()),
+            Err(e) => {
+                tracing::warn!(instance = %self.instance.arn, error = %e, "cannot read the instance");
+                Ok(())
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        if self.last_heard.elapsed() > self.state.timings.idle_timeout {
+            return Err(End::Silent);
+        }
+        let message = json!({"healthy": true, "messageId": uuid::Uuid::new_v4().to_string()});
+        self.send(socket, "HeartbeatMessage", message).await?;
+        // Tasks whose acknowledgement did not come in time go out again.
+        self.deliver(socket).await
+    }
+
+    async fn manifest(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        self.check_instance().await?;
+        let store = self.state.store.clone();
+        let tasks = match ops::manifest(store.as_ref(), &self.instance).await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::warn!(instance = %self.instance.arn, error = %e, "cannot read the task manifest");
+                return Ok(());
+            }
+        };
+        let timeline = match ops::next_seq(store.as_ref(), &self.instance, 1).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(instance = %self.instance.arn, error = %e, "cannot number a task manifest");
+                return Ok(());
+            }
+        };
+        let message = json!({
+            "clusterArn": self.instance.cluster_arn,
+            "containerInstanceArn": self.instance.arn,
+            "tasks": tasks,
+            "generatedAt": epoch_millis(),
+            "messageId": uuid::Uuid::new_v4().to_string(),
+            "timeline": timeline,
+        });
+        self.send(socket, "TaskManifestMessage", message).await
+    }
+
+    /// One message from the agent.
+    async fn receive(&mut self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
+        let text = match &message {
+            Message::Text(text) => text.as_str(),
+            Message::Binary(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => return self.bad_request(socket, "Messages are UTF-8 JSON text.").await,
+            },
+            Message::Close(_) => return Err(End::Gone),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        };
+        let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
+            return self
+                .bad_request(socket, "Messages are JSON objects {\"type\": ..., \"message\": {...}}.")
+                .await;
+        };
+        match envelope.kind.as_str() {
+            "HeartbeatAckRequest" | "IAMRoleCredentialsAckRequest" => Ok(()),
+            "AckRequest" => {
+                let Some(id) = envelope.message["messageId"].as_str() else {
+                    return self.bad_request(socket, "AckRequest needs a messageId.").await;
+                };
+                // Acknowledgements of manifests and heartbeats need nothing more.
+                if let Some(acked) = self.outstanding.remove(id) {
+                    let store = self.state.store.clone();
+                    if let Err(e) = ops::acknowledge(store.as_ref(), &self.instance, acked.tasks).await {
+                        tracing::warn!(instance = %self.instance.arn, error = %e, "cannot record an acknowledgement");
+                    }
+                }
+                Ok(())
+            }
+            "TaskStopVerificationMessage" => self.verify_stops(socket, &envelope.message).await,
+            "NackRequest" | "ErrorMessage" => {
+                tracing::info!(instance = %self.instance.arn, kind = %envelope.kind, message = %envelope.message, "agent reported a failure");
+                Ok(())
+            }
+            other => {
+                let other = other.to_owned();
+                self.bad_request(socket, &format!("Unknown message type '{other}'."))
+                    .await
+            }
+        }
+    }
+
+    /// Answers a `TaskStopVerificationMessage` with the candidates ecsd wants stopped.
+    async fn verify_stops(&mut self, socket: &mut WebSocket, message: &Value) -> Result<(), End> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Verification {
+            message_id: Option<String>,
+            #[serde(default)]
+            stop_candidates: Vec<Candidate>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Candidate {
+            task_arn: Option<String>,
+        }
+        let Ok(verification) = serde_json::from_value::<Verification>(message.clone()) else {
+            return self
+                .bad_request(socket, "TaskStopVerificationMessage is malformed.")
+                .await;
+        };
+        let candidates = verification
+            .stop_candidates
+            .into_iter()
+            .filter_map(|c| c.task_arn)
+            .collect();
+        let store = self.state.store.clone();
+        let confirmed = match ops::confirm_stops(store.as_ref(), &self.instance, candidates).await {
+            Ok(confirmed) => confirmed,
+            Err(e) => {
+                tracing::warn!(instance = %self.instance.arn, error = %e, "cannot verify stop candidates");
+                return Ok(());
+            }
+        };
+        let stop_tasks: Vec<Value> = confirmed
+            .into_iter()
+            .map(|arn| json!({"taskArn": arn, "taskClusterArn": self.instance.cluster_arn, "desiredStatus": "STOPPED"}))
+            .collect();
+        let ack = json!({
+            "generatedAt": epoch_millis(),
+            "messageId": verification.message_id,
+            "stopTasks": stop_tasks,
+        });
+        self.send(socket, "TaskStopVerificationAck", ack).await
+    }
+
+    async fn bad_request(&self, socket: &mut WebSocket, message: &str) -> Result<(), End> {
+        tracing::debug!(instance = %self.instance.arn, message, "unusable message from an agent");
+        self.send(socket, "BadRequestException", json!({"message": message}))
+            .await
+    }
+}

@@ -1,0 +1,195 @@
+//! The agent channels: the websockets an ECS agent keeps open to its control plane, ACS
+//! (`GET /acs/ws`, tasks pushed to the agent) and TCS (`GET /tcs/ws`, telemetry from it).
+//! DiscoverPollEndpoint points agents at them.
+//!
+//! Both are opened with a SigV4-signed upgrade, verified like any API request (same
+//! credentials, regions, throttle and permissions: `ecs:Poll` and `ecs:StartTelemetrySession`).
+//! Messages are text frames `{"type": "<Shape>", "message": {...}}` with the member names of the
+//! ACS and TCS models. A refused upgrade is answered with an error message of that form, which
+//! the agent decodes. This module knows websockets, not SQL: what a message does to stored
+//! state is in [`crate::ops::channels`].
+
+pub mod acs;
+mod hub;
+pub mod tcs;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub use hub::Hub;
+
+use crate::auth::Caller;
+use crate::domain::Scope;
+use crate::error::{ApiError, ErrorCode};
+use crate::ops::channels::Refusal;
+use crate::throttle::Family;
+use crate::wire::{self, AppState};
+
+/// Largest message an agent may send on a channel: ACS messages are small; TCS caps a metrics
+/// message at 1 MiB plus its signed header block.
+const MAX_AGENT_MESSAGE: usize = 2 * 1024 * 1024;
+
+/// How often the server speaks on a channel and how long it waits for the agent.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    /// Between heartbeats (the agent drops a connection silent for a minute or more).
+    pub heartbeat: Duration,
+    /// Between task manifests.
+    pub manifest: Duration,
+    /// How long a task sent in a payload waits for the agent's acknowledgement before it is
+    /// sent again.
+    pub resend_after: Duration,
+    /// An agent silent this long (no message, no acknowledgement) is taken for gone.
+    pub idle_timeout: Duration,
+    /// The longest one message may take to send before the agent is taken for gone.
+    pub send_timeout: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            heartbeat: Duration::from_secs(10),
+            manifest: Duration::from_secs(60),
+            resend_after: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A message as both channels frame it.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    message: Value,
+}
+
+fn frame(kind: &str, message: Value) -> Message {
+    Message::Text(json!({"type": kind, "message": message}).to_string().into())
+}
+
+/// Milliseconds since the Unix epoch (`generatedAt`).
+fn epoch_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Sends one message, or gives up on an agent that does not take it in time.
+async fn send(socket: &mut WebSocket, message: Message, timeout: Duration) -> Result<(), ()> {
+    match tokio::time::timeout(timeout, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// A refused upgrade: the HTTP status and the model's exception, as the agent decodes it.
+struct Refused {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Refused {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Refused::new(StatusCode::BAD_REQUEST, "BadRequestException", message)
+    }
+
+    /// A signature, permission or throttling refusal from the API's own checks.
+    fn from_api(err: ApiError) -> Self {
+        match err.code {
+            ErrorCode::ThrottlingException => {
+                Refused::new(StatusCode::TOO_MANY_REQUESTS, "ServerException", err.message)
+            }
+            code if code.http_status() >= 500 => {
+                Refused::new(StatusCode::INTERNAL_SERVER_ERROR, "ServerException", err.message)
+            }
+            code => Refused::new(
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                format!("{}: {}", code.as_str(), err.message),
+            ),
+        }
+    }
+
+    fn from_refusal(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::InvalidCluster(m) => Refused::new(StatusCode::BAD_REQUEST, "InvalidClusterException", m),
+            Refusal::InvalidInstance(m) => Refused::new(StatusCode::BAD_REQUEST, "InvalidInstanceException", m),
+            Refusal::InactiveInstance(m) => Refused::new(StatusCode::BAD_REQUEST, "InactiveInstanceException", m),
+            Refusal::Failed(e) => Refused::from_api(e),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        tracing::debug!(status = self.status.as_u16(), kind = self.kind, message = %self.message, "channel refused");
+        let body = json!({"type": self.kind, "message": {"message": self.message}});
+        (
+            self.status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Verifies a channel's upgrade request like an API call: signature, region, throttle and the
+/// permission `action`. Returns the caller and its scope.
+fn authorize(state: &AppState, uri: &Uri, headers: &HeaderMap, action: &str) -> Result<(Caller, Scope), Refused> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let caller = wire::authenticate(state, "GET", path, headers, b"").map_err(Refused::from_api)?;
+    let scope = Scope::new(caller.principal.account_id(), caller.region.clone());
+    state
+        .throttle
+        .check(&scope.account, &scope.region, Family::Agent)
+        .map_err(Refused::from_api)?;
+    if !caller.principal.may(action) {
+        return Err(Refused::from_api(wire::access_denied(
+            &caller,
+            action,
+            &format!("arn:aws:ecs:{}:{}:*", scope.region, scope.account),
+        )));
+    }
+    Ok((caller, scope))
+}
+
+/// A required query parameter of an upgrade request.
+fn required<'a>(query: &'a HashMap<String, String>, name: &str) -> Result<&'a str, Refused> {
+    query
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Refused::bad_request(format!("Missing required query parameter '{name}'.")))
+}
+
+/// Refuses an upgrade for a cluster the caller may not use.
+fn check_cluster(caller: &Caller, scope: &Scope, cluster: &str, action: &str) -> Result<(), Refused> {
+    let name = scope.cluster_name(cluster).unwrap_or(cluster);
+    if caller.principal.may_use_cluster(name) {
+        Ok(())
+    } else {
+        Err(Refused::from_api(wire::access_denied(
+            caller,
+            action,
+            &scope.cluster_arn(name),
+        )))
+    }
+}

@@ -1,0 +1,225 @@
+//! TCS: the telemetry channel (`GET /tcs/ws?cluster=…&containerInstance=…`).
+//!
+//! Each agent message is a SigV4-signed HTTP header block, a blank line, then the JSON
+//! envelope; the block signs a GET of the channel's own URL with the envelope as its body, and
+//! is verified like any request. ecsd acknowledges `PublishMetricsRequest`,
+//! `PublishHealthRequest` and `PublishInstanceStatusRequest` and sends heartbeats. Container
+//! health becomes the containers' and tasks' `healthStatus`; instance status becomes the
+//! instance's `healthStatus`. Metrics are acknowledged and not kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::{interval, MissedTickBehavior};
+
+use super::{authorize, check_cluster, frame, required, send, Envelope, Refused, MAX_AGENT_MESSAGE};
+use crate::auth::sigv4::{self, SignedRequest};
+use crate::domain::Scope;
+use crate::ops::channels::{self as ops, Instance, InstanceStatus, TaskHealth};
+use crate::wire::{AppState, SIGNING_NAME};
+
+const ACTION: &str = "ecs:StartTelemetrySession";
+
+/// `GET /tcs/ws`: verifies the agent and its instance, then upgrades to the TCS session.
+pub async fn connect(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let opened = async {
+        let (caller, scope) = authorize(&state, &uri, &headers, ACTION)?;
+        let query = query.map_err(|e| Refused::bad_request(e.body_text()))?.0;
+        let cluster = required(&query, "cluster")?;
+        let instance = required(&query, "containerInstance")?;
+        check_cluster(&caller, &scope, cluster, ACTION)?;
+        let instance = ops::open(state.store.as_ref(), &scope, cluster, instance)
+            .await
+            .map_err(|refusal| {
+                let refused = Refused::from_refusal(refusal);
+                // TCS knows no cluster or instance exceptions; its model has this one.
+                match refused.kind {
+                    "ServerException" | "AccessDeniedException" => refused,
+                    _ => Refused::new(refused.status, "ResourceValidationException", refused.message),
+                }
+            })?;
+        let upgrade =
+            upgrade.map_err(|e| Refused::bad_request(format!("Expected a websocket upgrade: {}", e.body_text())))?;
+        Ok::<_, Refused>((scope, instance, upgrade))
+    }
+    .await;
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    match opened {
+        Ok((scope, instance, upgrade)) => upgrade.max_message_size(MAX_AGENT_MESSAGE).on_upgrade(move |socket| {
+            let telemetry = Telemetry {
+                state,
+                scope,
+                instance,
+                path_and_query,
+            };
+            telemetry.run(socket)
+        }),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+struct Telemetry {
+    state: Arc<AppState>,
+    scope: Scope,
+    instance: Instance,
+    /// What every message's signature covers, with its body.
+    path_and_query: String,
+}
+
+/// A message the agent sent, with what it needs answered.
+enum Reply {
+    Ack(&'static str),
+    Error(&'static str, String),
+}
+
+impl Telemetry {
+    async fn run(self, mut socket: WebSocket) {
+        let timings = self.state.timings;
+        let mut shutdown = self.state.shutdown.clone();
+        let mut heartbeat = interval(timings.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        tracing::debug!(instance = %self.instance.arn, "telemetry session opened");
+        loop {
+            let outgoing = tokio::select! {
+                received = socket.recv() => match received {
+                    Some(Ok(Message::Text(text))) => {
+                        last_heard = Instant::now();
+                        self.receive(text.as_bytes()).await
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        last_heard = Instant::now();
+                        self.receive(&bytes).await
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        last_heard = Instant::now();
+                        continue;
+                    }
+                    _ => break,
+                },
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > timings.idle_timeout {
+                        break;
+                    }
+                    frame("HeartbeatMessage", json!({"healthy": true}))
+                }
+                _ = shutdown.changed() => break,
+            };
+            if send(&mut socket, outgoing, timings.send_timeout).await.is_err() {
+                break;
+            }
+        }
+        tracing::debug!(instance = %self.instance.arn, "telemetry session closed");
+    }
+
+    /// Verifies, records and answers one message.
+    async fn receive(&self, data: &[u8]) -> Message {
+        let reply = match self.handle(data).await {
+            Ok(reply) | Err(reply) => reply,
+        };
+        match reply {
+            Reply::Ack(kind) => frame(kind, json!({"message": ""})),
+            Reply::Error(kind, message) => {
+                tracing::debug!(instance = %self.instance.arn, kind, %message, "telemetry message refused");
+                frame(kind, json!({"message": message}))
+            }
+        }
+    }
+
+    async fn handle(&self, data: &[u8]) -> Result<Reply, Reply> {
+        let bad = |m: &str| Reply::Error("BadRequestException", m.to_owned());
+        let split = data
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| bad("A message is a signed header block, a blank line, then the JSON envelope."))?;
+        let (head, body) = (&data[..split], &data[split + 4..]);
+        let headers = parse_headers(head).ok_or_else(|| bad("The message's header block is malformed."))?;
+        let request = SignedRequest {
+            method: "GET",
+            path_and_query: &self.path_and_query,
+            headers: &headers,
+            body,
+        };
+        let caller = sigv4::verify(&self.state.keys, SIGNING_NAME, &request, SystemTime::now())
+            .map_err(|e| Reply::Error("BadRequestException", format!("{}: {}", e.code.as_str(), e.message)))?;
+        if caller.principal.account_id() != self.scope.account || caller.region != self.scope.region {
+            return Err(bad(
+                "The message is signed for another account or region than the connection.",
+            ));
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(body).map_err(|_| bad("The message body is not an envelope."))?;
+        let invalid = |e: serde_json::Error| Reply::Error("InvalidParameterException", e.to_string());
+        let store = self.state.store.clone();
+        let failed = |e: crate::error::ApiError| Reply::Error("ServerException", e.message);
+        match envelope.kind.as_str() {
+            "PublishMetricsRequest" => Ok(Reply::Ack("AckPublishMetric")),
+            "PublishHealthRequest" => {
+                #[derive(Deserialize)]
+                struct Health {
+                    #[serde(default)]
+                    tasks: Vec<TaskHealth>,
+                }
+                let health: Health = serde_json::from_value(envelope.message).map_err(invalid)?;
+                ops::record_health(store.as_ref(), &self.instance, health.tasks)
+                    .await
+                    .map_err(failed)?;
+                Ok(Reply::Ack("AckPublishHealth"))
+            }
+            "PublishInstanceStatusRequest" => {
+                #[derive(Deserialize)]
+                struct Statuses {
+                    #[serde(default)]
+                    statuses: Vec<InstanceStatus>,
+                }
+                let statuses: Statuses = serde_json::from_value(envelope.message).map_err(invalid)?;
+                ops::record_instance_status(store.as_ref(), &self.instance, statuses.statuses)
+                    .await
+                    .map_err(failed)?;
+                Ok(Reply::Ack("AckPublishInstanceStatus"))
+            }
+            other => Err(bad(&format!("Unknown message type '{other}'."))),
+        }
+    }
+}
+
+/// `Name: value` lines separated by CRLF.
+fn parse_headers(head: &[u8]) -> Option<HeaderMap> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut headers = HeaderMap::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+        let value = HeaderValue::from_str(value.trim()).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_header_block() {
+        let headers = parse_headers(b"Authorization: AWS4 x\r\nHost: h:1\r\nX-Amz-Date: 20260101T000000Z").unwrap();
+        assert_eq!(headers["host"], "h:1");
+        assert_eq!(headers["x-amz-date"], "20260101T000000Z");
+        assert!(parse_headers(b"no colon here").is_none());
+    }
+}
