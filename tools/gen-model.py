@@ -4,7 +4,9 @@
 Reads the full botocore-style model, keeps the named operations and every shape they reach
 (inputs, outputs, errors), drops documentation, and writes compact, sorted JSON. The output is
 committed as crates/ecsd/model/ecs.json; `--check` fails when it differs from a fresh run, so the
-embedded model can never drift from the reference.
+embedded model can never drift from the reference. The agent channels' models are extracted the
+same way (`--model ../shared/reference/acs-api-2.json --out crates/ecsd/model/acs.json`, and
+likewise for TCS).
 
 Usage:
   tools/gen-model.py [--check] [--model PATH] [--out PATH] [OPERATION ...]
@@ -51,7 +53,8 @@ def extract(model, operations):
                 shape[k] = {"shape": shape[k]["shape"]}
                 todo.append(shape[k]["shape"])
         keep[name] = shape
-    meta = {k: model["metadata"][k] for k in ("apiVersion", "targetPrefix", "signingName", "jsonVersion")}
+    meta = {k: model["metadata"][k] for k in ("apiVersion", "targetPrefix", "signingName", "jsonVersion")
+            if k in model["metadata"]}
     return {"metadata": meta, "operations": ops, "shapes": dict(sorted(keep.items()))}
 
 

@@ -1,5 +1,6 @@
 //! The ECS API model ecsd implements, embedded from `model/ecs.json` (generated from the
-//! reference model by `tools/gen-model.py`).
+//! reference model by `tools/gen-model.py`), and the models of the agent channels (ACS and TCS,
+//! `model/acs.json` and `model/tcs.json`), whose shapes are the channels' messages.
 //!
 //! Every request body is checked against its input shape before a handler sees it, so handlers
 //! work on well-typed JSON: wrong JSON types are `SerializationException`, missing required
@@ -17,6 +18,8 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 const MODEL_JSON: &str = include_str!("../model/ecs.json");
+const ACS_JSON: &str = include_str!("../model/acs.json");
+const TCS_JSON: &str = include_str!("../model/tcs.json");
 
 #[derive(Debug, Deserialize)]
 struct RawModel {
@@ -58,6 +61,7 @@ struct RawShape {
 #[derive(Debug)]
 pub struct Model {
     shapes: Vec<Shape>,
+    names: HashMap<String, usize>,
     operations: HashMap<String, (Option<usize>, Option<usize>)>,
 }
 
@@ -99,6 +103,18 @@ impl Model {
     pub fn get() -> &'static Model {
         static MODEL: OnceLock<Model> = OnceLock::new();
         MODEL.get_or_init(|| Model::parse(MODEL_JSON).expect("the embedded model is valid"))
+    }
+
+    /// The ACS model: the messages of the channel that hands tasks to agents.
+    pub fn acs() -> &'static Model {
+        static MODEL: OnceLock<Model> = OnceLock::new();
+        MODEL.get_or_init(|| Model::parse(ACS_JSON).expect("the embedded ACS model is valid"))
+    }
+
+    /// The TCS model: the messages of the telemetry channel.
+    pub fn tcs() -> &'static Model {
+        static MODEL: OnceLock<Model> = OnceLock::new();
+        MODEL.get_or_init(|| Model::parse(TCS_JSON).expect("the embedded TCS model is valid"))
     }
 
     fn parse(text: &str) -> Result<Model, String> {
@@ -158,7 +174,34 @@ impl Model {
                 (name.clone(), (find(&op.input), find(&op.output)))
             })
             .collect();
-        Ok(Model { shapes, operations })
+        let names = index.into_iter().map(|(name, i)| (name.to_owned(), i)).collect();
+        Ok(Model {
+            shapes,
+            names,
+            operations,
+        })
+    }
+
+    /// Checks a message received as the named shape, as requests are checked, and returns it
+    /// normalised (unknown members and nulls removed).
+    pub fn check_received(&self, shape: &str, mut value: Value) -> Result<Value, ApiError> {
+        let id = self.shape_id(shape)?;
+        self.check(id, &mut value, &mut Path::default(), Direction::Input)?;
+        Ok(value)
+    }
+
+    /// Checks a message to send against the named shape, strictly: every member must be in the
+    /// model, with its type.
+    pub fn check_sent(&self, shape: &str, value: &Value) -> Result<(), ApiError> {
+        let id = self.shape_id(shape)?;
+        self.check(id, &mut value.clone(), &mut Path::default(), Direction::Output)
+    }
+
+    fn shape_id(&self, shape: &str) -> Result<usize, ApiError> {
+        self.names
+            .get(shape)
+            .copied()
+            .ok_or_else(|| ApiError::serialization(format!("'{shape}' is not a message of this channel.")))
     }
 
     /// The names of the operations the model holds.

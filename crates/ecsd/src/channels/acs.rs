@@ -24,6 +24,7 @@ use tokio::time::{interval, interval_at, MissedTickBehavior};
 use super::hub::Listener;
 use super::{authorize, check_cluster, epoch_millis, frame, required, send, Envelope, Refused, MAX_AGENT_MESSAGE};
 use crate::domain::status::TaskStatus;
+use crate::model::Model;
 use crate::ops::channels::{self as ops, Instance};
 use crate::wire::AppState;
 
@@ -318,10 +319,31 @@ impl Session {
                 .bad_request(socket, "Messages are JSON objects {\"type\": ..., \"message\": {...}}.")
                 .await;
         };
+        // What agents send: acknowledgements, stop verification, failure reports.
+        const RECEIVED: [&str; 6] = [
+            "HeartbeatAckRequest",
+            "IAMRoleCredentialsAckRequest",
+            "AckRequest",
+            "TaskStopVerificationMessage",
+            "NackRequest",
+            "ErrorMessage",
+        ];
+        if !RECEIVED.contains(&envelope.kind.as_str()) {
+            let unknown = format!("Unknown message type '{}'.", envelope.kind);
+            return self.bad_request(socket, &unknown).await;
+        }
+        let message = match Model::acs().check_received(&envelope.kind, envelope.message) {
+            Ok(message) => message,
+            Err(e) => {
+                return self
+                    .bad_request(socket, &format!("{}: {}", envelope.kind, e.message))
+                    .await
+            }
+        };
         match envelope.kind.as_str() {
             "HeartbeatAckRequest" | "IAMRoleCredentialsAckRequest" => Ok(()),
             "AckRequest" => {
-                let Some(id) = envelope.message["messageId"].as_str() else {
+                let Some(id) = message["messageId"].as_str() else {
                     return self.bad_request(socket, "AckRequest needs a messageId.").await;
                 };
                 // Acknowledgements of manifests and heartbeats need nothing more.
@@ -333,21 +355,16 @@ impl Session {
                 }
                 Ok(())
             }
-            "TaskStopVerificationMessage" => self.verify_stops(socket, &envelope.message).await,
-            "NackRequest" | "ErrorMessage" => {
-                tracing::info!(instance = %self.instance.arn, kind = %envelope.kind, message = %envelope.message, "agent reported a failure");
+            "TaskStopVerificationMessage" => self.verify_stops(socket, message).await,
+            _ => {
+                tracing::info!(instance = %self.instance.arn, kind = %envelope.kind, %message, "agent reported a failure");
                 Ok(())
-            }
-            other => {
-                let other = other.to_owned();
-                self.bad_request(socket, &format!("Unknown message type '{other}'."))
-                    .await
             }
         }
     }
 
     /// Answers a `TaskStopVerificationMessage` with the candidates ecsd wants stopped.
-    async fn verify_stops(&mut self, socket: &mut WebSocket, message: &Value) -> Result<(), End> {
+    async fn verify_stops(&mut self, socket: &mut WebSocket, message: Value) -> Result<(), End> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Verification {
@@ -360,7 +377,7 @@ impl Session {
         struct Candidate {
             task_arn: Option<String>,
         }
-        let Ok(verification) = serde_json::from_value::<Verification>(message.clone()) else {
+        let Ok(verification) = serde_json::from_value::<Verification>(message) else {
             return self
                 .bad_request(socket, "TaskStopVerificationMessage is malformed.")
                 .await;

@@ -24,6 +24,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use super::{authorize, check_cluster, frame, required, send, Envelope, Refused, MAX_AGENT_MESSAGE};
 use crate::auth::sigv4::{self, SignedRequest};
 use crate::domain::Scope;
+use crate::model::Model;
 use crate::ops::channels::{self as ops, Instance, InstanceStatus, TaskHealth};
 use crate::wire::{AppState, SIGNING_NAME};
 
@@ -164,18 +165,28 @@ impl Telemetry {
         }
         let envelope: Envelope =
             serde_json::from_slice(body).map_err(|_| bad("The message body is not an envelope."))?;
+        const RECEIVED: [&str; 3] = [
+            "PublishMetricsRequest",
+            "PublishHealthRequest",
+            "PublishInstanceStatusRequest",
+        ];
+        if !RECEIVED.contains(&envelope.kind.as_str()) {
+            return Err(bad(&format!("Unknown message type '{}'.", envelope.kind)));
+        }
+        let message = Model::tcs()
+            .check_received(&envelope.kind, envelope.message)
+            .map_err(|e| Reply::Error("InvalidParameterException", e.message))?;
         let invalid = |e: serde_json::Error| Reply::Error("InvalidParameterException", e.to_string());
         let store = self.state.store.clone();
         let failed = |e: crate::error::ApiError| Reply::Error("ServerException", e.message);
         match envelope.kind.as_str() {
-            "PublishMetricsRequest" => Ok(Reply::Ack("AckPublishMetric")),
             "PublishHealthRequest" => {
                 #[derive(Deserialize)]
                 struct Health {
                     #[serde(default)]
                     tasks: Vec<TaskHealth>,
                 }
-                let health: Health = serde_json::from_value(envelope.message).map_err(invalid)?;
+                let health: Health = serde_json::from_value(message).map_err(invalid)?;
                 ops::record_health(store.as_ref(), &self.instance, health.tasks)
                     .await
                     .map_err(failed)?;
@@ -187,13 +198,13 @@ impl Telemetry {
                     #[serde(default)]
                     statuses: Vec<InstanceStatus>,
                 }
-                let statuses: Statuses = serde_json::from_value(envelope.message).map_err(invalid)?;
+                let statuses: Statuses = serde_json::from_value(message).map_err(invalid)?;
                 ops::record_instance_status(store.as_ref(), &self.instance, statuses.statuses)
                     .await
                     .map_err(failed)?;
                 Ok(Reply::Ack("AckPublishInstanceStatus"))
             }
-            other => Err(bad(&format!("Unknown message type '{other}'."))),
+            _ => Ok(Reply::Ack("AckPublishMetric")),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod fake_agent;
+
 use std::path::Path;
 use std::time::SystemTime;
 
