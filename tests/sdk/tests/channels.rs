@@ -694,3 +694,179 @@ async fn telemetry_is_acknowledged_and_health_recorded() {
     }
     f.server.stop().await;
 }
+
+#[tokio::test]
+async fn deliveries_and_sequence_numbers_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || async {
+        let mut options = common::development(dir.path()).await;
+        options.channels = quick();
+        Running::start_with(options).await
+    };
+    let server = start().await;
+    let client = server.client();
+    client.create_cluster().cluster_name(CLUSTER).send().await.unwrap();
+    client
+        .register_task_definition()
+        .family("job")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("main")
+                .image("busybox")
+                .memory(64)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let instance = client
+        .register_container_instance()
+        .cluster(CLUSTER)
+        .set_total_resources(Some(agent_resources()))
+        .send()
+        .await
+        .unwrap()
+        .container_instance
+        .unwrap()
+        .container_instance_arn
+        .unwrap();
+    let agent = FakeAgent::connect(&server, CLUSTER, &instance).await;
+    agent.acknowledge_payloads(false);
+    let arn = client
+        .start_task()
+        .cluster(CLUSTER)
+        .task_definition("job")
+        .container_instances(&instance)
+        .send()
+        .await
+        .unwrap()
+        .tasks()[0]
+        .task_arn()
+        .unwrap()
+        .to_owned();
+    let first_seq = agent
+        .wait_for("the task", |v| {
+            v.of("PayloadMessage").last().map(|m| m["seqNum"].as_i64().unwrap())
+        })
+        .await;
+    agent.kill().await;
+    server.stop().await;
+
+    // Not acknowledged before the restart: sent again after it, numbered after what came before.
+    let server = start().await;
+    let agent = FakeAgent::connect(&server, CLUSTER, &instance).await;
+    let again = agent
+        .wait_for("the task after the restart", |v| {
+            v.of("PayloadMessage")
+                .into_iter()
+                .find(|m| m["tasks"][0]["arn"] == arn.as_str())
+                .map(|m| m["seqNum"].as_i64().unwrap())
+        })
+        .await;
+    assert!(again > first_seq, "{again} follows {first_seq}");
+    let acked_manifest = agent
+        .wait_for("a manifest after the acknowledgement", |v| {
+            v.of("TaskManifestMessage")
+                .last()
+                .map(|m| m["timeline"].as_i64().unwrap())
+        })
+        .await;
+    agent.kill().await;
+    server.stop().await;
+
+    // Acknowledged before this restart: only the manifest mentions it.
+    let server = start().await;
+    let agent = FakeAgent::connect(&server, CLUSTER, &instance).await;
+    let manifest = agent
+        .wait_for("a manifest", |v| {
+            v.of("TaskManifestMessage").first().map(|m| (*m).clone())
+        })
+        .await;
+    assert_eq!(manifest["tasks"][0]["taskArn"], arn.as_str());
+    assert!(manifest["timeline"].as_i64().unwrap() > acked_manifest);
+    assert!(agent.wait_for("payloads", |v| Some(v.payload_tasks())).await.is_empty());
+    server.stop().await;
+}
+
+/// With a shared PostgreSQL store (ECSD_TEST_POSTGRES), a task placed through one process
+/// reaches an agent connected to another, and its stop too.
+#[tokio::test]
+async fn a_task_placed_through_another_process_reaches_the_agent() {
+    if std::env::var("ECSD_TEST_POSTGRES").is_err() {
+        eprintln!("ECSD_TEST_POSTGRES is not set: one process only, nothing to test here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let start = || async {
+        let mut options = common::development(dir.path()).await;
+        options.channels = quick();
+        Running::start_with(options).await
+    };
+    let (near, far) = (start().await, start().await);
+    let client = far.client();
+    client.create_cluster().cluster_name(CLUSTER).send().await.unwrap();
+    client
+        .register_task_definition()
+        .family("job")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("main")
+                .image("busybox")
+                .memory(64)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let instance = client
+        .register_container_instance()
+        .cluster(CLUSTER)
+        .set_total_resources(Some(agent_resources()))
+        .send()
+        .await
+        .unwrap()
+        .container_instance
+        .unwrap()
+        .container_instance_arn
+        .unwrap();
+    let agent = FakeAgent::connect(&near, CLUSTER, &instance).await;
+    let arn = client
+        .run_task()
+        .cluster(CLUSTER)
+        .task_definition("job")
+        .send()
+        .await
+        .unwrap()
+        .tasks()[0]
+        .task_arn()
+        .unwrap()
+        .to_owned();
+    agent.wait_for("the task", |v| v.task(&arn).map(|_| ())).await;
+    client.stop_task().cluster(CLUSTER).task(&arn).send().await.unwrap();
+    agent
+        .wait_for("the stop", |v| v.task(&arn).filter(|t| t.stopped).map(|_| ()))
+        .await;
+    let stopped = client
+        .describe_tasks()
+        .cluster(CLUSTER)
+        .tasks(&arn)
+        .send()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = stopped.tasks()[0].last_status().map(str::to_owned);
+    while last.as_deref() != Some("STOPPED") {
+        assert!(tokio::time::Instant::now() < deadline, "never STOPPED: {last:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let t = client
+            .describe_tasks()
+            .cluster(CLUSTER)
+            .tasks(&arn)
+            .send()
+            .await
+            .unwrap();
+        last = t.tasks()[0].last_status().map(str::to_owned);
+    }
+    near.stop().await;
+    far.stop().await;
+}
