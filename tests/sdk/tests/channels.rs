@@ -470,7 +470,7 @@ async fn a_deregistered_instance_is_disconnected_and_refused() {
         .wait_for("the connection to close", |v| v.closed().then_some(()))
         .await;
     let url = acs_url(&f.server, CLUSTER, &instance).await;
-    let (status, body) = open(&url, "test", "test").await.err().expect("refused");
+    let (status, body) = open(&url, "test", "test").await.expect_err("refused");
     assert_eq!(status, 400);
     assert_eq!(body["type"], "InactiveInstanceException");
     assert!(body["message"]["message"].as_str().unwrap().contains("deregistered"));
@@ -501,7 +501,7 @@ async fn upgrades_are_refused_with_the_errors_the_agent_decodes() {
     let instance = f.register().await;
     let url = acs_url(&f.server, CLUSTER, &instance).await;
 
-    let refused = |result: Result<_, (u16, Value)>| result.err().expect("the upgrade is refused");
+    let refused = |result: Result<_, (u16, Value)>| result.expect_err("the upgrade is refused");
     let (status, body) = refused(open(&url, "test", "wrong-secret").await);
     assert_eq!((status, body["type"].as_str()), (403, Some("AccessDeniedException")));
     assert!(
