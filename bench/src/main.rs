@@ -535,7 +535,7 @@ async fn main() {
         }
     }
 
-    // 5. A fleet of simulated agents polling and reporting while clients run, describe and list.
+    // 5. A fleet of simulated agents, connected over ACS, reporting while clients run, describe and list.
     let fleet = start_ecsd(&args, &scratch.join("fleet"), None).await;
     let client = fleet.client();
     setup(&client, "fleet", 0).await;
@@ -549,7 +549,7 @@ async fn main() {
             memory: 1 << 20,
             credentials: credentials(),
             state_file: None,
-            poll: Duration::from_secs(1),
+            tick: Duration::from_secs(1),
         },
         stopped,
     ));

@@ -81,7 +81,7 @@ class Stream:
 
 @pytest.fixture
 def simulated(tmp_path):
-    server = Ecsd(tmp_path / "data", extra_args=["--simulate-agents", "2", "--poll-millis", "100"]).start()
+    server = Ecsd(tmp_path / "data", extra_args=["--simulate-agents", "2", "--tick-millis", "100"]).start()
     ecs = server.client()
     deadline = time.time() + 10
     while True:
@@ -188,6 +188,41 @@ def test_a_stream_resumes_across_a_restart(simulated):
     assert all(seq > seen[-1] for seq, _ in later)
     assert {e["resources"][0] for _, e in later} == {second}
     assert [e["detail"]["version"] for _, e in later] == list(range(1, len(later) + 1))
+
+
+def test_simulated_agents_pick_their_tasks_back_up_after_a_restart(tmp_path):
+    # Tasks reach the simulated agents over ACS; after a restart (server and agents alike) the
+    # agents re-register with their identity and take the tasks they held back from the task
+    # manifest, so a task started before the restart still exits on time after it.
+    server = Ecsd(tmp_path / "data", extra_args=["--simulate-agents", "1", "--tick-millis", "100",
+                                                 "--task-manifest-secs", "0.5"]).start()
+    try:
+        ecs = server.client()
+        deadline = time.time() + 10
+        while True:
+            try:
+                if ecs.list_container_instances()["containerInstanceArns"]:
+                    break
+            except ecs.exceptions.ClusterNotFoundException:
+                pass
+            assert time.time() < deadline, "the simulated agent did not register"
+            time.sleep(0.1)
+        register(ecs, "later", {"ecsd.simulate.run-seconds": "4", "ecsd.simulate.exit-code": "7"})
+        task = ecs.run_task(taskDefinition="later")["tasks"][0]["taskArn"]
+        ecs.get_waiter("tasks_running").wait(tasks=[task], WaiterConfig=FAST)
+        server.stop()
+        server.start()
+        ecs = server.client()
+        ecs.get_waiter("tasks_stopped").wait(tasks=[task], WaiterConfig=FAST)
+        stopped = ecs.describe_tasks(tasks=[task])["tasks"][0]
+        assert stopped["stopCode"] == "EssentialContainerExited"
+        assert stopped["containers"][0]["exitCode"] == 7
+        instance = ecs.describe_container_instances(
+            containerInstances=ecs.list_container_instances()["containerInstanceArns"])["containerInstances"][0]
+        assert instance["agentConnected"] is True
+    finally:
+        if server.process.poll() is None:
+            server.stop()
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -303,25 +338,34 @@ def test_a_simulated_agent_keeps_its_identity_across_restarts(ecsd, tmp_path):
                "--cluster", "fleet"]
     ecs = ecsd.client()
 
-    def versions():
+    def instances():
         try:
             arns = ecs.list_container_instances(cluster="fleet")["containerInstanceArns"]
         except ecs.exceptions.ClusterNotFoundException:
             return []
         if not arns:
             return []
-        described = ecs.describe_container_instances(cluster="fleet", containerInstances=arns)
-        return sorted(i["version"] for i in described["containerInstances"])
+        return ecs.describe_container_instances(cluster="fleet", containerInstances=arns)["containerInstances"]
 
-    for run in (1, 2):
+    def wait_until(condition):
+        deadline = time.time() + 10
+        while not condition(instances()):
+            assert time.time() < deadline, instances()
+            time.sleep(0.1)
+
+    seen = []
+    for _ in range(2):
         agent = subprocess.Popen(command, env=cli_env(), stderr=subprocess.DEVNULL)
         try:
-            deadline = time.time() + 10
-            while versions() != [run, run]:
-                assert time.time() < deadline, versions()
-                time.sleep(0.1)
+            # Registered and connected over ACS.
+            wait_until(lambda found: len(found) == 2 and all(i["agentConnected"] for i in found))
+            seen.append({i["containerInstanceArn"]: i for i in instances()})
         finally:
             agent.send_signal(signal.SIGTERM)
             assert agent.wait(timeout=10) == 0
-    arns = ecs.list_container_instances(cluster="fleet")["containerInstanceArns"]
-    assert sorted(arns) == sorted(json.loads(state.read_text())["instances"])
+        wait_until(lambda found: len(found) == 2 and not any(i["agentConnected"] for i in found))
+    first, second = seen
+    assert sorted(first) == sorted(second) == sorted(json.loads(state.read_text())["instances"])
+    for arn, instance in second.items():
+        assert instance["registeredAt"] == first[arn]["registeredAt"]
+        assert instance["version"] > first[arn]["version"]

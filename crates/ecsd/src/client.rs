@@ -1,5 +1,6 @@
 //! A small ECS API client for ecsd's own tools (the simulated agent, `events tail`, webhook
-//! delivery): AWS JSON 1.1 over HTTP/1.1 (hyper), signed with SigV4 by `aws-sigv4`.
+//! delivery): AWS JSON 1.1 over HTTP/1.1 (hyper), signed with SigV4 by `aws-sigv4`, and the
+//! signed websocket upgrade of the agent channels (tokio-tungstenite).
 //!
 //! The full `aws-sdk-ecs` client is what ecsd is tested with; it is kept out of the server's
 //! build because of its size. This client calls the handful of operations the tools need, with
@@ -17,8 +18,22 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
 use crate::wire::{SIGNING_NAME, TARGET_PREFIX};
+
+/// A websocket opened with [`EcsClient::websocket`].
+pub type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `host:port` of a URL.
+fn authority(url: &str) -> &str {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -73,23 +88,17 @@ impl EcsClient {
         }
     }
 
-    fn signed(
+    /// The headers that sign a request to `host` (`host` included).
+    fn signature(
         &self,
         method: &str,
+        host: &str,
         path_and_query: &str,
         headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Result<Request<Full<Bytes>>, ClientError> {
-        let host = self
-            .base
-            .split_once("://")
-            .map_or(self.base.as_str(), |(_, rest)| rest)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, ClientError> {
         let mut all: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        all.push(("host".into(), host));
+        all.push(("host".into(), host.to_owned()));
         let identity = aws_credential_types::Credentials::new(
             &self.credentials.access_key_id,
             &self.credentials.secret_access_key,
@@ -111,24 +120,75 @@ impl EcsClient {
             method,
             path_and_query,
             all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(&body),
+            SignableBody::Bytes(body),
         )
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| ClientError::Protocol(e.to_string()))?
             .into_parts();
+        all.extend(instructions.headers().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        Ok(all)
+    }
+
+    fn signed(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let host = authority(&self.base);
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path_and_query}", self.base));
-        for (k, v) in all.iter().filter(|(k, _)| k != "host") {
-            request = request.header(k.as_str(), v.as_str());
-        }
-        for (k, v) in instructions.headers() {
-            request = request.header(k, v);
+        for (k, v) in self.signature(method, host, path_and_query, headers, &body)? {
+            if k != "host" {
+                request = request.header(k.as_str(), v.as_str());
+            }
         }
         request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Opens a websocket to `url` (`ws://host:port/path?query`, as the agent channels are
+    /// reached) with a signed upgrade.
+    pub async fn websocket(&self, url: &str) -> Result<WebSocket, ClientError> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| ClientError::Protocol(format!("not a ws:// URL: {url}")))?;
+        let host = authority(url);
+        let path_and_query = &rest[host.len()..];
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        for (k, v) in self.signature("GET", host, path_and_query, &[], b"")? {
+            if k == "host" {
+                continue;
+            }
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let value = HeaderValue::from_str(&v).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            request.headers_mut().insert(name, value);
+        }
+        match tokio::time::timeout(self.timeout, tokio_tungstenite::connect_async(request)).await {
+            Err(_) => Err(ClientError::Transport(format!("{url} (timed out)"))),
+            Ok(Ok((socket, _))) => Ok(socket),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+                // A refused upgrade carries the channel's error message: {"type", "message": {"message"}}.
+                let status = response.status().as_u16();
+                let error: serde_json::Value = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or_default();
+                Err(ClientError::Service {
+                    code: error["type"].as_str().unwrap_or("Unknown").to_owned(),
+                    message: error["message"]["message"].as_str().unwrap_or_default().to_owned(),
+                    status,
+                })
+            }
+            Ok(Err(e)) => Err(ClientError::Transport(format!("{url}: {e}"))),
+        }
     }
 
     /// Calls `operation` with `input`.

@@ -80,9 +80,10 @@ struct SimulationArgs {
     /// Memory (MiB) each instance registers.
     #[arg(long, default_value_t = 4096)]
     memory: i32,
-    /// Milliseconds between an instance's looks for work.
-    #[arg(long, default_value_t = 500)]
-    poll_millis: u64,
+    /// Milliseconds between an instance's checks of its containers' run times (tasks arrive
+    /// over ACS as soon as they are placed).
+    #[arg(long, default_value_t = 250)]
+    tick_millis: u64,
 }
 
 #[derive(clap::Args)]
@@ -312,7 +313,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 region,
             },
             state_file: Some(data_dir.join("simulated-agents.json")),
-            poll: Duration::from_millis(args.simulation.poll_millis.max(10)),
+            tick: Duration::from_millis(args.simulation.tick_millis.max(10)),
         };
         tokio::spawn(async move {
             if let Err(e) = sim::run(options, stopped).await {
@@ -349,7 +350,7 @@ async fn agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         memory: args.simulation.memory,
         credentials: args.signing.credentials(),
         state_file: args.state_file,
-        poll: Duration::from_millis(args.simulation.poll_millis.max(10)),
+        tick: Duration::from_millis(args.simulation.tick_millis.max(10)),
     };
     sim::run(options, stopped).await?;
     Ok(())

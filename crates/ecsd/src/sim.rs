@@ -1,8 +1,11 @@
-//! Simulated container instances: virtual ECS agents that register with an ecsd (or any ECS
-//! endpoint) over the public API, signed with SigV4, pick up the tasks placed on them and
-//! report them PENDING (image digests, pull times) → RUNNING (network bindings) → STOPPED (exit
-//! codes, `executionStoppedAt`) through SubmitTaskStateChange, as the real agent does. They
-//! honour StopTask and re-register with their old identity after a restart (`state_file`).
+//! Simulated container instances: virtual ECS agents that register with an ecsd over the public
+//! API, receive the tasks placed on them over ACS (a SigV4-signed websocket found through
+//! DiscoverPollEndpoint) and report them PENDING (image digests, pull times) → RUNNING (network
+//! bindings) → STOPPED (exit codes, `executionStoppedAt`) through SubmitTaskStateChange, as the
+//! real agent does. They acknowledge what ACS sends, honour StopTask, answer task manifests
+//! with stop verifications, reconnect when the channel drops, and re-register with their old
+//! identity after a restart (`state_file`), picking the tasks they held back up from the
+//! manifest.
 //!
 //! How a simulated container behaves is set with `dockerLabels` on its container definition:
 //! - `ecsd.simulate.run-seconds`: seconds it runs before it exits (default: until stopped);
@@ -10,24 +13,29 @@
 //! - `ecsd.simulate.pull-error`: if set, pulling its image fails with this message and the task
 //!   stops before it starts (`TaskFailedToStart`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{ClientError, Credentials, EcsClient};
+use crate::client::{ClientError, Credentials, EcsClient, WebSocket};
+use crate::domain::acs_task::acs_task;
 use crate::domain::now;
-use crate::domain::records::{Task, TaskDefinitionSpec};
-use crate::domain::status::{ContainerStatus, TaskStatus};
+use crate::domain::records::Task;
+use crate::domain::status::TaskStatus;
 
 pub const RUN_SECONDS: &str = "ecsd.simulate.run-seconds";
 pub const EXIT_CODE: &str = "ecsd.simulate.exit-code";
 pub const PULL_ERROR: &str = "ecsd.simulate.pull-error";
 /// Exit code of a container stopped by StopTask (SIGTERM).
 const STOPPED_BY_SIGNAL: i32 = 143;
+/// Longest wait between attempts to reach ACS.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -40,7 +48,8 @@ pub struct SimOptions {
     pub credentials: Credentials,
     /// Where the instances' identities are kept across restarts.
     pub state_file: Option<PathBuf>,
-    pub poll: Duration,
+    /// How often an instance checks its containers' run times and retries failed reports.
+    pub tick: Duration,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -75,7 +84,7 @@ pub async fn run(options: SimOptions, shutdown: watch::Receiver<bool>) -> Result
     tracing::info!(instances = agents.len(), cluster = %options.cluster, "simulated agents running");
     let handles: Vec<_> = agents
         .into_iter()
-        .map(|agent| tokio::spawn(agent.run(options.poll, shutdown.clone())))
+        .map(|agent| tokio::spawn(agent.run(options.tick, shutdown.clone())))
         .collect();
     for handle in handles {
         let _ = handle.await;
@@ -138,16 +147,106 @@ async fn register(client: &EcsClient, options: &SimOptions, previous: Option<Str
         .ok_or_else(|| ClientError::Protocol("RegisterContainerInstance answered no ARN".into()))
 }
 
+/// One simulated container, from the ACS `Container` it was sent as.
+#[derive(Debug)]
+struct SimContainer {
+    name: String,
+    image: String,
+    essential: bool,
+    labels: BTreeMap<String, String>,
+    /// (containerPort, hostPort: 0 or missing for one Docker picks, protocol).
+    ports: Vec<(i64, i64, String)>,
+    running: bool,
+}
+
+impl SimContainer {
+    fn from_acs(container: &Value) -> SimContainer {
+        let labels = container["dockerConfig"]["config"]
+            .as_str()
+            .and_then(|c| serde_json::from_str::<Value>(c).ok())
+            .and_then(|c| serde_json::from_value(c["Labels"].clone()).ok())
+            .unwrap_or_default();
+        let ports = container["portMappings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                Some((
+                    m["containerPort"].as_i64()?,
+                    m["hostPort"].as_i64().unwrap_or(0),
+                    m["protocol"].as_str().unwrap_or("tcp").to_owned(),
+                ))
+            })
+            .collect();
+        SimContainer {
+            name: container["name"].as_str().unwrap_or_default().to_owned(),
+            image: container["image"].as_str().unwrap_or_default().to_owned(),
+            essential: container["essential"].as_bool().unwrap_or(true),
+            labels,
+            ports,
+            running: false,
+        }
+    }
+
+    fn label<T: std::str::FromStr>(&self, key: &str) -> Option<T> {
+        self.labels.get(key).and_then(|v| v.parse().ok())
+    }
+}
+
+/// Where a simulated task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// Received; its containers have not started.
+    Created,
+    /// Its containers run since this time.
+    Running(f64),
+}
+
+#[derive(Debug)]
+struct SimTask {
+    arn: String,
+    network_mode: String,
+    containers: Vec<SimContainer>,
+    phase: Phase,
+    /// ACS asked for it to stop.
+    stop: bool,
+    /// An awsvpc task's network interface is reported attached.
+    attached: bool,
+}
+
+impl SimTask {
+    fn from_acs(task: &Value) -> SimTask {
+        SimTask {
+            arn: task["arn"].as_str().unwrap_or_default().to_owned(),
+            network_mode: task["networkMode"].as_str().unwrap_or("bridge").to_owned(),
+            containers: task["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(SimContainer::from_acs)
+                .collect(),
+            phase: Phase::Created,
+            stop: task["desiredStatus"] == "STOPPED",
+            attached: false,
+        }
+    }
+}
+
 struct Agent {
     client: EcsClient,
     cluster: String,
     instance: String,
-    /// Tasks placed here that have not been reported STOPPED.
-    tracked: BTreeSet<String>,
-    definitions: HashMap<String, TaskDefinitionSpec>,
+    /// Tasks received and not yet reported STOPPED, by ARN.
+    tasks: HashMap<String, SimTask>,
     next_host_port: u16,
-    /// The first poll also picks up tasks stopped while the agent was away.
-    first_poll: bool,
+    /// The highest payload or manifest sequence number seen; older manifests are stale.
+    latest_seq: i64,
+}
+
+/// Why a session with ACS ended.
+enum SessionEnd {
+    Shutdown,
+    Dropped,
 }
 
 impl Agent {
@@ -156,260 +255,403 @@ impl Agent {
             client,
             cluster,
             instance,
-            tracked: BTreeSet::new(),
-            definitions: HashMap::new(),
+            tasks: HashMap::new(),
             next_host_port: 32768 + (index as u16 % 8) * 1000,
-            first_poll: true,
+            latest_seq: 0,
         }
     }
 
-    async fn run(mut self, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+    /// Keeps a session with ACS open (reconnecting with backoff) until shutdown.
+    async fn run(mut self, tick: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(250);
         while !*shutdown.borrow() {
-            if let Err(e) = self.poll().await {
-                tracing::warn!(instance = %self.instance, error = %e, "simulated agent poll failed");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
-                _ = shutdown.changed() => {}
+            match self.session(tick, &mut shutdown).await {
+                Ok(SessionEnd::Shutdown) => return,
+                Ok(SessionEnd::Dropped) => backoff = Duration::from_millis(250),
+                Err(e) => {
+                    tracing::warn!(instance = %self.instance, error = %e, "simulated agent cannot reach ACS");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
     }
 
-    async fn list(&self, desired: &str) -> Result<Vec<String>, ClientError> {
-        let mut arns = Vec::new();
-        let mut token: Option<String> = None;
+    async fn acs_url(&self) -> Result<String, ClientError> {
+        let found: Value = self
+            .client
+            .call(
+                "DiscoverPollEndpoint",
+                &json!({"cluster": self.cluster, "containerInstance": self.instance}),
+            )
+            .await?;
+        let endpoint = found["endpoint"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol("DiscoverPollEndpoint answered no endpoint".into()))?;
+        let endpoint = endpoint
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1);
+        let query: Vec<String> = [
+            ("agentHash", "simulated"),
+            ("agentVersion", "1.105.0"),
+            ("clusterArn", self.cluster.as_str()),
+            ("containerInstanceArn", self.instance.as_str()),
+            ("protocolVersion", "2"),
+            ("sendCredentials", "true"),
+            ("seqNum", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect();
+        Ok(format!("{}/ws?{}", endpoint.trim_end_matches('/'), query.join("&")))
+    }
+
+    async fn session(
+        &mut self,
+        tick: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<SessionEnd, ClientError> {
+        let url = self.acs_url().await?;
+        let mut socket = self.client.websocket(&url).await?;
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut request =
-                json!({"cluster": self.cluster, "containerInstance": self.instance, "desiredStatus": desired});
-            if let Some(t) = &token {
-                request["nextToken"] = json!(t);
+            tokio::select! {
+                received = socket.next() => match received {
+                    Some(Ok(Message::Text(text))) => {
+                        let envelope: Value = serde_json::from_str(&text).unwrap_or_default();
+                        if self.receive(&mut socket, &envelope).await.is_err() {
+                            return Ok(SessionEnd::Dropped);
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(SessionEnd::Dropped),
+                    Some(Ok(_)) => {}
+                },
+                _ = ticker.tick() => self.advance_all().await,
+                _ = shutdown.changed() => {
+                    let _ = socket.close(None).await;
+                    return Ok(SessionEnd::Shutdown);
+                }
             }
-            let page: Value = self.client.call("ListTasks", &request).await?;
-            arns.extend(
-                page["taskArns"]
+        }
+    }
+
+    async fn reply(socket: &mut WebSocket, kind: &str, message: Value) -> Result<(), ()> {
+        let text = json!({"type": kind, "message": message}).to_string();
+        socket.send(Message::Text(text.into())).await.map_err(|_| ())
+    }
+
+    /// What the real agent does with each ACS message.
+    async fn receive(&mut self, socket: &mut WebSocket, envelope: &Value) -> Result<(), ()> {
+        let message = &envelope["message"];
+        let ack = || {
+            json!({
+                "cluster": message["clusterArn"],
+                "containerInstance": message["containerInstanceArn"],
+                "messageId": message["messageId"],
+            })
+        };
+        match envelope["type"].as_str().unwrap_or_default() {
+            "HeartbeatMessage" => {
+                Self::reply(
+                    socket,
+                    "HeartbeatAckRequest",
+                    json!({"messageId": message["messageId"]}),
+                )
+                .await?;
+            }
+            "PayloadMessage" => {
+                self.latest_seq = self.latest_seq.max(message["seqNum"].as_i64().unwrap_or_default());
+                let mut touched = Vec::new();
+                for task in message["tasks"].as_array().into_iter().flatten() {
+                    let arn = task["arn"].as_str().unwrap_or_default().to_owned();
+                    match self.tasks.get_mut(&arn) {
+                        Some(known) => known.stop |= task["desiredStatus"] == "STOPPED",
+                        None => {
+                            self.tasks.insert(arn.clone(), SimTask::from_acs(task));
+                        }
+                    }
+                    touched.push(arn);
+                }
+                Self::reply(socket, "AckRequest", ack()).await?;
+                for arn in touched {
+                    self.advance(&arn).await;
+                }
+            }
+            "TaskManifestMessage" => {
+                let timeline = message["timeline"].as_i64().unwrap_or_default();
+                if timeline <= self.latest_seq {
+                    return Ok(());
+                }
+                self.latest_seq = timeline;
+                Self::reply(socket, "AckRequest", ack()).await?;
+                let listed: Vec<(String, String)> = message["tasks"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter_map(|a| a.as_str().map(str::to_owned)),
-            );
-            match page["nextToken"].as_str() {
-                Some(t) => token = Some(t.to_owned()),
-                None => return Ok(arns),
+                    .map(|t| {
+                        (
+                            t["taskArn"].as_str().unwrap_or_default().to_owned(),
+                            t["desiredStatus"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect();
+                // Tasks this agent was given before it restarted: picked back up.
+                let unknown: Vec<String> = listed
+                    .iter()
+                    .filter(|(arn, _)| !self.tasks.contains_key(arn))
+                    .map(|(arn, _)| arn.clone())
+                    .collect();
+                if !unknown.is_empty() {
+                    if let Err(e) = self.adopt(&unknown).await {
+                        tracing::warn!(instance = %self.instance, error = %e, "cannot pick up the manifest's tasks");
+                    }
+                }
+                let candidates: Vec<Value> = self
+                    .tasks
+                    .values()
+                    .filter(|t| !t.stop && !listed.iter().any(|(arn, d)| *arn == t.arn && d == "RUNNING"))
+                    .map(|t| json!({"taskArn": t.arn, "desiredStatus": "STOPPED"}))
+                    .collect();
+                if !candidates.is_empty() {
+                    let verification = json!({"messageId": message["messageId"], "stopCandidates": candidates});
+                    Self::reply(socket, "TaskStopVerificationMessage", verification).await?;
+                }
             }
+            "TaskStopVerificationAck" => {
+                let confirmed: Vec<String> = message["stopTasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t["taskArn"].as_str().map(str::to_owned))
+                    .collect();
+                for arn in confirmed {
+                    if let Some(task) = self.tasks.get_mut(&arn) {
+                        task.stop = true;
+                    }
+                    self.advance(&arn).await;
+                }
+            }
+            _ => {}
         }
+        Ok(())
     }
 
-    async fn poll(&mut self) -> Result<(), ClientError> {
-        for arn in self.list("RUNNING").await? {
-            self.tracked.insert(arn);
-        }
-        if self.first_poll {
-            for arn in self.list("STOPPED").await? {
-                self.tracked.insert(arn);
-            }
-            self.first_poll = false;
-        }
-        let arns: Vec<String> = self.tracked.iter().cloned().collect();
+    /// Takes over tasks ACS says are placed here, as they are now.
+    async fn adopt(&mut self, arns: &[String]) -> Result<(), ClientError> {
+        let mut definitions: HashMap<String, serde_json::Map<String, Value>> = HashMap::new();
         for chunk in arns.chunks(100) {
             let described: Value = self
                 .client
                 .call("DescribeTasks", &json!({"cluster": self.cluster, "tasks": chunk}))
                 .await?;
-            let tasks: Vec<Task> = serde_json::from_value(described["tasks"].clone()).unwrap_or_default();
-            for arn in chunk {
-                if !tasks.iter().any(|t| t.task_arn == *arn) {
-                    self.tracked.remove(arn);
-                }
-            }
+            let tasks: Vec<Task> =
+                serde_json::from_value(described["tasks"].clone()).map_err(|e| ClientError::Protocol(e.to_string()))?;
             for task in tasks {
-                if let Err(e) = self.drive(&task).await {
-                    tracing::warn!(task = %task.task_arn, error = %e, "simulated agent report failed");
+                let arn = &task.task_definition_arn;
+                if !definitions.contains_key(arn) {
+                    let answer: Value = self
+                        .client
+                        .call("DescribeTaskDefinition", &json!({"taskDefinition": arn}))
+                        .await?;
+                    let definition = answer["taskDefinition"].as_object().cloned().unwrap_or_default();
+                    definitions.insert(arn.clone(), definition);
                 }
+                let mut sim = SimTask::from_acs(&acs_task(&task, &definitions[arn]));
+                if task.last_status == TaskStatus::Running {
+                    sim.phase = Phase::Running(task.started_at.unwrap_or_else(now));
+                    sim.attached = true;
+                    for (container, known) in sim.containers.iter_mut().zip(&task.containers) {
+                        container.running = known.last_status == crate::domain::status::ContainerStatus::Running;
+                    }
+                }
+                self.tasks.insert(task.task_arn.clone(), sim);
             }
+        }
+        for arn in arns {
+            self.advance(arn).await;
         }
         Ok(())
     }
 
-    async fn definition(&mut self, arn: &str) -> Result<TaskDefinitionSpec, ClientError> {
-        if let Some(spec) = self.definitions.get(arn) {
-            return Ok(spec.clone());
+    async fn advance_all(&mut self) {
+        let arns: Vec<String> = self.tasks.keys().cloned().collect();
+        for arn in arns {
+            self.advance(&arn).await;
         }
-        let answer: Value = self
-            .client
-            .call("DescribeTaskDefinition", &json!({"taskDefinition": arn}))
-            .await?;
-        let spec: TaskDefinitionSpec = serde_json::from_value(answer["taskDefinition"].clone())
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.definitions.insert(arn.to_owned(), spec.clone());
-        Ok(spec)
     }
 
-    async fn report(&self, task: &Task, body: Value) -> Result<(), ClientError> {
+    /// Moves a task a step along, as its containers would; a report that fails is tried again
+    /// on the next tick.
+    async fn advance(&mut self, arn: &str) {
+        let Some(mut task) = self.tasks.remove(arn) else {
+            return;
+        };
+        match self.step(&mut task).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.tasks.insert(arn.to_owned(), task);
+            }
+            Err(e) => {
+                tracing::warn!(task = %arn, error = %e, "simulated agent report failed");
+                self.tasks.insert(arn.to_owned(), task);
+            }
+        }
+    }
+
+    async fn report(&self, task: &SimTask, body: Value) -> Result<(), ClientError> {
         let mut body = body;
         body["cluster"] = json!(self.cluster);
-        body["task"] = json!(task.task_arn);
-        self.client
-            .call::<_, Value>("SubmitTaskStateChange", &body)
-            .await
-            .map(|_| ())
+        body["task"] = json!(task.arn);
+        match self.client.call::<_, Value>("SubmitTaskStateChange", &body).await {
+            // The real agent drops a report the control plane calls invalid (a task it forgot).
+            Err(e) if e.code() == Some("InvalidParameterException") => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
-    /// Moves one task a step along, as its containers would.
-    async fn drive(&mut self, task: &Task) -> Result<(), ClientError> {
-        if task.last_status == TaskStatus::Stopped {
-            self.tracked.remove(&task.task_arn);
-            return Ok(());
-        }
-        let spec = self.definition(&task.task_definition_arn).await?;
-        let label = |name: &str, key: &str| {
-            spec.container_definitions
-                .iter()
-                .find(|c| c.name == name)
-                .and_then(|c| c.docker_labels.get(key).cloned())
-        };
-        let essential = |name: &str| {
-            spec.container_definitions
-                .iter()
-                .find(|c| c.name == name)
-                .is_none_or(|c| c.essential != Some(false))
-        };
-
-        if task.desired_status == TaskStatus::Stopped {
+    /// One step of a task's life; true once it is reported STOPPED.
+    async fn step(&mut self, task: &mut SimTask) -> Result<bool, ClientError> {
+        if task.stop {
             let containers: Vec<Value> = task
                 .containers
                 .iter()
                 .map(|c| {
                     let mut change = json!({"containerName": c.name, "status": "STOPPED", "networkBindings": []});
-                    if c.last_status == ContainerStatus::Running {
+                    if c.running {
                         change["exitCode"] = json!(STOPPED_BY_SIGNAL);
                     }
                     change
                 })
                 .collect();
-            return self
-                .report(
-                    task,
-                    json!({"status": "STOPPED", "containers": containers, "executionStoppedAt": now()}),
-                )
-                .await;
+            self.report(
+                task,
+                json!({"status": "STOPPED", "containers": containers, "executionStoppedAt": now()}),
+            )
+            .await?;
+            return Ok(true);
         }
+        match task.phase {
+            Phase::Created => self.start(task).await,
+            Phase::Running(since) => self.check_exits(task, since).await,
+        }
+    }
 
-        if task.last_status == TaskStatus::Provisioning {
-            let attachments: Vec<Value> = task
-                .attachments
-                .iter()
-                .map(|a| {
-                    let prefix = task.task_arn.split(":task/").next().unwrap_or_default();
-                    json!({"attachmentArn": format!("{prefix}:attachment/{}", a.id), "status": "ATTACHED"})
-                })
+    /// Attaches an awsvpc task's interface, pulls and starts the containers.
+    async fn start(&mut self, task: &mut SimTask) -> Result<bool, ClientError> {
+        if task.network_mode == "awsvpc" && !task.attached {
+            let described: Value = self
+                .client
+                .call("DescribeTasks", &json!({"cluster": self.cluster, "tasks": [task.arn]}))
+                .await?;
+            let prefix = task.arn.split(":task/").next().unwrap_or_default().to_owned();
+            let attachments: Vec<Value> = described["tasks"][0]["attachments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["id"].as_str())
+                .map(|id| json!({"attachmentArn": format!("{prefix}:attachment/{id}"), "status": "ATTACHED"}))
                 .collect();
-            return self.report(task, json!({"attachments": attachments})).await;
-        }
-
-        if task.last_status < TaskStatus::Running {
-            if let Some((name, error)) = task
-                .containers
-                .iter()
-                .find_map(|c| label(&c.name, PULL_ERROR).map(|e| (c.name.clone(), e)))
-            {
-                let reason = format!("CannotPullContainerError: {error}");
-                let containers: Vec<Value> = task
-                    .containers
-                    .iter()
-                    .map(|c| {
-                        let mut change = json!({"containerName": c.name, "status": "STOPPED", "networkBindings": []});
-                        if c.name == name {
-                            change["reason"] = json!(reason);
-                        }
-                        change
-                    })
-                    .collect();
-                return self
-                    .report(
-                        task,
-                        json!({"status": "STOPPED", "reason": reason, "containers": containers}),
-                    )
-                    .await;
+            if !attachments.is_empty() {
+                self.report(task, json!({"attachments": attachments})).await?;
             }
-            let pull_started = now();
-            let digests: Vec<Value> = task
+            task.attached = true;
+        }
+        if let Some((name, error)) = task
+            .containers
+            .iter()
+            .find_map(|c| c.labels.get(PULL_ERROR).map(|e| (c.name.clone(), e.clone())))
+        {
+            let reason = format!("CannotPullContainerError: {error}");
+            let containers: Vec<Value> = task
                 .containers
                 .iter()
                 .map(|c| {
-                    json!({"containerName": c.name, "status": "PENDING", "networkBindings": [],
-                           "imageDigest": digest(c.image.as_deref().unwrap_or(&c.name))})
+                    let mut change = json!({"containerName": c.name, "status": "STOPPED", "networkBindings": []});
+                    if c.name == name {
+                        change["reason"] = json!(reason);
+                    }
+                    change
                 })
                 .collect();
             self.report(
                 task,
-                json!({"status": "PENDING", "containers": digests, "pullStartedAt": pull_started, "pullStoppedAt": now()}),
+                json!({"status": "STOPPED", "reason": reason, "containers": containers}),
             )
             .await?;
-            let network_mode = spec.network_mode.clone().unwrap_or_else(|| "bridge".into());
-            let mut running = Vec::new();
-            for c in &task.containers {
-                let mut bindings = Vec::new();
-                if network_mode != "awsvpc" && network_mode != "none" {
-                    let mappings = spec
-                        .container_definitions
-                        .iter()
-                        .find(|d| d.name == c.name)
-                        .map(|d| d.port_mappings.clone())
-                        .unwrap_or_default();
-                    for m in mappings {
-                        let Some(container_port) = m.container_port else {
-                            continue;
-                        };
-                        let host_port = match (network_mode.as_str(), m.host_port.filter(|p| *p != 0)) {
-                            (_, Some(p)) => p,
-                            ("host", None) => container_port,
-                            _ => {
-                                self.next_host_port = self.next_host_port.checked_add(1).unwrap_or(32768);
-                                i32::from(self.next_host_port)
-                            }
-                        };
-                        bindings.push(
-                            json!({"bindIP": "0.0.0.0", "containerPort": container_port, "hostPort": host_port,
-                                             "protocol": m.protocol.clone().unwrap_or_else(|| "tcp".into())}),
-                        );
-                    }
-                }
-                running.push(
-                    json!({"containerName": c.name, "status": "RUNNING", "networkBindings": bindings,
-                                    "runtimeId": uuid::Uuid::new_v4().simple().to_string()}),
-                );
-            }
-            return self
-                .report(task, json!({"status": "RUNNING", "containers": running}))
-                .await;
+            return Ok(true);
         }
-
-        // RUNNING: containers whose run time is up exit.
-        let started = task.started_at.unwrap_or_else(now);
-        let exited: Vec<&str> = task
+        let pull_started = now();
+        let digests: Vec<Value> = task
             .containers
             .iter()
-            .filter(|c| c.last_status == ContainerStatus::Running)
-            .filter(|c| {
-                label(&c.name, RUN_SECONDS)
-                    .and_then(|s| s.parse::<f64>().ok())
-                    .is_some_and(|secs| now() >= started + secs)
+            .map(|c| {
+                json!({"containerName": c.name, "status": "PENDING", "networkBindings": [],
+                       "imageDigest": digest(if c.image.is_empty() { &c.name } else { &c.image })})
             })
-            .map(|c| c.name.as_str())
+            .collect();
+        self.report(
+            task,
+            json!({"status": "PENDING", "containers": digests, "pullStartedAt": pull_started, "pullStoppedAt": now()}),
+        )
+        .await?;
+        let mut running = Vec::new();
+        for c in &task.containers {
+            let mut bindings = Vec::new();
+            if task.network_mode != "awsvpc" && task.network_mode != "none" {
+                for (container_port, host_port, protocol) in &c.ports {
+                    let host_port = match (task.network_mode.as_str(), *host_port) {
+                        (_, p) if p != 0 => p,
+                        ("host", _) => *container_port,
+                        _ => {
+                            self.next_host_port = self.next_host_port.checked_add(1).unwrap_or(32768);
+                            i64::from(self.next_host_port)
+                        }
+                    };
+                    bindings.push(json!({"bindIP": "0.0.0.0", "containerPort": container_port,
+                                         "hostPort": host_port, "protocol": protocol}));
+                }
+            }
+            running.push(
+                json!({"containerName": c.name, "status": "RUNNING", "networkBindings": bindings,
+                                "runtimeId": uuid::Uuid::new_v4().simple().to_string()}),
+            );
+        }
+        self.report(task, json!({"status": "RUNNING", "containers": running}))
+            .await?;
+        for c in &mut task.containers {
+            c.running = true;
+        }
+        task.phase = Phase::Running(now());
+        Ok(false)
+    }
+
+    /// Containers whose run time is up exit; the task stops when an essential one does.
+    async fn check_exits(&mut self, task: &mut SimTask, since: f64) -> Result<bool, ClientError> {
+        let exited: Vec<usize> = task
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.running)
+            .filter(|(_, c)| c.label::<f64>(RUN_SECONDS).is_some_and(|secs| now() >= since + secs))
+            .map(|(i, _)| i)
             .collect();
         if exited.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        let exit_code = |name: &str| label(name, EXIT_CODE).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-        let task_stops = exited.iter().any(|n| essential(n));
+        let task_stops = exited.iter().any(|i| task.containers[*i].essential);
         let containers: Vec<Value> = task
             .containers
             .iter()
-            .filter(|c| task_stops || exited.contains(&c.name.as_str()))
-            .map(|c| {
-                let code = if exited.contains(&c.name.as_str()) {
-                    Some(exit_code(&c.name))
-                } else if c.last_status == ContainerStatus::Running {
+            .enumerate()
+            .filter(|(i, _)| task_stops || exited.contains(i))
+            .map(|(i, c)| {
+                let code = if exited.contains(&i) {
+                    Some(c.label::<i32>(EXIT_CODE).unwrap_or(0))
+                } else if c.running {
                     Some(STOPPED_BY_SIGNAL)
                 } else {
                     None
@@ -426,12 +668,27 @@ impl Agent {
                 task,
                 json!({"status": "STOPPED", "containers": containers, "executionStoppedAt": now()}),
             )
-            .await
-        } else {
-            self.report(task, json!({"status": "RUNNING", "containers": containers}))
-                .await
+            .await?;
+            return Ok(true);
         }
+        self.report(task, json!({"status": "RUNNING", "containers": containers}))
+            .await?;
+        for i in exited {
+            task.containers[i].running = false;
+        }
+        Ok(false)
     }
+}
+
+/// Percent-encodes all but the unreserved characters, as query values are sent.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A stable, made-up image digest for an image name.
@@ -458,5 +715,32 @@ mod tests {
         assert_eq!(d, digest("nginx:1.27"));
         assert_ne!(d, digest("nginx:1.28"));
         assert_eq!(d.len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn reads_a_task_as_acs_sends_it() {
+        let config = json!({"Labels": {RUN_SECONDS: "2", EXIT_CODE: "3"}}).to_string();
+        let task = SimTask::from_acs(&json!({
+            "arn": "arn:aws:ecs:us-east-1:1:task/c/t",
+            "desiredStatus": "RUNNING",
+            "networkMode": "bridge",
+            "containers": [{"name": "main", "image": "busybox", "essential": false,
+                            "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp"}],
+                            "dockerConfig": {"config": config}}]
+        }));
+        assert!(!task.stop);
+        let c = &task.containers[0];
+        assert!(!c.essential);
+        assert_eq!(c.label::<f64>(RUN_SECONDS), Some(2.0));
+        assert_eq!(c.label::<i32>(EXIT_CODE), Some(3));
+        assert_eq!(c.ports, vec![(80, 0, "tcp".to_owned())]);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            percent_encode("arn:aws:ecs:us-east-1:1:cluster/a b"),
+            "arn%3Aaws%3Aecs%3Aus-east-1%3A1%3Acluster%2Fa%20b"
+        );
     }
 }
