@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::wire::{SIGNING_NAME, TARGET_PREFIX};
 
@@ -170,7 +171,12 @@ impl EcsClient {
             let value = HeaderValue::from_str(&v).map_err(|e| ClientError::Protocol(e.to_string()))?;
             request.headers_mut().insert(name, value);
         }
-        match tokio::time::timeout(self.timeout, tokio_tungstenite::connect_async(request)).await {
+        // Small buffers: a simulated fleet holds a channel per instance.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(crate::channels::BUFFER_SIZE)
+            .write_buffer_size(crate::channels::BUFFER_SIZE);
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        match tokio::time::timeout(self.timeout, connect).await {
             Err(_) => Err(ClientError::Transport(format!("{url} (timed out)"))),
             Ok(Ok((socket, _))) => Ok(socket),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {

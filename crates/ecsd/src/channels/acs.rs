@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::time::{interval, interval_at, MissedTickBehavior};
 
 use super::hub::Listener;
-use super::{authorize, check_cluster, epoch_millis, frame, required, send, Envelope, Refused, MAX_AGENT_MESSAGE};
+use super::{authorize, check_cluster, configure, epoch_millis, frame, required, send, Envelope, Refused};
 use crate::domain::status::TaskStatus;
 use crate::model::Model;
 use crate::ops::channels::{self as ops, Instance};
@@ -55,9 +55,7 @@ pub async fn connect(
     }
     .await;
     match opened {
-        Ok((instance, upgrade)) => upgrade
-            .max_message_size(MAX_AGENT_MESSAGE)
-            .on_upgrade(move |socket| session(state, instance, socket)),
+        Ok((instance, upgrade)) => configure(upgrade).on_upgrade(move |socket| session(state, instance, socket)),
         Err(refused) => refused.into_response(),
     }
 }

@@ -34,6 +34,17 @@ use crate::wire::{self, AppState};
 /// Largest message an agent may send on a channel: ACS messages are small; TCS caps a metrics
 /// message at 1 MiB plus its signed header block.
 const MAX_AGENT_MESSAGE: usize = 2 * 1024 * 1024;
+/// Read and write buffers of a channel. Agent messages are mostly small, and a server holds a
+/// channel per agent: the websocket default (128 KiB) would cost 128 MB for 1,000 agents.
+pub const BUFFER_SIZE: usize = 8 * 1024;
+
+/// Upgrades with the channels' limits and buffers.
+fn configure(upgrade: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
+    upgrade
+        .max_message_size(MAX_AGENT_MESSAGE)
+        .read_buffer_size(BUFFER_SIZE)
+        .write_buffer_size(BUFFER_SIZE)
+}
 
 /// How often the server speaks on a channel and how long it waits for the agent.
 #[derive(Clone, Copy, Debug)]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::{interval, MissedTickBehavior};
 
-use super::{authorize, check_cluster, frame, required, send, Envelope, Refused, MAX_AGENT_MESSAGE};
+use super::{authorize, check_cluster, configure, frame, required, send, Envelope, Refused};
 use crate::auth::sigv4::{self, SignedRequest};
 use crate::domain::Scope;
 use crate::model::Model;
@@ -61,7 +61,7 @@ pub async fn connect(
     .await;
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     match opened {
-        Ok((scope, instance, upgrade)) => upgrade.max_message_size(MAX_AGENT_MESSAGE).on_upgrade(move |socket| {
+        Ok((scope, instance, upgrade)) => configure(upgrade).on_upgrade(move |socket| {
             let telemetry = Telemetry {
                 state,
                 scope,
