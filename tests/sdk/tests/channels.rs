@@ -10,10 +10,11 @@ use aws_sdk_ecs::types::{
     Connectivity, ContainerDefinition, ContainerInstanceField, HealthCheck, HealthStatus, NetworkMode, PortMapping,
 };
 use aws_sdk_ecs::Client;
-use common::fake_agent::{acs_url, open, tcs_url, FakeAgent, FakeTelemetry, PATIENCE};
+use common::fake_agent::{acs_url, check_shape, open, tcs_url, FakeAgent, FakeTelemetry, PATIENCE};
 use common::{agent_resources, Running};
 use ecsd::auth::Keys;
 use ecsd::channels::Timings;
+use ecsd::model::Model;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -501,7 +502,12 @@ async fn upgrades_are_refused_with_the_errors_the_agent_decodes() {
     let instance = f.register().await;
     let url = acs_url(&f.server, CLUSTER, &instance).await;
 
-    let refused = |result: Result<_, (u16, Value)>| result.expect_err("the upgrade is refused");
+    // Refusals are the model's exceptions, framed as the agent decodes them.
+    let refused = |result: Result<_, (u16, Value)>| {
+        let (status, body) = result.expect_err("the upgrade is refused");
+        check_shape(Model::acs(), &body).unwrap();
+        (status, body)
+    };
     let (status, body) = refused(open(&url, "test", "wrong-secret").await);
     assert_eq!((status, body["type"].as_str()), (403, Some("AccessDeniedException")));
     assert!(
