@@ -88,17 +88,7 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn register(&self) -> String {
-        self.client
-            .register_container_instance()
-            .cluster(CLUSTER)
-            .set_total_resources(Some(agent_resources()))
-            .send()
-            .await
-            .unwrap()
-            .container_instance
-            .unwrap()
-            .container_instance_arn
-            .unwrap()
+        register_instance(&self.client).await
     }
 
     async fn start_on(&self, instance: &str) -> String {
@@ -701,16 +691,8 @@ async fn telemetry_is_acknowledged_and_health_recorded() {
     f.server.stop().await;
 }
 
-#[tokio::test]
-async fn deliveries_and_sequence_numbers_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let start = || async {
-        let mut options = common::development(dir.path()).await;
-        options.channels = quick();
-        Running::start_with(options).await
-    };
-    let server = start().await;
-    let client = server.client();
+/// The cluster with a task definition `job` and one registered instance (returned).
+async fn job_cluster(client: &Client) -> String {
     client.create_cluster().cluster_name(CLUSTER).send().await.unwrap();
     client
         .register_task_definition()
@@ -725,7 +707,12 @@ async fn deliveries_and_sequence_numbers_survive_a_restart() {
         .send()
         .await
         .unwrap();
-    let instance = client
+    register_instance(client).await
+}
+
+/// Registers a container instance as an agent does and returns its ARN.
+async fn register_instance(client: &Client) -> String {
+    client
         .register_container_instance()
         .cluster(CLUSTER)
         .set_total_resources(Some(agent_resources()))
@@ -735,7 +722,20 @@ async fn deliveries_and_sequence_numbers_survive_a_restart() {
         .container_instance
         .unwrap()
         .container_instance_arn
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deliveries_and_sequence_numbers_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || async {
+        let mut options = common::development(dir.path()).await;
+        options.channels = quick();
+        Running::start_with(options).await
+    };
+    let server = start().await;
+    let client = server.client();
+    let instance = job_cluster(&client).await;
     let agent = FakeAgent::connect(&server, CLUSTER, &instance).await;
     agent.acknowledge_payloads(false);
     let arn = client
@@ -810,31 +810,7 @@ async fn a_task_placed_through_another_process_reaches_the_agent() {
     };
     let (near, far) = (start().await, start().await);
     let client = far.client();
-    client.create_cluster().cluster_name(CLUSTER).send().await.unwrap();
-    client
-        .register_task_definition()
-        .family("job")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("main")
-                .image("busybox")
-                .memory(64)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let instance = client
-        .register_container_instance()
-        .cluster(CLUSTER)
-        .set_total_resources(Some(agent_resources()))
-        .send()
-        .await
-        .unwrap()
-        .container_instance
-        .unwrap()
-        .container_instance_arn
-        .unwrap();
+    let instance = job_cluster(&client).await;
     let agent = FakeAgent::connect(&near, CLUSTER, &instance).await;
     let arn = client
         .run_task()

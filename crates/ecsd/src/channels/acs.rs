@@ -11,10 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -22,13 +20,17 @@ use serde_json::{json, Value};
 use tokio::time::{interval, interval_at, MissedTickBehavior};
 
 use super::hub::Listener;
-use super::{authorize, check_cluster, configure, epoch_millis, frame, required, send, Envelope, Refused};
+use super::{epoch_millis, frame, open, send, Channel, Envelope, QueryParams, Upgrade};
 use crate::domain::status::TaskStatus;
 use crate::model::Model;
 use crate::ops::channels::{self as ops, Instance};
 use crate::wire::AppState;
 
-const ACTION: &str = "ecs:Poll";
+const CHANNEL: Channel = Channel {
+    action: "ecs:Poll",
+    cluster: "clusterArn",
+    instance: "containerInstanceArn",
+};
 /// Tasks sent in one payload at most.
 const TASKS_PER_PAYLOAD: usize = 10;
 
@@ -37,25 +39,11 @@ pub async fn connect(
     State(state): State<Arc<AppState>>,
     uri: Uri,
     headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    query: QueryParams,
+    upgrade: Upgrade,
 ) -> Response {
-    let opened = async {
-        let (caller, scope) = authorize(&state, &uri, &headers, ACTION)?;
-        let query = query.map_err(|e| Refused::bad_request(e.body_text()))?.0;
-        let cluster = required(&query, "clusterArn")?;
-        let instance = required(&query, "containerInstanceArn")?;
-        check_cluster(&caller, &scope, cluster, ACTION)?;
-        let instance = ops::open(state.store.as_ref(), &scope, cluster, instance)
-            .await
-            .map_err(Refused::from_refusal)?;
-        let upgrade =
-            upgrade.map_err(|e| Refused::bad_request(format!("Expected a websocket upgrade: {}", e.body_text())))?;
-        Ok::<_, Refused>((instance, upgrade))
-    }
-    .await;
-    match opened {
-        Ok((instance, upgrade)) => configure(upgrade).on_upgrade(move |socket| session(state, instance, socket)),
+    match open(&state, &CHANNEL, &uri, &headers, query, upgrade).await {
+        Ok((_, instance, upgrade)) => upgrade.on_upgrade(move |socket| session(state, instance, socket)),
         Err(refused) => refused.into_response(),
     }
 }

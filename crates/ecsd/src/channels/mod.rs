@@ -16,7 +16,10 @@ pub mod tcs;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -24,10 +27,9 @@ use serde_json::{json, Value};
 
 pub use hub::Hub;
 
-use crate::auth::Caller;
 use crate::domain::Scope;
 use crate::error::{ApiError, ErrorCode};
-use crate::ops::channels::Refusal;
+use crate::ops::channels::{self as ops, Instance, Refusal};
 use crate::throttle::Family;
 use crate::wire::{self, AppState};
 
@@ -37,14 +39,6 @@ const MAX_AGENT_MESSAGE: usize = 2 * 1024 * 1024;
 /// Read and write buffers of a channel. Agent messages are mostly small, and a server holds a
 /// channel per agent: the websocket default (128 KiB) would cost 128 MB for 1,000 agents.
 pub const BUFFER_SIZE: usize = 8 * 1024;
-
-/// Upgrades with the channels' limits and buffers.
-fn configure(upgrade: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
-    upgrade
-        .max_message_size(MAX_AGENT_MESSAGE)
-        .read_buffer_size(BUFFER_SIZE)
-        .write_buffer_size(BUFFER_SIZE)
-}
 
 /// How often the server speaks on a channel and how long it waits for the agent.
 #[derive(Clone, Copy, Debug)]
@@ -162,9 +156,28 @@ impl IntoResponse for Refused {
     }
 }
 
-/// Verifies a channel's upgrade request like an API call: signature, region, throttle and the
-/// permission `action`. Returns the caller and its scope.
-fn authorize(state: &AppState, uri: &Uri, headers: &HeaderMap, action: &str) -> Result<(Caller, Scope), Refused> {
+/// What a channel's upgrade handler receives besides the state, URI and headers.
+type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
+type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+
+/// How a channel is opened: the permission it takes and the query parameters that name the
+/// cluster and the container instance.
+struct Channel {
+    action: &'static str,
+    cluster: &'static str,
+    instance: &'static str,
+}
+
+/// Verifies a channel's upgrade request like an API call (signature, region, throttle, the
+/// channel's permission and the cluster's) and finds the instance it is for.
+async fn open(
+    state: &AppState,
+    channel: &Channel,
+    uri: &Uri,
+    headers: &HeaderMap,
+    query: QueryParams,
+    upgrade: Upgrade,
+) -> Result<(Scope, Instance, WebSocketUpgrade), Refused> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let caller = wire::authenticate(state, "GET", path, headers, b"").map_err(Refused::from_api)?;
     let scope = Scope::new(caller.principal.account_id(), caller.region.clone());
@@ -172,35 +185,36 @@ fn authorize(state: &AppState, uri: &Uri, headers: &HeaderMap, action: &str) -> 
         .throttle
         .check(&scope.account, &scope.region, Family::Agent)
         .map_err(Refused::from_api)?;
-    if !caller.principal.may(action) {
+    let everything = format!("arn:aws:ecs:{}:{}:*", scope.region, scope.account);
+    if !caller.principal.may(channel.action) {
         return Err(Refused::from_api(wire::access_denied(
             &caller,
-            action,
-            &format!("arn:aws:ecs:{}:{}:*", scope.region, scope.account),
+            channel.action,
+            &everything,
         )));
     }
-    Ok((caller, scope))
-}
-
-/// A required query parameter of an upgrade request.
-fn required<'a>(query: &'a HashMap<String, String>, name: &str) -> Result<&'a str, Refused> {
-    query
-        .get(name)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| Refused::bad_request(format!("Missing required query parameter '{name}'.")))
-}
-
-/// Refuses an upgrade for a cluster the caller may not use.
-fn check_cluster(caller: &Caller, scope: &Scope, cluster: &str, action: &str) -> Result<(), Refused> {
+    let query = query.map_err(|e| Refused::bad_request(e.body_text()))?.0;
+    let required = |name: &str| {
+        query
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Refused::bad_request(format!("Missing required query parameter '{name}'.")))
+    };
+    let (cluster, instance) = (required(channel.cluster)?, required(channel.instance)?);
     let name = scope.cluster_name(cluster).unwrap_or(cluster);
-    if caller.principal.may_use_cluster(name) {
-        Ok(())
-    } else {
-        Err(Refused::from_api(wire::access_denied(
-            caller,
-            action,
-            &scope.cluster_arn(name),
-        )))
+    if !caller.principal.may_use_cluster(name) {
+        let arn = scope.cluster_arn(name);
+        return Err(Refused::from_api(wire::access_denied(&caller, channel.action, &arn)));
     }
+    let instance = ops::open(state.store.as_ref(), &scope, cluster, instance)
+        .await
+        .map_err(Refused::from_refusal)?;
+    let upgrade =
+        upgrade.map_err(|e| Refused::bad_request(format!("Expected a websocket upgrade: {}", e.body_text())))?;
+    let upgrade = upgrade
+        .max_message_size(MAX_AGENT_MESSAGE)
+        .read_buffer_size(BUFFER_SIZE)
+        .write_buffer_size(BUFFER_SIZE);
+    Ok((scope, instance, upgrade))
 }

@@ -7,61 +7,41 @@
 //! health becomes the containers' and tasks' `healthStatus`; instance status becomes the
 //! instance's `healthStatus`. Metrics are acknowledged and not kept.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::{interval, MissedTickBehavior};
 
-use super::{authorize, check_cluster, configure, frame, required, send, Envelope, Refused};
+use super::{frame, open, send, Channel, Envelope, QueryParams, Refused, Upgrade};
 use crate::auth::sigv4::{self, SignedRequest};
 use crate::domain::Scope;
 use crate::model::Model;
 use crate::ops::channels::{self as ops, Instance, InstanceStatus, TaskHealth};
 use crate::wire::{AppState, SIGNING_NAME};
 
-const ACTION: &str = "ecs:StartTelemetrySession";
+const CHANNEL: Channel = Channel {
+    action: "ecs:StartTelemetrySession",
+    cluster: "cluster",
+    instance: "containerInstance",
+};
 
 /// `GET /tcs/ws`: verifies the agent and its instance, then upgrades to the TCS session.
 pub async fn connect(
     State(state): State<Arc<AppState>>,
     uri: Uri,
     headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    query: QueryParams,
+    upgrade: Upgrade,
 ) -> Response {
-    let opened = async {
-        let (caller, scope) = authorize(&state, &uri, &headers, ACTION)?;
-        let query = query.map_err(|e| Refused::bad_request(e.body_text()))?.0;
-        let cluster = required(&query, "cluster")?;
-        let instance = required(&query, "containerInstance")?;
-        check_cluster(&caller, &scope, cluster, ACTION)?;
-        let instance = ops::open(state.store.as_ref(), &scope, cluster, instance)
-            .await
-            .map_err(|refusal| {
-                let refused = Refused::from_refusal(refusal);
-                // TCS knows no cluster or instance exceptions; its model has this one.
-                match refused.kind {
-                    "ServerException" | "AccessDeniedException" => refused,
-                    _ => Refused::new(refused.status, "ResourceValidationException", refused.message),
-                }
-            })?;
-        let upgrade =
-            upgrade.map_err(|e| Refused::bad_request(format!("Expected a websocket upgrade: {}", e.body_text())))?;
-        Ok::<_, Refused>((scope, instance, upgrade))
-    }
-    .await;
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    match opened {
-        Ok((scope, instance, upgrade)) => configure(upgrade).on_upgrade(move |socket| {
+    match open(&state, &CHANNEL, &uri, &headers, query, upgrade).await {
+        Ok((scope, instance, upgrade)) => upgrade.on_upgrade(move |socket| {
             let telemetry = Telemetry {
                 state,
                 scope,
@@ -70,6 +50,10 @@ pub async fn connect(
             };
             telemetry.run(socket)
         }),
+        // TCS has no cluster or instance exceptions; its model has this one.
+        Err(refused) if refused.kind.ends_with("ClusterException") || refused.kind.ends_with("InstanceException") => {
+            Refused::new(refused.status, "ResourceValidationException", refused.message).into_response()
+        }
         Err(refused) => refused.into_response(),
     }
 }

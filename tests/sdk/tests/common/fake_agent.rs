@@ -131,8 +131,8 @@ pub async fn open(
     }
 }
 
-/// The ACS URL for an instance, found the way the agent finds it.
-pub async fn acs_url(server: &Running, cluster: &str, instance: &str) -> String {
+/// The ACS and TCS endpoints DiscoverPollEndpoint gives an instance, as websocket URLs.
+async fn discover(server: &Running, cluster: &str, instance: &str) -> (String, String) {
     let found = server
         .client()
         .discover_poll_endpoint()
@@ -141,7 +141,13 @@ pub async fn acs_url(server: &Running, cluster: &str, instance: &str) -> String 
         .send()
         .await
         .unwrap();
-    let endpoint = found.endpoint().unwrap().replacen("http://", "ws://", 1);
+    let ws = |url: Option<&str>| url.unwrap().replacen("http://", "ws://", 1);
+    (ws(found.endpoint()), ws(found.telemetry_endpoint()))
+}
+
+/// The ACS URL for an instance, found the way the agent finds it.
+pub async fn acs_url(server: &Running, cluster: &str, instance: &str) -> String {
+    let (endpoint, _) = discover(server, cluster, instance).await;
     channel_url(
         &endpoint,
         &[
@@ -159,15 +165,7 @@ pub async fn acs_url(server: &Running, cluster: &str, instance: &str) -> String 
 
 /// The TCS URL for an instance, found the way the agent finds it.
 pub async fn tcs_url(server: &Running, cluster: &str, instance: &str) -> String {
-    let found = server
-        .client()
-        .discover_poll_endpoint()
-        .cluster(cluster)
-        .container_instance(instance)
-        .send()
-        .await
-        .unwrap();
-    let endpoint = found.telemetry_endpoint().unwrap().replacen("http://", "ws://", 1);
+    let (_, endpoint) = discover(server, cluster, instance).await;
     channel_url(
         &endpoint,
         &[
