@@ -58,6 +58,23 @@ struct Routed {
 #[serde(rename_all = "camelCase")]
 struct RoutedDetail {
     container_instance_arn: Option<String>,
+    version: Option<i64>,
+    desired_status: Option<String>,
+    last_status: Option<String>,
+}
+
+impl Routed {
+    /// Whether the change can give the instance's agent something to receive: a new task, a
+    /// task to stop, or a change to the instance itself. The agent's own reports cannot, and
+    /// they are most changes.
+    fn concerns_agent(&self) -> bool {
+        if self.detail_type == events::INSTANCE_STATE_CHANGE {
+            return true;
+        }
+        let d = &self.detail;
+        d.version == Some(1)
+            || (d.desired_status.as_deref() == Some("STOPPED") && d.last_status.as_deref() != Some("STOPPED"))
+    }
 }
 
 impl Hub {
@@ -121,8 +138,11 @@ impl Hub {
         let Ok(event) = serde_json::from_str::<Routed>(body) else {
             return;
         };
-        if let Some(arn) = event.detail.container_instance_arn {
-            self.wake(&arn, event.detail_type == events::INSTANCE_STATE_CHANGE);
+        if !event.concerns_agent() {
+            return;
+        }
+        if let Some(arn) = &event.detail.container_instance_arn {
+            self.wake(arn, event.detail_type == events::INSTANCE_STATE_CHANGE);
         }
     }
 
@@ -201,5 +221,22 @@ mod tests {
         assert!(listener.instance_changed.load(Ordering::Relaxed));
         hub.route(r#"{"detail-type": "ECS Task State Change", "detail": {"containerInstanceArn": "arn:other"}}"#);
         hub.route("not json");
+    }
+
+    #[test]
+    fn only_changes_an_agent_must_hear_of_wake_it() {
+        let event = |version: i64, desired: &str, last: &str| {
+            serde_json::from_value::<Routed>(serde_json::json!({
+                "detail-type": "ECS Task State Change",
+                "detail": {"containerInstanceArn": "arn:i", "version": version,
+                           "desiredStatus": desired, "lastStatus": last}
+            }))
+            .unwrap()
+            .concerns_agent()
+        };
+        assert!(event(1, "RUNNING", "PENDING"), "a new task");
+        assert!(event(4, "STOPPED", "RUNNING"), "a task to stop");
+        assert!(!event(3, "RUNNING", "RUNNING"), "the agent's own report");
+        assert!(!event(5, "STOPPED", "STOPPED"), "the agent's report that it stopped");
     }
 }
