@@ -271,7 +271,7 @@ impl Server {
         let drained = async {
             let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
             let _ = connections.acquire_many(all).await;
-            while hub.connected() > 0 {
+            while hub.live() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };

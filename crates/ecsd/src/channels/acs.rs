@@ -81,6 +81,8 @@ struct Session {
 
 async fn session(state: Arc<AppState>, instance: Instance, mut socket: WebSocket) {
     let hub = state.channels.clone();
+    // Shutdown waits for this until the session has recorded its end.
+    let _running = hub.running();
     let transitions = hub.transitions(&instance.arn);
     let listener = {
         let _order = transitions.lock().await;

@@ -6,7 +6,7 @@
 //! read what they have to send; nothing else needs to know that agents are connected.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +44,17 @@ struct Slot {
 pub struct Hub {
     slots: Mutex<HashMap<String, Slot>>,
     generations: AtomicU64,
+    /// Sessions running, until they have recorded their end.
+    live: AtomicUsize,
+}
+
+/// Counts a session as running while it is held.
+pub struct Running<'a>(&'a Hub);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The parts of an event the hub reads.
@@ -78,6 +89,17 @@ impl Routed {
 }
 
 impl Hub {
+    /// Counts a session as running until the returned guard is dropped.
+    pub fn running(&self) -> Running<'_> {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Running(self)
+    }
+
+    /// Sessions running, including those still recording that they ended.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
     /// The lock that orders the opening and closing of an instance's connections.
     pub fn transitions(&self, instance_arn: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
