@@ -852,3 +852,36 @@ async fn a_task_placed_through_another_process_reaches_the_agent() {
     near.stop().await;
     far.stop().await;
 }
+
+#[tokio::test]
+async fn a_graceful_stop_records_its_agents_as_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || async {
+        let mut options = common::development(dir.path()).await;
+        options.channels = quick();
+        Running::start_with(options).await
+    };
+    let server = start().await;
+    let client = server.client();
+    let instance = job_cluster(&client).await;
+    let agent = FakeAgent::connect(&server, CLUSTER, &instance).await;
+    agent
+        .wait_for("a heartbeat", |v| (!v.of("HeartbeatMessage").is_empty()).then_some(()))
+        .await;
+    server.stop().await;
+    agent
+        .wait_for("the connection to close", |v| v.closed().then_some(()))
+        .await;
+
+    let server = start().await;
+    let described = server
+        .client()
+        .describe_container_instances()
+        .cluster(CLUSTER)
+        .container_instances(&instance)
+        .send()
+        .await
+        .unwrap();
+    assert!(!described.container_instances()[0].agent_connected());
+    server.stop().await;
+}
