@@ -61,12 +61,14 @@ fn channel_url(endpoint: &str, query: &[(&str, &str)]) -> String {
     format!("{}/ws?{}", endpoint.trim_end_matches('/'), encoded.join("&"))
 }
 
-/// Percent-encodes everything but the unreserved characters, as Go's `url.Values` does.
+/// Encodes a query value as Go's `url.Values` does: a space becomes `+`, everything but the
+/// unreserved characters is percent-encoded.
 fn percent(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b' ' => "+".to_owned(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -91,7 +93,8 @@ pub fn sign_get(url: &str, body: &[u8], access_key: &str, secret: &str) -> Vec<(
         .build()
         .unwrap()
         .into();
-    let http_url = url.replacen("ws://", "http://", 1);
+    // Go's signer reads `+` in a query as a space, and signs it as `%20`.
+    let http_url = url.replacen("ws://", "http://", 1).replace('+', "%20");
     let headers = [("host", host.as_str())];
     let signable = SignableRequest::new("GET", &http_url, headers.into_iter(), SignableBody::Bytes(body)).unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
