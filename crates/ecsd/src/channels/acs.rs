@@ -63,17 +63,13 @@ enum End {
     Shutdown,
 }
 
-/// A payload waiting for the agent's acknowledgement.
-struct Outstanding {
-    tasks: Vec<(String, TaskStatus)>,
-}
-
 struct Session {
     state: Arc<AppState>,
     instance: Instance,
     listener: Arc<Listener>,
-    /// Payloads sent and not acknowledged, by message id.
-    outstanding: HashMap<String, Outstanding>,
+    /// Payloads sent and not acknowledged, by message id: the tasks each carried (id, desired
+    /// status).
+    outstanding: HashMap<String, Vec<(String, TaskStatus)>>,
     /// When each task was last sent, and with which desired status.
     sent: HashMap<String, (TaskStatus, Instant)>,
     last_heard: Instant,
@@ -177,6 +173,13 @@ impl Session {
         };
         let resend_after = self.state.timings.resend_after;
         self.sent.retain(|_, (_, at)| at.elapsed() < resend_after);
+        // Acknowledgements that did not come in time are forgotten: their tasks are sent again.
+        let sent = &self.sent;
+        self.outstanding.retain(|_, tasks| {
+            tasks
+                .iter()
+                .all(|(id, desired)| sent.get(id).is_some_and(|(d, _)| d == desired))
+        });
         let due: Vec<_> = pending
             .into_iter()
             .filter(|d| self.sent.get(&d.id).is_none_or(|(desired, _)| *desired != d.desired))
@@ -192,12 +195,6 @@ impl Session {
                 return Ok(());
             }
         };
-        // Acknowledgements that never came are forgotten: their tasks are sent again.
-        self.outstanding.retain(|_, o| {
-            o.tasks
-                .iter()
-                .all(|(id, desired)| self.sent.get(id).is_some_and(|(d, _)| d == desired))
-        });
         for (i, chunk) in chunks.into_iter().enumerate() {
             let message_id = uuid::Uuid::new_v4().to_string();
             let tasks: Vec<Value> = chunk.iter().map(|d| d.task.clone()).collect();
@@ -214,12 +211,8 @@ impl Session {
             for d in chunk {
                 self.sent.insert(d.id.clone(), (d.desired, now));
             }
-            self.outstanding.insert(
-                message_id,
-                Outstanding {
-                    tasks: chunk.iter().map(|d| (d.id.clone(), d.desired)).collect(),
-                },
-            );
+            let tasks = chunk.iter().map(|d| (d.id.clone(), d.desired)).collect();
+            self.outstanding.insert(message_id, tasks);
         }
         Ok(())
     }
@@ -337,7 +330,7 @@ impl Session {
                 // Acknowledgements of manifests and heartbeats need nothing more.
                 if let Some(acked) = self.outstanding.remove(id) {
                     let store = self.state.store.clone();
-                    if let Err(e) = ops::acknowledge(store.as_ref(), &self.instance, acked.tasks).await {
+                    if let Err(e) = ops::acknowledge(store.as_ref(), &self.instance, acked).await {
                         tracing::warn!(instance = %self.instance.arn, error = %e, "cannot record an acknowledgement");
                     }
                 }
