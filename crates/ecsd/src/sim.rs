@@ -27,7 +27,7 @@ use crate::client::{ClientError, Credentials, EcsClient, WebSocket};
 use crate::domain::acs_task::acs_task;
 use crate::domain::now;
 use crate::domain::records::Task;
-use crate::domain::status::TaskStatus;
+use crate::domain::status::{ContainerStatus, TaskStatus};
 
 pub const RUN_SECONDS: &str = "ecsd.simulate.run-seconds";
 pub const EXIT_CODE: &str = "ecsd.simulate.exit-code";
@@ -465,7 +465,7 @@ impl Agent {
                     sim.phase = Phase::Running(task.started_at.unwrap_or_else(now));
                     sim.attached = true;
                     for (container, known) in sim.containers.iter_mut().zip(&task.containers) {
-                        container.running = known.last_status == crate::domain::status::ContainerStatus::Running;
+                        container.running = known.last_status == ContainerStatus::Running;
                     }
                 }
                 self.tasks.insert(task.task_arn.clone(), sim);
