@@ -37,10 +37,21 @@ fn quick() -> Timings {
     }
 }
 
+/// The options of a server on `data_dir` with the quick channel timings.
+async fn quick_options(data_dir: &std::path::Path) -> ecsd::server::Options {
+    let mut options = common::development(data_dir).await;
+    options.channels = quick();
+    options
+}
+
+/// A server on `data_dir` with the quick channel timings.
+async fn start_quick(data_dir: &std::path::Path) -> Running {
+    Running::start_with(quick_options(data_dir).await).await
+}
+
 async fn fixture_with(keys: Option<Keys>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = common::development(dir.path()).await;
-    options.channels = quick();
+    let mut options = quick_options(dir.path()).await;
     if let Some(keys) = keys {
         options.keys = keys;
     }
@@ -728,11 +739,7 @@ async fn register_instance(client: &Client) -> String {
 #[tokio::test]
 async fn deliveries_and_sequence_numbers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let start = || async {
-        let mut options = common::development(dir.path()).await;
-        options.channels = quick();
-        Running::start_with(options).await
-    };
+    let start = || start_quick(dir.path());
     let server = start().await;
     let client = server.client();
     let instance = job_cluster(&client).await;
@@ -803,11 +810,7 @@ async fn a_task_placed_through_another_process_reaches_the_agent() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let start = || async {
-        let mut options = common::development(dir.path()).await;
-        options.channels = quick();
-        Running::start_with(options).await
-    };
+    let start = || start_quick(dir.path());
     let (near, far) = (start().await, start().await);
     let client = far.client();
     let instance = job_cluster(&client).await;
@@ -856,11 +859,7 @@ async fn a_task_placed_through_another_process_reaches_the_agent() {
 #[tokio::test]
 async fn a_graceful_stop_records_its_agents_as_disconnected() {
     let dir = tempfile::tempdir().unwrap();
-    let start = || async {
-        let mut options = common::development(dir.path()).await;
-        options.channels = quick();
-        Running::start_with(options).await
-    };
+    let start = || start_quick(dir.path());
     let server = start().await;
     let client = server.client();
     let instance = job_cluster(&client).await;
