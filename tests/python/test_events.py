@@ -133,7 +133,8 @@ def test_waiters_work_with_simulated_agents(simulated):
     ecs.get_waiter("tasks_stopped").wait(tasks=[task], WaiterConfig=FAST)
     failed = ecs.describe_tasks(tasks=[task])["tasks"][0]
     assert failed["stopCode"] == "TaskFailedToStart"
-    assert failed["stoppedReason"] == "CannotPullContainerError: manifest unknown"
+    assert failed["stoppedReason"] == "Task failed to start"
+    assert failed["containers"][0]["reason"] == "CannotPullContainerError: manifest unknown"
     assert "startedAt" not in failed
 
 

@@ -112,7 +112,10 @@ def test_task_definition_lifecycle(ecs):
 
     gone = ecs.deregister_task_definition(taskDefinition="gamma:1")["taskDefinition"]
     assert gone["status"] == "INACTIVE" and "deregisteredAt" in gone
-    assert ecs.list_task_definition_families()["families"] == ["alpha", "beta"]
+    # Without a status both kinds are listed: ACTIVE (an ACTIVE revision) and INACTIVE (none).
+    assert ecs.list_task_definition_families()["families"] == ["alpha", "beta", "gamma"]
+    assert ecs.list_task_definition_families(status="ACTIVE")["families"] == ["alpha", "beta"]
+    assert ecs.list_task_definition_families(status="ALL")["families"] == ["alpha", "beta", "gamma"]
     assert ecs.list_task_definition_families(status="INACTIVE")["families"] == ["gamma"]
     assert ecs.list_task_definitions(status="INACTIVE")["taskDefinitionArns"] == [arn("task-definition", "gamma:1")]
     with pytest.raises(ecs.exceptions.ClientException):

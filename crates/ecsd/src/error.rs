@@ -15,6 +15,7 @@ pub enum ErrorCode {
     ClusterContainsContainerInstancesException,
     ClusterContainsTasksException,
     ClusterNotFoundException,
+    ConflictException,
     IncompleteSignatureException,
     InvalidParameterException,
     InvalidSignatureException,
@@ -39,6 +40,7 @@ impl ErrorCode {
             ErrorCode::ClusterContainsContainerInstancesException => "ClusterContainsContainerInstancesException",
             ErrorCode::ClusterContainsTasksException => "ClusterContainsTasksException",
             ErrorCode::ClusterNotFoundException => "ClusterNotFoundException",
+            ErrorCode::ConflictException => "ConflictException",
             ErrorCode::IncompleteSignatureException => "IncompleteSignatureException",
             ErrorCode::InvalidParameterException => "InvalidParameterException",
             ErrorCode::InvalidSignatureException => "InvalidSignatureException",
@@ -79,6 +81,8 @@ impl fmt::Display for ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Members of the exception shape beyond its message (ConflictException's `resourceIds`).
+    pub members: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -86,7 +90,16 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            members: serde_json::Map::new(),
         }
+    }
+
+    /// The request repeats an idempotency token of an earlier, different request that made
+    /// the resources `resource_ids`.
+    pub fn conflict(message: impl Into<String>, resource_ids: Vec<String>) -> Self {
+        let mut err = Self::new(ErrorCode::ConflictException, message);
+        err.members.insert("resourceIds".into(), resource_ids.into());
+        err
     }
 
     pub fn invalid_parameter(message: impl Into<String>) -> Self {

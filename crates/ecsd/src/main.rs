@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-use ecsd::auth::Keys;
+use ecsd::auth::{Keys, Regions};
 use ecsd::channels::Timings;
 use ecsd::client::{Credentials, EcsClient};
 use ecsd::server::{Limits, Options, Retention, Server};
@@ -129,13 +129,9 @@ struct ServeArgs {
     /// instead of the embedded store.
     #[arg(long, env = "ECSD_STORE")]
     store: Option<String>,
-    /// Regions served (repeat or separate with commas); requests signed for others are refused.
-    #[arg(
-        long = "region",
-        env = "ECSD_REGION",
-        default_value = "us-east-1",
-        value_delimiter = ','
-    )]
+    /// Serve only these regions (repeat or separate with commas); requests signed for others
+    /// are refused. Default: every region, each isolated from the others.
+    #[arg(long = "region", env = "ECSD_REGION", value_delimiter = ',', value_parser = region)]
     regions: Vec<String>,
     /// Account of the development credentials (`test`/`test`), used when no credentials file is given.
     #[arg(long, env = "ECSD_ACCOUNT_ID", default_value = "123456789012", value_parser = account_id)]
@@ -179,6 +175,10 @@ struct ServeArgs {
     simulate_agents: usize,
     #[command(flatten)]
     simulation: SimulationArgs,
+    /// Region the simulated agents register in (default: the first `--region`, else
+    /// AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long, value_parser = region)]
+    simulate_region: Option<String>,
     /// Key the simulated agents sign with (default: the development pair).
     #[arg(long, default_value = "test")]
     simulate_access_key_id: String,
@@ -201,6 +201,14 @@ fn account_id(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err("an account id is 12 digits".into())
+    }
+}
+
+fn region(s: &str) -> Result<String, String> {
+    if ecsd::auth::is_region_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("'{s}' is not a region name (such as us-east-1)"))
     }
 }
 
@@ -269,7 +277,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let options = Options {
         data_dir: args.data_dir,
         store_url: args.store,
-        regions: args.regions,
+        regions: if args.regions.is_empty() {
+            Regions::All
+        } else {
+            Regions::Only(args.regions.clone())
+        },
         keys,
         throttle,
         limits,
@@ -294,7 +306,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         },
     };
-    let region = options.regions.first().cloned().unwrap_or_default();
+    let region = args
+        .simulate_region
+        .clone()
+        .or_else(|| args.regions.first().cloned())
+        .or_else(|| {
+            std::env::var("AWS_DEFAULT_REGION")
+                .ok()
+                .filter(|r| ecsd::auth::is_region_name(r))
+        })
+        .unwrap_or_else(|| "us-east-1".into());
     let data_dir = options.data_dir.clone();
     let server = Server::open(options).await?;
     let listener = TcpListener::bind(args.listen).await?;

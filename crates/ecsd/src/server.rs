@@ -15,8 +15,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::auth::Keys;
-use crate::channels::{self, Hub, Timings};
+use crate::auth::{Keys, Regions};
+use crate::channels::{self, lease, Hub, Timings};
 use crate::domain::now;
 use crate::error::ApiError;
 use crate::events_api;
@@ -68,7 +68,7 @@ pub struct Options {
     /// of the embedded store.
     pub store_url: Option<String>,
     /// Regions served; requests signed for another are refused.
-    pub regions: Vec<String>,
+    pub regions: Regions,
     pub keys: Keys,
     pub throttle: Throttle,
     pub limits: Limits,
@@ -103,13 +103,13 @@ impl Default for Retention {
 }
 
 impl Options {
-    /// The development setup: the `test`/`test` principal in `account_id`, one region, default
-    /// limits, no throttling.
-    pub fn development(data_dir: PathBuf, account_id: &str, region: &str) -> Options {
+    /// The development setup: the `test`/`test` principal in `account_id`, every region,
+    /// default limits, no throttling.
+    pub fn development(data_dir: PathBuf, account_id: &str) -> Options {
         Options {
             data_dir,
             store_url: None,
-            regions: vec![region.to_owned()],
+            regions: Regions::All,
             keys: Keys::development(account_id),
             throttle: Throttle::off(),
             limits: Limits::default(),
@@ -205,6 +205,15 @@ impl Server {
         }
         let hub = Arc::new(Hub::default());
         background.push(tokio::spawn(hub.clone().follow(store.clone(), stopped.clone())));
+        // Held before the first agent connects, so that no other process takes its connections
+        // for lapsed.
+        lease::renew(store.as_ref(), &hub, &options.channels).await;
+        background.push(tokio::spawn(lease::keep(
+            store.clone(),
+            hub.clone(),
+            options.channels,
+            stopped.clone(),
+        )));
         let app = router(Arc::new(AppState {
             store,
             keys: options.keys,
@@ -277,6 +286,11 @@ impl Server {
         };
         if tokio::time::timeout(limits.drain_timeout, drained).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the drain timeout");
+        }
+        // Every session has recorded its end; one that did not in time is released by the next
+        // process that looks for lapsed leases.
+        if let Err(e) = self.store.end_lease(hub.process().to_owned()).await {
+            tracing::warn!(error = %e, "cannot end the lease on this process's agent connections");
         }
         let store = self.store;
         tokio::task::spawn_blocking(move || store.close())

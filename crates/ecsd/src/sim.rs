@@ -32,6 +32,10 @@ use crate::domain::status::{ContainerStatus, TaskStatus};
 pub const RUN_SECONDS: &str = "ecsd.simulate.run-seconds";
 pub const EXIT_CODE: &str = "ecsd.simulate.exit-code";
 pub const PULL_ERROR: &str = "ecsd.simulate.pull-error";
+/// The versions a simulated agent reports on its ACS connection.
+pub const AGENT_VERSION: &str = "1.105.0";
+pub const AGENT_HASH: &str = "simulated";
+pub const DOCKER_VERSION: &str = "DockerVersion: 25.0.0";
 /// Exit code of a container stopped by StopTask (SIGTERM).
 const STOPPED_BY_SIGNAL: i32 = 143;
 /// Longest wait between attempts to reach ACS.
@@ -126,12 +130,17 @@ async fn register(client: &EcsClient, options: &SimOptions, previous: Option<Str
         "cluster": options.cluster,
         "totalResources": resources(options),
         "attributes": attributes(),
-        "versionInfo": {"agentVersion": "1.105.0", "agentHash": "simulated", "dockerVersion": "DockerVersion: 25.0.0"},
     });
-    if let Some(arn) = previous {
+    if let Some(arn) = &previous {
         request["containerInstanceArn"] = json!(arn);
     }
     let answer: Value = match client.call("RegisterContainerInstance", &request).await {
+        // Its old identity was deregistered, which is final: it registers as a new instance.
+        Err(e) if previous.is_some() && e.code() == Some("ClientException") => {
+            tracing::info!(instance = previous.as_deref().unwrap_or_default(), error = %e, "registering anew");
+            request.as_object_mut().map(|r| r.remove("containerInstanceArn"));
+            client.call("RegisterContainerInstance", &request).await?
+        }
         Err(e) if e.code() == Some("ClusterNotFoundException") => {
             // As the real agent does: create the cluster it was told to join.
             client
@@ -295,10 +304,12 @@ impl Agent {
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);
         let query: Vec<String> = [
-            ("agentHash", "simulated"),
-            ("agentVersion", "1.105.0"),
+            // As the real agent does, it tells its versions here, not when it registers.
+            ("agentHash", AGENT_HASH),
+            ("agentVersion", AGENT_VERSION),
             ("clusterArn", self.cluster.as_str()),
             ("containerInstanceArn", self.instance.as_str()),
+            ("dockerVersion", DOCKER_VERSION),
             ("protocolVersion", "2"),
             ("sendCredentials", "true"),
             ("seqNum", "1"),
@@ -577,11 +588,9 @@ impl Agent {
                     change
                 })
                 .collect();
-            self.report(
-                task,
-                json!({"status": "STOPPED", "reason": reason, "containers": containers}),
-            )
-            .await?;
+            // As the real agent does: the reason is the container's; the task's stays empty.
+            self.report(task, json!({"status": "STOPPED", "containers": containers}))
+                .await?;
             return Ok(true);
         }
         let pull_started = now();

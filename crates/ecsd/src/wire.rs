@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use crate::auth::sigv4::{self, SignedRequest};
-use crate::auth::{Caller, Keys};
+use crate::auth::{Caller, Keys, Regions};
 use crate::domain::Scope;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Model;
@@ -35,7 +35,7 @@ pub const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
-    pub regions: Vec<String>,
+    pub regions: Regions,
     pub throttle: Throttle,
     pub limits: Limits,
     /// The base URL agents reach this server at.
@@ -128,13 +128,13 @@ pub fn authenticate(
         body,
     };
     let caller = sigv4::verify(&state.keys, SIGNING_NAME, &request, SystemTime::now())?;
-    if !state.regions.contains(&caller.region) {
+    if !state.regions.serves(&caller.region) {
         return Err(ApiError::new(
             ErrorCode::InvalidSignatureException,
             format!(
-                "Credential should be scoped to a valid region, not '{}'. This endpoint serves: {}.",
+                "Credential should be scoped to a valid region, not '{}'. This endpoint serves {}.",
                 caller.region,
-                state.regions.join(", ")
+                state.regions.describe()
             ),
         ));
     }
@@ -241,7 +241,10 @@ fn named_clusters(operation: Operation, input: &Value) -> Vec<String> {
 /// The error envelope AWS JSON clients parse.
 pub fn error_response(request_id: &str, err: &ApiError) -> Response {
     let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"__type": err.code.as_str(), "message": err.message});
+    let mut body = json!({"__type": err.code.as_str(), "message": err.message});
+    for (member, value) in &err.members {
+        body[member] = value.clone();
+    }
     answer(status, request_id, Some(err.code.as_str()), &body)
 }
 

@@ -307,6 +307,34 @@ async fn stopped_without_any_earlier_report_failed_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_never_ran_without_a_reason_failed_to_start() {
+    let f = fixture().await;
+    let task = f.run("web").await;
+    // What the agent sends when the image cannot be pulled: the reason is the container's.
+    f.client
+        .submit_task_state_change()
+        .cluster(CLUSTER)
+        .task(&task)
+        .status("STOPPED")
+        .containers(
+            container("app", "STOPPED")
+                .reason("CannotPullContainerError: manifest unknown")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let stopped = f.describe(&task).await;
+    assert_eq!(stopped.stop_code().map(|c| c.as_str()), Some("TaskFailedToStart"));
+    assert_eq!(stopped.stopped_reason(), Some("Task failed to start"));
+    assert_eq!(
+        stopped.containers()[0].reason(),
+        Some("CannotPullContainerError: manifest unknown")
+    );
+    f.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_task_then_the_agent_stops_it() {
     let f = fixture().await;
     let task = f.run("web").await;

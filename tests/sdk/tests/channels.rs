@@ -381,6 +381,40 @@ async fn connectivity_follows_the_connection() {
 }
 
 #[tokio::test]
+async fn the_versions_an_agent_connects_with_are_its_version_info() {
+    let f = fixture().await;
+    let instance = f.register().await;
+    assert!(f.instance(&instance).await.version_info().is_none());
+    let agent = FakeAgent::connect(&f.server, CLUSTER, &instance).await;
+    f.wait_connected(&instance, true).await;
+    let described = f.instance(&instance).await;
+    let info = described.version_info().expect("versionInfo from the ACS query");
+    assert_eq!(info.agent_version(), Some("1.105.0"));
+    assert_eq!(info.agent_hash(), Some("fake"));
+    assert_eq!(info.docker_version(), Some("DockerVersion: 28.2.2"));
+    agent.kill().await;
+    f.wait_connected(&instance, false).await;
+    let before = f.instance(&instance).await.version();
+    // The same versions again change nothing but the connection.
+    let _back = FakeAgent::connect(&f.server, CLUSTER, &instance).await;
+    f.wait_connected(&instance, true).await;
+    let again = f.instance(&instance).await;
+    assert_eq!(again.version(), before + 1, "only agentConnected moved");
+    assert_eq!(again.version_info(), Some(info));
+    // A re-registration that carries no versions keeps them.
+    f.client
+        .register_container_instance()
+        .cluster(CLUSTER)
+        .container_instance_arn(&instance)
+        .set_total_resources(Some(agent_resources()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(f.instance(&instance).await.version_info(), Some(info));
+    f.server.stop().await;
+}
+
+#[tokio::test]
 async fn an_agent_that_goes_silent_is_dropped() {
     let f = fixture().await;
     let instance = f.register().await;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::types::ContainerDefinition;
 use common::{agent_resources, error_code, error_message, Running, REGION, TARGET};
-use ecsd::auth::Keys;
+use ecsd::auth::{Keys, Regions};
 use ecsd::server::{Limits, Options};
 use ecsd::throttle::{Family, Rate, Throttle};
 
@@ -45,7 +45,7 @@ clusters = ["ci-*"]
 
 async fn options(dir: &std::path::Path) -> Options {
     Options {
-        regions: vec![REGION.into(), "eu-west-1".into()],
+        regions: Regions::Only(vec![REGION.into(), "eu-west-1".into()]),
         keys: Keys::from_toml(CREDENTIALS).unwrap(),
         ..common::development(dir).await
     }

@@ -33,6 +33,8 @@ const CHANNEL: Channel = Channel {
 };
 /// Tasks sent in one payload at most.
 const TASKS_PER_PAYLOAD: usize = 10;
+/// Longest version string kept from a connection's query.
+const MAX_VERSION: usize = 255;
 
 /// `GET /acs/ws`: verifies the agent and its instance, then upgrades to the ACS session.
 pub async fn connect(
@@ -42,10 +44,23 @@ pub async fn connect(
     query: QueryParams,
     upgrade: Upgrade,
 ) -> Response {
+    let versions = query.as_ref().ok().and_then(|q| versions(&q.0));
     match open(&state, &CHANNEL, &uri, &headers, query, upgrade).await {
-        Ok((_, instance, upgrade)) => upgrade.on_upgrade(move |socket| session(state, instance, socket)),
+        Ok((_, instance, upgrade)) => upgrade.on_upgrade(move |socket| session(state, instance, versions, socket)),
         Err(refused) => refused.into_response(),
     }
+}
+
+/// The instance's `versionInfo` from what the agent tells when it connects: the Go agent gives
+/// its versions here (`agentVersion`, `agentHash`, `dockerVersion`), not when it registers.
+fn versions(query: &HashMap<String, String>) -> Option<Value> {
+    let mut info = serde_json::Map::new();
+    for member in ["agentVersion", "agentHash", "dockerVersion"] {
+        if let Some(value) = query.get(member).filter(|v| !v.is_empty() && v.len() <= MAX_VERSION) {
+            info.insert(member.into(), value.as_str().into());
+        }
+    }
+    (!info.is_empty()).then_some(Value::Object(info))
 }
 
 /// Why a session ended.
@@ -75,7 +90,7 @@ struct Session {
     last_heard: Instant,
 }
 
-async fn session(state: Arc<AppState>, instance: Instance, mut socket: WebSocket) {
+async fn session(state: Arc<AppState>, instance: Instance, versions: Option<Value>, mut socket: WebSocket) {
     let hub = state.channels.clone();
     // Shutdown waits for this until the session has recorded its end.
     let _running = hub.running();
@@ -83,7 +98,7 @@ async fn session(state: Arc<AppState>, instance: Instance, mut socket: WebSocket
     let listener = {
         let _order = transitions.lock().await;
         let listener = hub.register(&instance.arn);
-        if let Err(e) = ops::set_connected(state.store.as_ref(), &instance, true).await {
+        if let Err(e) = ops::set_connected(state.store.as_ref(), &instance, hub.process(), versions).await {
             tracing::warn!(instance = %instance.arn, error = %e, "cannot record the agent as connected");
         }
         listener
@@ -115,7 +130,7 @@ async fn session(state: Arc<AppState>, instance: Instance, mut socket: WebSocket
     drop(socket);
     let _order = transitions.lock().await;
     if hub.unregister(&instance.arn, &listener) {
-        if let Err(e) = ops::set_connected(state.store.as_ref(), &instance, false).await {
+        if let Err(e) = ops::set_disconnected(state.store.as_ref(), &instance, hub.process()).await {
             tracing::warn!(instance = %instance.arn, error = %e, "cannot record the agent as disconnected");
         }
     }
@@ -224,8 +239,8 @@ impl Session {
         self.deliver(socket).await
     }
 
-    /// Ends the session of a deregistered instance; restores `agentConnected` if another
-    /// process's closing connection cleared it while this one was open.
+    /// Ends the session of a deregistered instance; restores `agentConnected` if it was cleared
+    /// while this connection was open (this process's lease was taken for lapsed, say).
     async fn check_instance(&self) -> Result<(), End> {
         let store = self.state.store.clone();
         match ops::instance_state(store.as_ref(), &self.instance).await {
@@ -233,7 +248,8 @@ impl Session {
             Ok((true, false)) => {
                 let transitions = self.state.channels.transitions(&self.instance.arn);
                 let _order = transitions.lock().await;
-                if let Err(e) = ops::set_connected(store.as_ref(), &self.instance, true).await {
+                let process = self.state.channels.process();
+                if let Err(e) = ops::set_connected(store.as_ref(), &self.instance, process, None).await {
                     tracing::warn!(instance = %self.instance.arn, error = %e, "cannot record the agent as connected");
                 }
                 Ok(())

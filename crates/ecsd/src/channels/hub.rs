@@ -40,12 +40,24 @@ struct Slot {
     transitions: Arc<tokio::sync::Mutex<()>>,
 }
 
-#[derive(Default)]
 pub struct Hub {
+    /// This process's name in the store, under which it holds its agents' connections.
+    process: String,
     slots: Mutex<HashMap<String, Slot>>,
     generations: AtomicU64,
     /// Sessions running, until they have recorded their end.
     live: AtomicUsize,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            process: uuid::Uuid::new_v4().to_string(),
+            slots: Mutex::default(),
+            generations: AtomicU64::default(),
+            live: AtomicUsize::default(),
+        }
+    }
 }
 
 /// Counts a session as running while it is held.
@@ -89,6 +101,11 @@ impl Routed {
 }
 
 impl Hub {
+    /// The name this process holds agent connections under (see [`super::lease`]).
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
     /// Counts a session as running until the returned guard is dropped.
     pub fn running(&self) -> Running<'_> {
         self.live.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@
 
 pub mod acs;
 mod hub;
+pub mod lease;
 pub mod tcs;
 
 use std::collections::HashMap;

@@ -63,6 +63,8 @@ const MAX_ID_LEN: usize = 255;
 const MAX_REASON_LEN: usize = 1024;
 const MAX_PORT_RANGES: usize = 100;
 const ESSENTIAL_EXITED: &str = "Essential container in task exited";
+/// The reason ECS gives a task that stopped before it ran, when the agent gives none.
+const FAILED_TO_START: &str = "Task failed to start";
 const ENI: &str = "ElasticNetworkInterface";
 /// The statuses an attachment can be reported in.
 const ATTACHMENT_STATUSES: [&str; 9] = [
@@ -298,7 +300,9 @@ fn stop(task: &mut Task, reason: Option<&str>, essential: &impl Fn(&str) -> bool
         .any(|c| c.exit_code.is_some() && essential(&c.name));
     if task.started_at.is_none() {
         task.stop_code = Some("TaskFailedToStart".into());
-        task.stopped_reason = reason.filter(|r| !r.is_empty()).map(str::to_owned);
+        // The agent usually gives no task reason (each container carries its own); ECS then
+        // says only that the task failed to start.
+        task.stopped_reason = Some(reason.filter(|r| !r.is_empty()).unwrap_or(FAILED_TO_START).to_owned());
     } else if essential_exited {
         task.stop_code = Some("EssentialContainerExited".into());
         task.stopped_reason = Some(ESSENTIAL_EXITED.into());
@@ -546,6 +550,18 @@ mod tests {
         assert_eq!(t.stop_code.as_deref(), Some("TaskFailedToStart"));
         assert_eq!(t.stopped_reason.as_deref(), Some("CannotPullContainerError"));
         assert_eq!(t.started_at, None);
+
+        let mut t = task();
+        let pull_failed = json!({"status": "STOPPED", "containers": [
+            {"containerName": "web", "status": "STOPPED", "reason": "CannotPullContainerError: no such image"}]});
+        apply(&mut t, &report(pull_failed), essential, 3.0).unwrap();
+        assert_eq!(t.stop_code.as_deref(), Some("TaskFailedToStart"));
+        assert_eq!(t.stopped_reason.as_deref(), Some(FAILED_TO_START));
+        assert_eq!(
+            t.containers[0].reason.as_deref(),
+            Some("CannotPullContainerError: no such image"),
+            "each container keeps its own reason"
+        );
     }
 
     #[test]

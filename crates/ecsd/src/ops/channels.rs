@@ -20,7 +20,7 @@ use crate::domain::records::ContainerInstance;
 use crate::domain::status::TaskStatus;
 use crate::domain::{now, Scope};
 use crate::error::ApiError;
-use crate::store::{Store, StoreError, StoreExt};
+use crate::store::{Store, StoreError, StoreExt, Tx};
 
 /// An agent's container instance, as a channel names it once opened.
 #[derive(Clone, Debug)]
@@ -108,37 +108,93 @@ pub async fn instance_state(store: &dyn Store, instance: &Instance) -> Result<(b
         .await
 }
 
-/// Records that the instance's agent is (or is no longer) connected: the instance's
-/// `agentConnected`, and the `connectivity` of its tasks that have one.
-pub async fn set_connected(store: &dyn Store, instance: &Instance, connected: bool) -> Result<(), ApiError> {
-    let (cluster, id) = (instance.cluster.clone(), instance.id.clone());
-    let (from, to) = if connected {
-        ("DISCONNECTED", "CONNECTED")
-    } else {
-        ("CONNECTED", "DISCONNECTED")
-    };
+/// Records that `process` holds the instance's agent connection: the instance's
+/// `agentConnected` and `versionInfo` (the versions the agent gave when it connected, if any),
+/// and the `connectivity` of its tasks. Only what differs is written.
+pub async fn set_connected(
+    store: &dyn Store,
+    instance: &Instance,
+    process: &str,
+    versions: Option<Value>,
+) -> Result<(), ApiError> {
+    let (cluster, id, process) = (instance.cluster.clone(), instance.id.clone(), process.to_owned());
+    store
+        .write(&instance.scope, move |tx| {
+            let Some(record) = tx.container_instance(&cluster, &id)? else {
+                return Ok(());
+            };
+            if tx.agent_holder(&cluster, &id)?.as_deref() != Some(process.as_str()) {
+                tx.set_agent_holder(&cluster, &id, Some(&process))?;
+            }
+            let mut next = record.clone();
+            next.agent_connected = true;
+            if versions.is_some() {
+                next.version_info.clone_from(&versions);
+            }
+            if next != record {
+                next.version += 1;
+                save_instance(tx, &cluster, &id, &next)?;
+            }
+            set_connectivity(tx, &cluster, &id, "CONNECTED")
+        })
+        .await
+}
+
+/// Records that the instance's agent connection held by `process` ended. Nothing changes if
+/// another process holds it now (the agent reconnected there).
+pub async fn set_disconnected(store: &dyn Store, instance: &Instance, process: &str) -> Result<(), ApiError> {
+    let (cluster, id, process) = (instance.cluster.clone(), instance.id.clone(), process.to_owned());
     store
         .write(&instance.scope, move |tx| {
             let Some(mut record) = tx.container_instance(&cluster, &id)? else {
                 return Ok(());
             };
-            if record.agent_connected != connected {
-                record.agent_connected = connected;
+            if tx.agent_holder(&cluster, &id)?.is_some_and(|holder| holder != process) {
+                return Ok(());
+            }
+            tx.set_agent_holder(&cluster, &id, None)?;
+            if record.agent_connected {
+                record.agent_connected = false;
                 record.version += 1;
                 save_instance(tx, &cluster, &id, &record)?;
             }
-            let at = now();
-            for (task, _) in tx.instance_tasks(&cluster, &id)? {
-                if task.connectivity.as_deref() == Some(from) {
-                    let mut next = task.clone();
-                    next.connectivity = Some(to.into());
-                    next.connectivity_at = Some(at);
-                    save_task(tx, &cluster, &task, next)?;
-                }
-            }
-            Ok::<_, ApiError>(())
+            set_connectivity(tx, &cluster, &id, "DISCONNECTED")
         })
         .await
+}
+
+/// Sets the `connectivity` of the instance's unstopped tasks that have one.
+fn set_connectivity(tx: &mut dyn Tx, cluster: &str, id: &str, to: &str) -> Result<(), ApiError> {
+    let at = now();
+    for (task, _) in tx.instance_tasks(cluster, id)? {
+        if task.connectivity.as_deref().is_some_and(|c| c != to) {
+            let mut next = task.clone();
+            next.connectivity = Some(to.into());
+            next.connectivity_at = Some(at);
+            save_task(tx, cluster, &task, next)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records every agent connection held by a process whose lease has lapsed as ended: that
+/// process died, or stalled so long that its agents have reconnected or given up. Returns how
+/// many instances were released.
+pub async fn release_lapsed(store: &dyn Store) -> Result<usize, ApiError> {
+    let lapsed = store.lapsed_agents().await?;
+    let count = lapsed.len();
+    for agent in lapsed {
+        let instance = Instance {
+            arn: agent.scope.container_instance_arn(&agent.cluster, &agent.id),
+            cluster_arn: agent.scope.cluster_arn(&agent.cluster),
+            scope: agent.scope,
+            cluster: agent.cluster,
+            id: agent.id,
+        };
+        tracing::info!(instance = %instance.arn, process = %agent.process, "the process holding this agent's connection is gone");
+        set_disconnected(store, &instance, &agent.process).await?;
+    }
+    Ok(count)
 }
 
 /// A task that has yet to reach the instance's agent with its current desired status.

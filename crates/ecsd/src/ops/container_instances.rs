@@ -66,6 +66,13 @@ pub async fn register_container_instance(
                 Some(id) => tx.container_instance(&cluster, id)?,
                 None => None,
             };
+            // Deregistration is final: an agent holding a deregistered identity registers anew.
+            if let Some(p) = previous.as_ref().filter(|p| p.status == "INACTIVE") {
+                return Err(ApiError::client(format!(
+                    "Container instance {} is inactive and cannot be registered again; register without containerInstanceArn.",
+                    p.container_instance_arn
+                )));
+            }
             let id = previous_id.unwrap_or_else(new_id);
             let instance = ContainerInstance {
                 container_instance_arn: scope.container_instance_arn(&cluster, &id),
@@ -74,7 +81,11 @@ pub async fn register_container_instance(
                     .or_else(|| previous.as_ref().and_then(|p| p.ec2_instance_id.clone()))
                     .or_else(|| Some(format!("mi-{}", &new_id()[..17]))),
                 version: previous.as_ref().map_or(1, |p| p.version + 1),
-                version_info: req.version_info.clone(),
+                // Agents tell their versions on their ACS connection, not here: keep those.
+                version_info: req
+                    .version_info
+                    .clone()
+                    .or_else(|| previous.as_ref().and_then(|p| p.version_info.clone())),
                 registered_resources: req.total_resources.clone(),
                 status: "ACTIVE".into(),
                 agent_connected: previous.as_ref().is_some_and(|p| p.agent_connected),

@@ -16,7 +16,10 @@ pub mod tasks;
 use std::sync::Arc;
 
 use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::domain::Scope;
 use crate::error::ApiError;
@@ -121,6 +124,56 @@ impl Operation {
     }
 }
 
+/// A request with a fingerprint of what it asks for: a digest of every member but its
+/// idempotency token (`clientToken`), with object members in sorted order so that the same
+/// request always gives the same fingerprint. Two requests with one token ask for the same
+/// thing exactly when their fingerprints match.
+pub struct Fingerprinted<T> {
+    pub request: T,
+    pub fingerprint: String,
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Fingerprinted<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut value = Value::deserialize(deserializer)?;
+        let request = T::deserialize(&value).map_err(serde::de::Error::custom)?;
+        if let Some(members) = value.as_object_mut() {
+            members.remove("clientToken");
+        }
+        let mut digest = Sha256::new();
+        canonical(&value, &mut digest);
+        let fingerprint = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Fingerprinted { request, fingerprint })
+    }
+}
+
+/// Feeds `value` to the digest as JSON with every object's members in sorted order.
+fn canonical(value: &Value, digest: &mut Sha256) {
+    match value {
+        Value::Object(members) => {
+            let mut keys: Vec<&String> = members.keys().collect();
+            keys.sort_unstable();
+            digest.update(b"{");
+            for key in keys {
+                digest.update(Value::from(key.as_str()).to_string().as_bytes());
+                digest.update(b":");
+                canonical(&members[key], digest);
+                digest.update(b",");
+            }
+            digest.update(b"}");
+        }
+        Value::Array(items) => {
+            digest.update(b"[");
+            for item in items {
+                canonical(item, digest);
+                digest.update(b",");
+            }
+            digest.update(b"]");
+        }
+        scalar => digest.update(scalar.to_string().as_bytes()),
+    }
+}
+
 /// The cluster a request names (`default` when it names none), if it exists and is ACTIVE.
 fn active_cluster(tx: &mut dyn Tx, reference: Option<&str>) -> Result<String, ApiError> {
     let reference = reference.unwrap_or("default");
@@ -201,6 +254,33 @@ mod tests {
         assert!(decode_token("tasks", Some(&token)).is_err());
         assert!(decode_token("clusters", Some("%%%")).is_err());
         assert_eq!(decode_token("clusters", None).unwrap(), None);
+    }
+
+    #[test]
+    fn fingerprints_ignore_the_token_and_member_order() {
+        let print = |v: Value| serde_json::from_value::<Fingerprinted<Value>>(v).unwrap().fingerprint;
+        let a = print(
+            serde_json::json!({"taskDefinition": "web", "count": 2, "clientToken": "t1",
+                                         "overrides": {"b": 1, "a": [1, 2]}}),
+        );
+        let b = print(
+            serde_json::json!({"overrides": {"a": [1, 2], "b": 1}, "clientToken": "t2",
+                                         "count": 2, "taskDefinition": "web"}),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_ne!(
+            a,
+            print(
+                serde_json::json!({"taskDefinition": "web", "count": 3, "clientToken": "t1",
+                                               "overrides": {"b": 1, "a": [1, 2]}})
+            )
+        );
+        assert_ne!(
+            print(serde_json::json!({"a": [1, 2]})),
+            print(serde_json::json!({"a": [2, 1]})),
+            "order within a list matters"
+        );
     }
 
     #[test]

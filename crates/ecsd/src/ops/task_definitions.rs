@@ -445,10 +445,11 @@ pub async fn list_task_definition_families(
 ) -> Result<ListTaskDefinitionFamiliesResponse, ApiError> {
     let limit = page_size(req.max_results)?;
     let after = decode_token("families", req.next_token.as_deref())?;
+    // Without a status, both ACTIVE and INACTIVE families are listed.
     let status = match req.status.as_deref() {
+        Some("ACTIVE") => FamilyStatus::Active,
         Some("INACTIVE") => FamilyStatus::Inactive,
-        Some("ALL") => FamilyStatus::All,
-        _ => FamilyStatus::Active,
+        _ => FamilyStatus::All,
     };
     let families = ctx
         .store

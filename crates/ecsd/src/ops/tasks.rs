@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::tags::{check_tags, merge_tags};
-use super::{active_cluster, decode_token, page_size, paginate, task_definitions, Ctx};
+use super::{active_cluster, decode_token, page_size, paginate, task_definitions, Ctx, Fingerprinted};
 use crate::domain::placement::{self, BinpackField, Candidate, Placement, Reservation, Strategy};
 use crate::domain::query::{self, Expr};
 use crate::domain::records::{Attachment, Container, ContainerInstance, KeyValuePair, Tag, Task, TaskDefinitionSpec};
@@ -78,8 +78,14 @@ struct Template {
     tags: Vec<Tag>,
     subnet: Option<String>,
     launch_type: String,
-    client_token: Option<String>,
+    client_token: Option<ClientToken>,
     extra: Map<String, Value>,
+}
+
+/// RunTask's idempotency token and the fingerprint of the request it came with.
+struct ClientToken {
+    token: String,
+    fingerprint: String,
 }
 
 impl TaskRequest {
@@ -97,7 +103,7 @@ impl TaskRequest {
         &self,
         tx: &mut dyn Tx,
         launch_type: String,
-        client_token: Option<String>,
+        client_token: Option<ClientToken>,
         extra: Map<String, Value>,
     ) -> Result<Template, ApiError> {
         let cluster = active_cluster(tx, self.cluster.as_deref())?;
@@ -217,7 +223,8 @@ impl TaskRequest {
                 cluster,
                 instance: Some(id_of(&instance.container_instance_arn)),
                 family: &spec.family,
-                client_token: template.client_token.as_deref(),
+                client_token: template.client_token.as_ref().map(|t| t.token.as_str()),
+                client_request: template.client_token.as_ref().map(|t| t.fingerprint.as_str()),
                 task: &task,
                 reservation: &template.need,
             },
@@ -434,7 +441,11 @@ fn failure(arn: &str, reason: &str) -> Value {
     json!({"arn": arn, "reason": reason})
 }
 
-pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<TasksResponse, ApiError> {
+pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<TasksResponse, ApiError> {
+    let Fingerprinted {
+        request: req,
+        fingerprint,
+    } = req;
     let count = req.count.unwrap_or(1);
     if !(1..=MAX_RUN_COUNT).contains(&count) {
         return Err(ApiError::invalid_parameter(format!(
@@ -450,10 +461,10 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<TasksResponse, A
     if req
         .client_token
         .as_ref()
-        .is_some_and(|t| t.is_empty() || t.len() > MAX_CLIENT_TOKEN)
+        .is_some_and(|t| t.is_empty() || t.len() > MAX_CLIENT_TOKEN || !t.bytes().all(|b| (33..=126).contains(&b)))
     {
         return Err(ApiError::invalid_parameter(format!(
-            "Invalid 'clientToken': it must be 1 to {MAX_CLIENT_TOKEN} characters long."
+            "Invalid 'clientToken': it must be 1 to {MAX_CLIENT_TOKEN} characters from the range 33-126."
         )));
     }
     req.task.check()?;
@@ -462,14 +473,30 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<TasksResponse, A
     ctx.store
         .write(&ctx.scope, move |tx| {
             let extra = extra_members(req.platform_version.as_deref());
-            let template = req
-                .task
-                .template(tx, launch_type.clone(), req.client_token.clone(), extra)?;
-            if let Some(token) = &req.client_token {
-                let earlier = tx.tasks_by_client_token(&template.cluster, token)?;
+            let client_token = req.client_token.clone().map(|token| ClientToken {
+                token,
+                fingerprint: fingerprint.clone(),
+            });
+            let template = req.task.template(tx, launch_type.clone(), client_token, extra)?;
+            if let Some(token) = &template.client_token {
+                let earlier = tx.tasks_by_client_token(&template.cluster, &token.token)?;
+                // The same token with the same request answers with what that request made; with
+                // another request, it is a conflict.
+                if earlier
+                    .iter()
+                    .any(|(_, made_by)| made_by.as_ref().is_some_and(|f| *f != token.fingerprint))
+                {
+                    return Err(ApiError::conflict(
+                        format!(
+                            "The clientToken '{}' is already in use with a different RunTask request.",
+                            token.token
+                        ),
+                        earlier.into_iter().map(|(task, _)| task.task_arn).collect(),
+                    ));
+                }
                 if !earlier.is_empty() {
                     return Ok(TasksResponse {
-                        tasks: earlier,
+                        tasks: earlier.into_iter().map(|(task, _)| task).collect(),
                         failures: Vec::new(),
                     });
                 }

@@ -13,6 +13,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::domain::placement::{InstanceLoad, Reservation};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
@@ -97,6 +98,8 @@ pub struct NewTask<'a> {
     pub instance: Option<&'a str>,
     pub family: &'a str,
     pub client_token: Option<&'a str>,
+    /// The fingerprint of the request that came with the client token.
+    pub client_request: Option<&'a str>,
     pub task: &'a Task,
     pub reservation: &'a Reservation,
 }
@@ -148,6 +151,8 @@ pub trait Tx {
         id: &str,
         instance: &ContainerInstance,
     ) -> Result<(), StoreError>;
+    /// The instances in `status`; with none, those in every status but INACTIVE
+    /// (deregistered instances are found only by ARN).
     fn list_container_instances(
         &mut self,
         cluster: &str,
@@ -167,8 +172,9 @@ pub trait Tx {
     fn append_event(&mut self, cluster: &str, detail_type: &str, time: f64, body: &str) -> Result<(), StoreError>;
     /// The task that holds an attachment (an ENI, say), by the attachment's id.
     fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError>;
-    /// The tasks a RunTask or StartTask with this client token created.
-    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<Task>, StoreError>;
+    /// The tasks a RunTask with this client token created, each with the fingerprint of that
+    /// request (None for tasks stored before fingerprints were kept).
+    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<(Task, Option<String>)>, StoreError>;
     /// Ids of the tasks that pass `filter`, in id order, resuming after `after`.
     fn list_tasks(
         &mut self,
@@ -188,6 +194,21 @@ pub trait Tx {
     fn set_delivered(&mut self, cluster: &str, id: &str, desired: TaskStatus) -> Result<(), StoreError>;
     /// Replaces a stored task.
     fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError>;
+    /// The process that holds the instance's agent connection, if one does.
+    fn agent_holder(&mut self, cluster: &str, id: &str) -> Result<Option<String>, StoreError>;
+    /// Records which process holds the instance's agent connection (None: no process does).
+    fn set_agent_holder(&mut self, cluster: &str, id: &str, process: Option<&str>) -> Result<(), StoreError>;
+}
+
+/// An instance whose agent connection is held by a process whose lease has lapsed: that
+/// process died (or stalled) without recording that the connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LapsedAgent {
+    pub scope: Scope,
+    pub cluster: String,
+    pub id: String,
+    /// The process recorded as holding the connection.
+    pub process: String,
 }
 
 /// A boxed future, so that `Store` can be used as a trait object.
@@ -241,6 +262,13 @@ pub trait Store: Send + Sync + 'static {
     fn set_cursor(&self, name: String, seq: i64) -> BoxFuture<Result<(), StoreError>>;
     /// Removes events older than `events_before` and tasks STOPPED before `stopped_tasks_before`.
     fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>>;
+    /// Extends a process's lease on the agent connections it holds to `ttl` from now (by the
+    /// store's clock, which every process sharing the store agrees on).
+    fn renew_lease(&self, process: String, ttl: Duration) -> BoxFuture<Result<(), StoreError>>;
+    /// Ends a process's lease: it holds no connection any more.
+    fn end_lease(&self, process: String) -> BoxFuture<Result<(), StoreError>>;
+    /// The instances whose agent connection is held by a process without a live lease.
+    fn lapsed_agents(&self) -> BoxFuture<Result<Vec<LapsedAgent>, StoreError>>;
     /// Changes whenever a write is committed, so that readers of events can wait for more.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Finishes what is queued and releases the store; later transactions fail. Blocking.

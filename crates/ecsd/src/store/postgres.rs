@@ -18,8 +18,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use super::{
-    BoxFuture, ClusterCounts, Erased, EventPage, EventQuery, FamilyStatus, NewTask, Store, StoreError, StoredEvent,
-    Swept, TaskFilter, Tx, TxFn,
+    BoxFuture, ClusterCounts, Erased, EventPage, EventQuery, FamilyStatus, LapsedAgent, NewTask, Store, StoreError,
+    StoredEvent, Swept, TaskFilter, Tx, TxFn,
 };
 use crate::domain::placement::{InstanceLoad, Reservation, Usage};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
@@ -97,6 +97,18 @@ CREATE TABLE cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
 ALTER TABLE tasks ADD COLUMN delivered TEXT;
 -- The last sequence number given to an ACS message for the instance.
 ALTER TABLE container_instances ADD COLUMN acs_seq BIGINT NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- Each process's lease on the agent connections it holds: a connection whose process's lease
+-- has lapsed is taken for closed, whoever notices first.
+CREATE TABLE processes (id TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL);
+-- The process holding the instance's agent connection (NULL: none).
+ALTER TABLE container_instances ADD COLUMN agent_process TEXT;
+-- Connections recorded before leases existed belong to no live process.
+UPDATE container_instances SET agent_process = '' WHERE (doc::json ->> 'agentConnected') = 'true';
+CREATE INDEX container_instances_with_agents ON container_instances (agent_process) WHERE agent_process IS NOT NULL;
+-- The fingerprint of the RunTask request that made the task, beside its client token.
+ALTER TABLE tasks ADD COLUMN client_request TEXT;
 "#,
 ];
 
@@ -327,6 +339,48 @@ impl Store for PostgresStore {
                 tx.commit().await?;
                 Ok(Swept { events, tasks })
             })
+        })
+    }
+
+    fn renew_lease(&self, process: String, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
+        // The database's clock: processes on several hosts need not agree on theirs.
+        let ttl = ttl.as_secs_f64();
+        self.blocking(move |rt, client| {
+            rt.block_on(client.execute(
+                "INSERT INTO processes (id, expires_at) VALUES ($1, EXTRACT(EPOCH FROM clock_timestamp())::float8 + $2)
+                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+                &[&process, &ttl],
+            ))?;
+            Ok(())
+        })
+    }
+
+    fn end_lease(&self, process: String) -> BoxFuture<Result<(), StoreError>> {
+        self.blocking(move |rt, client| {
+            rt.block_on(client.execute("DELETE FROM processes WHERE id = $1", &[&process]))?;
+            Ok(())
+        })
+    }
+
+    fn lapsed_agents(&self) -> BoxFuture<Result<Vec<LapsedAgent>, StoreError>> {
+        self.blocking(move |rt, client| {
+            let rows = rt.block_on(client.query(
+                "SELECT account, region, cluster, id, agent_process FROM container_instances c
+                 WHERE agent_process IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM processes p
+                                   WHERE p.id = c.agent_process
+                                     AND p.expires_at > EXTRACT(EPOCH FROM clock_timestamp())::float8)",
+                &[],
+            ))?;
+            Ok(rows
+                .iter()
+                .map(|r| LapsedAgent {
+                    scope: Scope::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                    cluster: r.get(2),
+                    id: r.get(3),
+                    process: r.get(4),
+                })
+                .collect())
         })
     }
 
@@ -617,7 +671,7 @@ impl Tx for PgTx<'_> {
         let s = &self.scope;
         self.docs(
             "SELECT doc FROM container_instances
-             WHERE account = $1 AND region = $2 AND cluster = $3 AND ($4::text IS NULL OR status = $4) AND id > $5
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND ($4::text IS NULL AND status <> 'INACTIVE' OR status = $4) AND id > $5
              ORDER BY id LIMIT $6",
             &[
                 &s.account,
@@ -662,8 +716,9 @@ impl Tx for PgTx<'_> {
         let task = new.task;
         self.execute(
             "INSERT INTO tasks (account, region, cluster, id, container_instance, last_status, desired_status,
-                                family, group_name, started_by, launch_type, client_token, reservation, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                                family, group_name, started_by, launch_type, client_token, client_request,
+                                reservation, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             &[
                 &s.account,
                 &s.region,
@@ -677,6 +732,7 @@ impl Tx for PgTx<'_> {
                 &task.started_by,
                 &task.launch_type,
                 &new.client_token,
+                &new.client_request,
                 &serde_json::to_string(new.reservation)?,
                 &serde_json::to_string(task)?,
             ],
@@ -724,12 +780,18 @@ impl Tx for PgTx<'_> {
         )
     }
 
-    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<Task>, StoreError> {
+    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<(Task, Option<String>)>, StoreError> {
         let s = &self.scope;
-        self.docs(
-            "SELECT doc FROM tasks WHERE account = $1 AND region = $2 AND cluster = $3 AND client_token = $4 ORDER BY position",
+        let rows = self.query(
+            "SELECT doc, client_request FROM tasks
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND client_token = $4 ORDER BY position",
             &[&s.account, &s.region, &cluster, &token],
-        )
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push((serde_json::from_str(row.get::<_, &str>(0))?, row.get(1)));
+        }
+        Ok(out)
     }
 
     fn list_tasks(
@@ -805,6 +867,24 @@ impl Tx for PgTx<'_> {
              WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4
                AND (delivered IS NULL OR delivered <> 'STOPPED')",
             &[&s.account, &s.region, &cluster, &id, &desired.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn agent_holder(&mut self, cluster: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let s = &self.scope;
+        let rows = self.query(
+            "SELECT agent_process FROM container_instances WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
+            &[&s.account, &s.region, &cluster, &id],
+        )?;
+        Ok(rows.first().and_then(|r| r.get(0)))
+    }
+
+    fn set_agent_holder(&mut self, cluster: &str, id: &str, process: Option<&str>) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.execute(
+            "UPDATE container_instances SET agent_process = $5 WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
+            &[&s.account, &s.region, &cluster, &id, &process],
         )?;
         Ok(())
     }

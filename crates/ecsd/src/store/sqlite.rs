@@ -12,13 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::{
-    BoxFuture, ClusterCounts, Erased, EventPage, EventQuery, FamilyStatus, NewTask, Store, StoreError, StoredEvent,
-    Swept, TaskFilter, Tx, TxFn,
+    BoxFuture, ClusterCounts, Erased, EventPage, EventQuery, FamilyStatus, LapsedAgent, NewTask, Store, StoreError,
+    StoredEvent, Swept, TaskFilter, Tx, TxFn,
 };
 use crate::domain::placement::{InstanceLoad, Reservation, Usage};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
@@ -120,6 +121,18 @@ CREATE INDEX tasks_by_client_token ON tasks (account, region, cluster, client_to
 ALTER TABLE tasks ADD COLUMN delivered TEXT;
 -- The last sequence number given to an ACS message for the instance.
 ALTER TABLE container_instances ADD COLUMN acs_seq INTEGER NOT NULL DEFAULT 0;
+"#,
+    r#"
+-- Each process's lease on the agent connections it holds: a connection whose process's lease
+-- has lapsed is taken for closed, whoever notices first.
+CREATE TABLE processes (id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+-- The process holding the instance's agent connection (NULL: none).
+ALTER TABLE container_instances ADD COLUMN agent_process TEXT;
+-- Connections recorded before leases existed belong to no live process.
+UPDATE container_instances SET agent_process = '' WHERE json_extract(doc, '$.agentConnected') = 1;
+CREATE INDEX container_instances_with_agents ON container_instances (agent_process) WHERE agent_process IS NOT NULL;
+-- The fingerprint of the RunTask request that made the task, beside its client token.
+ALTER TABLE tasks ADD COLUMN client_request TEXT;
 "#,
 ];
 
@@ -287,6 +300,47 @@ impl Store for SqliteStore {
                 events: events as u64,
                 tasks: tasks as u64,
             })
+        })
+    }
+
+    fn renew_lease(&self, process: String, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
+        // One process owns an SQLite file, so its own clock is the store's.
+        let expires_at = crate::domain::now() + ttl.as_secs_f64();
+        self.write_raw(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO processes (id, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            )?
+            .execute(params![process, expires_at])?;
+            Ok(())
+        })
+    }
+
+    fn end_lease(&self, process: String) -> BoxFuture<Result<(), StoreError>> {
+        self.write_raw(move |conn| {
+            conn.prepare_cached("DELETE FROM processes WHERE id = ?1")?
+                .execute([process])?;
+            Ok(())
+        })
+    }
+
+    fn lapsed_agents(&self) -> BoxFuture<Result<Vec<LapsedAgent>, StoreError>> {
+        let now = crate::domain::now();
+        self.read_raw(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT account, region, cluster, id, agent_process FROM container_instances c
+                 WHERE agent_process IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM processes p WHERE p.id = c.agent_process AND p.expires_at > ?1)",
+            )?;
+            let rows = stmt.query_map([now], |r| {
+                Ok(LapsedAgent {
+                    scope: Scope::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    cluster: r.get(2)?,
+                    id: r.get(3)?,
+                    process: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
@@ -733,7 +787,7 @@ impl Tx for SqliteTx<'_> {
         let s = &self.scope;
         self.docs(
             "SELECT doc FROM container_instances
-             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND (?4 IS NULL OR status = ?4) AND id > ?5
+             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND (?4 IS NULL AND status <> 'INACTIVE' OR status = ?4) AND id > ?5
              ORDER BY id LIMIT ?6",
             params![s.account, s.region, cluster, status, after.unwrap_or(""), limit as i64],
         )
@@ -773,8 +827,9 @@ impl Tx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO tasks (account, region, cluster, id, container_instance, last_status, desired_status,
-                                    family, group_name, started_by, launch_type, client_token, reservation, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                    family, group_name, started_by, launch_type, client_token, client_request,
+                                    reservation, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?
             .execute(params![
                 s.account,
@@ -789,6 +844,7 @@ impl Tx for SqliteTx<'_> {
                 task.started_by,
                 task.launch_type,
                 new.client_token,
+                new.client_request,
                 serde_json::to_string(new.reservation)?,
                 serde_json::to_string(task)?
             ])?;
@@ -830,12 +886,21 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
-    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<Task>, StoreError> {
+    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<(Task, Option<String>)>, StoreError> {
         let s = &self.scope;
-        self.docs(
-            "SELECT doc FROM tasks WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND client_token = ?4 ORDER BY rowid",
-            params![s.account, s.region, cluster, token],
-        )
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT doc, client_request FROM tasks
+             WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND client_token = ?4 ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map(params![s.account, s.region, cluster, token], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (doc, request) = row?;
+            out.push((serde_json::from_str(&doc)?, request));
+        }
+        Ok(out)
     }
 
     fn list_tasks(
@@ -918,6 +983,28 @@ impl Tx for SqliteTx<'_> {
                    AND (delivered IS NULL OR delivered <> 'STOPPED')",
             )?
             .execute(params![s.account, s.region, cluster, id, desired.as_str()])?;
+        Ok(())
+    }
+
+    fn agent_holder(&mut self, cluster: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let s = &self.scope;
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT agent_process FROM container_instances WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",
+            )?
+            .query_row(params![s.account, s.region, cluster, id], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    fn set_agent_holder(&mut self, cluster: &str, id: &str, process: Option<&str>) -> Result<(), StoreError> {
+        let s = &self.scope;
+        self.conn
+            .prepare_cached(
+                "UPDATE container_instances SET agent_process = ?5 WHERE account = ?1 AND region = ?2 AND cluster = ?3 AND id = ?4",
+            )?
+            .execute(params![s.account, s.region, cluster, id, process])?;
         Ok(())
     }
 

@@ -36,7 +36,7 @@ pub struct Answer {
 /// of a database to connect to), the store is instead a PostgreSQL database of its own, named
 /// after `data_dir`, so that a restart on the same directory finds the same data.
 pub async fn development(data_dir: &Path) -> Options {
-    let mut options = Options::development(data_dir.to_owned(), ACCOUNT, REGION);
+    let mut options = Options::development(data_dir.to_owned(), ACCOUNT);
     if let Ok(admin) = std::env::var("ECSD_TEST_POSTGRES") {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
