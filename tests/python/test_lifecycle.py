@@ -213,7 +213,7 @@ def test_run_task_options_and_idempotency(ecs):
     ecs.create_cluster(clusterName="run")
     instance = register_instance(ecs, "run")
     register(ecs, "runner", tags=[{"key": "from", "value": "td"}])
-    first = ecs.run_task(
+    params = dict(
         cluster="run",
         taskDefinition="runner",
         count=2,
@@ -222,16 +222,20 @@ def test_run_task_options_and_idempotency(ecs):
         tags=[{"key": "run", "value": "1"}],
         propagateTags="TASK_DEFINITION",
         overrides={"containerOverrides": [{"name": "app", "command": ["echo", "hi"], "memory": 300}]},
-        clientToken="token-1",
     )
+    first = ecs.run_task(**params, clientToken="token-1")
     assert len(first["tasks"]) == 2
     task = first["tasks"][0]
     assert task["group"] == "batch" and task["startedBy"] == "ci-job"
     assert task["overrides"]["containerOverrides"][0]["command"] == ["echo", "hi"]
     assert task["containers"][0]["memory"] == "300"
     assert {"key": "from", "value": "td"} in task["tags"] and {"key": "run", "value": "1"} in task["tags"]
-    again = ecs.run_task(cluster="run", taskDefinition="runner", count=2, clientToken="token-1")
+    again = ecs.run_task(**params, clientToken="token-1")
     assert [t["taskArn"] for t in again["tasks"]] == [t["taskArn"] for t in first["tasks"]]
+    # The token with other parameters is a conflict naming the tasks the token made.
+    with pytest.raises(ecs.exceptions.ConflictException) as conflict:
+        ecs.run_task(cluster="run", taskDefinition="runner", count=2, clientToken="token-1")
+    assert sorted(conflict.value.response["resourceIds"]) == sorted(t["taskArn"] for t in first["tasks"])
     described = ecs.describe_container_instances(cluster="run", containerInstances=[instance])["containerInstances"][0]
     assert described["pendingTasksCount"] == 2
     assert resource(described, "MEMORY")["integerValue"] == 4096 - 600
