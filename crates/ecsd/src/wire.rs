@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::auth::sigv4::{self, SignedRequest};
 use crate::auth::{Caller, Keys, Regions};
+use crate::domain::arn::cluster_of;
 use crate::domain::Scope;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Model;
@@ -208,10 +209,20 @@ async fn call(state: &AppState, caller: &Caller, operation: Operation, body: &[u
             return Err(access_denied(caller, &action, &scope.cluster_arn(name)));
         }
     }
+    // A resource named by ARN is in the cluster its ARN names, whichever cluster the request
+    // names besides (or none, as with the tagging operations).
+    let mut arns = Vec::new();
+    referenced_arns(&input, &mut arns);
+    for arn in arns {
+        if cluster_of(arn).is_some_and(|cluster| !caller.principal.may_use_cluster(cluster)) {
+            return Err(access_denied(caller, &action, arn));
+        }
+    }
     let ctx = Ctx {
         store: state.store.clone(),
         scope,
         advertise_url: state.advertise_url.clone(),
+        principal: caller.principal.clone(),
     };
     let output = operation.call(&ctx, input).await?;
     if cfg!(debug_assertions) {
@@ -236,6 +247,39 @@ fn named_clusters(operation: Operation, input: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The members, at any depth of a request, that name resources (by ARN or otherwise).
+const REFERENCE_MEMBERS: [&str; 9] = [
+    "resourceArn",
+    "task",
+    "tasks",
+    "taskArn",
+    "containerInstance",
+    "containerInstances",
+    "containerInstanceArn",
+    "targetId",
+    "attachmentArn",
+];
+
+/// Every value of a [`REFERENCE_MEMBERS`] member of `input` (strings, or lists of them).
+fn referenced_arns<'a>(input: &'a Value, out: &mut Vec<&'a str>) {
+    match input {
+        Value::Object(members) => {
+            for (name, value) in members {
+                if REFERENCE_MEMBERS.contains(&name.as_str()) {
+                    match value {
+                        Value::String(s) => out.push(s),
+                        Value::Array(items) => out.extend(items.iter().filter_map(Value::as_str)),
+                        _ => {}
+                    }
+                }
+                referenced_arns(value, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| referenced_arns(item, out)),
+        _ => {}
+    }
 }
 
 /// The error envelope AWS JSON clients parse.
@@ -317,6 +361,21 @@ mod tests {
         assert_eq!(r.headers()["content-type"], CONTENT_TYPE);
         let r = error_response("rid", &ApiError::server("boom"));
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn resources_named_anywhere_in_a_request() {
+        let input = json!({
+            "resourceArn": "arn:r",
+            "tasks": ["arn:t1", "arn:t2"],
+            "attributes": [{"name": "a", "targetId": "arn:i"}],
+            "attachments": [{"attachmentArn": "arn:a", "status": "ATTACHED"}],
+            "overrides": {"containerOverrides": [{"name": "not-a-reference"}]}
+        });
+        let mut found = Vec::new();
+        referenced_arns(&input, &mut found);
+        found.sort_unstable();
+        assert_eq!(found, ["arn:a", "arn:i", "arn:r", "arn:t1", "arn:t2"]);
     }
 
     #[test]

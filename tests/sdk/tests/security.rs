@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_ecs::types::ContainerDefinition;
+use aws_sdk_ecs::types::{ContainerDefinition, Tag};
 use common::{agent_resources, error_code, error_message, Running, REGION, TARGET};
 use ecsd::auth::{Keys, Regions};
 use ecsd::server::{Limits, Options};
@@ -221,6 +221,145 @@ async fn permissions_and_cluster_limits_are_enforced() {
     ci.register_task_definition()
         .family("job")
         .container_definitions(ContainerDefinition::builder().name("c").image("i").memory(8).build())
+        .send()
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_scope_holds_for_resources_named_by_arn() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start_with(options(dir.path()).await).await;
+    let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
+    let ci = server.client_as("AKIACI", "ci-secret", REGION);
+    let owner = Tag::builder().key("owner").value("alice").build();
+    let prod = alice
+        .create_cluster()
+        .cluster_name("prod")
+        .tags(owner.clone())
+        .send()
+        .await
+        .unwrap()
+        .cluster
+        .unwrap()
+        .cluster_arn
+        .unwrap();
+    let instance = alice
+        .register_container_instance()
+        .cluster("prod")
+        .set_total_resources(Some(agent_resources()))
+        .tags(owner.clone())
+        .send()
+        .await
+        .unwrap()
+        .container_instance
+        .unwrap()
+        .container_instance_arn
+        .unwrap();
+    alice
+        .register_task_definition()
+        .family("svc")
+        .container_definitions(ContainerDefinition::builder().name("c").image("i").memory(8).build())
+        .send()
+        .await
+        .unwrap();
+    let task = alice
+        .run_task()
+        .cluster("prod")
+        .task_definition("svc")
+        .tags(owner.clone())
+        .send()
+        .await
+        .unwrap()
+        .tasks()[0]
+        .task_arn()
+        .unwrap()
+        .to_owned();
+    ci.create_cluster().cluster_name("ci-1").send().await.unwrap();
+
+    for arn in [&prod, &instance, &task] {
+        let err = ci
+            .tag_resource()
+            .resource_arn(arn)
+            .tags(Tag::builder().key("pwned").value("yes").build())
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error_code(&err), "AccessDeniedException", "TagResource {arn}");
+        let err = ci
+            .untag_resource()
+            .resource_arn(arn)
+            .tag_keys("owner")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error_code(&err), "AccessDeniedException", "UntagResource {arn}");
+        let err = ci
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(error_code(&err), "AccessDeniedException", "ListTagsForResource {arn}");
+        let tags = alice
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tags.tags(), std::slice::from_ref(&owner), "{arn} keeps its tags");
+    }
+    // Naming an allowed cluster does not open another's resources by ARN.
+    let err = ci
+        .describe_tasks()
+        .cluster("ci-1")
+        .tasks(&task)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "AccessDeniedException");
+    let err = ci
+        .stop_task()
+        .cluster("ci-1")
+        .task(&task)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "AccessDeniedException");
+    let err = ci
+        .describe_container_instances()
+        .cluster("ci-1")
+        .container_instances(&instance)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "AccessDeniedException");
+    // Its own cluster's tags are its to change, and listings show only its clusters.
+    let own = ci.describe_clusters().clusters("ci-1").send().await.unwrap().clusters()[0]
+        .cluster_arn()
+        .unwrap()
+        .to_owned();
+    ci.tag_resource()
+        .resource_arn(&own)
+        .tags(Tag::builder().key("team").value("ci").build())
+        .send()
+        .await
+        .unwrap();
+    let listed = ci.list_clusters().send().await.unwrap();
+    assert_eq!(listed.cluster_arns(), std::slice::from_ref(&own));
+    assert_eq!(alice.list_clusters().send().await.unwrap().cluster_arns().len(), 2);
+    // Task definitions belong to no cluster: a cluster scope does not restrict them.
+    let definition = ci
+        .describe_task_definition()
+        .task_definition("svc")
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    ci.list_tags_for_resource()
+        .resource_arn(definition.task_definition_arn().unwrap())
         .send()
         .await
         .unwrap();

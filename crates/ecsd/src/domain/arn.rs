@@ -109,6 +109,33 @@ impl Scope {
     }
 }
 
+/// The cluster the resource an ECS ARN names belongs to: the cluster itself, or the cluster in
+/// the ARN of a task, container instance, container, service or task set. `None` for resources
+/// of no cluster (task definitions), ARNs that carry none (the older `task/ID` form) and
+/// anything that is not an ECS ARN. Whatever account or region the ARN is of.
+pub fn cluster_of(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(_partition), Some("ecs"), Some(_region), Some(_account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let (kind, path) = resource.split_once('/')?;
+    match kind {
+        "cluster" => Some(path).filter(|name| !name.is_empty() && !name.contains('/')),
+        "task" | "container-instance" | "container" | "service" | "task-set" => {
+            let (cluster, rest) = path.split_once('/')?;
+            (!cluster.is_empty() && !rest.is_empty()).then_some(cluster)
+        }
+        _ => None,
+    }
+}
+
 /// A resource named by id, with the cluster its ARN carried, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResourceRef<'a> {
@@ -176,6 +203,20 @@ mod tests {
             })
         );
         assert_eq!(s.resource_id(&s.task_arn("c", "abc"), "container-instance"), None);
+    }
+
+    #[test]
+    fn the_cluster_an_arn_belongs_to() {
+        let s = scope();
+        assert_eq!(cluster_of(&s.cluster_arn("prod")), Some("prod"));
+        assert_eq!(cluster_of(&s.task_arn("prod", "abc")), Some("prod"));
+        assert_eq!(cluster_of(&s.container_instance_arn("edge", "i1")), Some("edge"));
+        assert_eq!(cluster_of(&s.container_arn("edge", "t", "c")), Some("edge"));
+        assert_eq!(cluster_of("arn:aws:ecs:eu-west-1:999999999999:service/web/api"), Some("web"));
+        assert_eq!(cluster_of("arn:aws:ecs:us-east-1:123456789012:task/abc"), None);
+        assert_eq!(cluster_of(&s.task_definition_arn("web", 1)), None);
+        assert_eq!(cluster_of("arn:aws:iam::123456789012:role/x"), None);
+        assert_eq!(cluster_of("prod"), None);
     }
 
     #[test]

@@ -189,10 +189,21 @@ pub struct ListClustersResponse {
 pub async fn list_clusters(ctx: &Ctx, req: ListClustersRequest) -> Result<ListClustersResponse, ApiError> {
     let limit = page_size(req.max_results)?;
     let after = decode_token("clusters", req.next_token.as_deref())?;
+    let principal = ctx.principal.clone();
     let clusters = ctx
         .store
         .read(&ctx.scope, move |tx: &mut dyn Tx| {
-            tx.list_clusters(after.as_deref(), limit + 1).map_err(ApiError::from)
+            // A principal limited to some clusters sees only those.
+            let (mut shown, mut after) = (Vec::new(), after);
+            loop {
+                let batch = tx.list_clusters(after.as_deref(), limit + 1)?;
+                let last_batch = batch.len() <= limit;
+                after = batch.last().map(|c| c.cluster_name.clone());
+                shown.extend(batch.into_iter().filter(|c| principal.may_use_cluster(&c.cluster_name)));
+                if last_batch || shown.len() > limit {
+                    return Ok::<_, ApiError>(shown);
+                }
+            }
         })
         .await?;
     let (page, next_token) = paginate(clusters, limit, "clusters", |c| c.cluster_name.clone());

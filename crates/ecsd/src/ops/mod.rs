@@ -21,17 +21,19 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::auth::Principal;
 use crate::domain::Scope;
 use crate::error::ApiError;
 use crate::store::{Store, Tx};
 use crate::throttle::Family;
 
-/// What a handler works with: the store, the scope (account and region) of the caller, and the
-/// URL agents reach this server at.
+/// What a handler works with: the store, the scope (account and region) of the caller, the
+/// URL agents reach this server at, and the calling principal (whose clusters a listing shows).
 pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub scope: Scope,
     pub advertise_url: Arc<str>,
+    pub principal: Arc<Principal>,
 }
 
 macro_rules! operations {
