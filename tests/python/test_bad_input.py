@@ -179,3 +179,38 @@ def test_slow_clients_are_disconnected(tmp_path):
         assert status == 200
     finally:
         server.stop()
+
+
+def test_negative_quantities_are_refused_and_nothing_overcommits(ecs):
+    ecs.create_cluster(clusterName="small")
+    instance = ecs.register_container_instance(cluster="small", totalResources=[
+        {"name": "CPU", "type": "INTEGER", "integerValue": 1024},
+        {"name": "MEMORY", "type": "INTEGER", "integerValue": 1000}])["containerInstance"]["containerInstanceArn"]
+    for container, member in (
+        ({"memory": -500}, "memory"),
+        ({"memory": 64, "cpu": -5}, "cpu"),
+        ({"memory": 64, "memoryReservation": -1}, "memoryReservation"),
+        ({"memory": 64, "ulimits": [{"name": "nofile", "softLimit": -1, "hardLimit": 10}]}, "softLimit"),
+        ({"memory": 64, "healthCheck": {"command": ["CMD", "true"], "retries": 0}}, "retries"),
+    ):
+        with pytest.raises(ecs.exceptions.ClientException) as refused:
+            ecs.register_task_definition(family="neg", containerDefinitions=[{"name": "c", "image": "i", **container}])
+        assert member in refused.value.response["Error"]["Message"], (container, refused.value)
+    with pytest.raises(ecs.exceptions.ClientException) as refused:
+        ecs.register_task_definition(family="neg", cpu="-2048", containerDefinitions=[{"name": "c", "image": "i", "memory": 64}])
+    assert "'cpu'" in refused.value.response["Error"]["Message"]
+    assert ecs.list_task_definitions(familyPrefix="neg")["taskDefinitionArns"] == []
+    with pytest.raises(ecs.exceptions.InvalidParameterException):
+        ecs.register_container_instance(cluster="small", totalResources=[
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": -1}])
+
+    ecs.register_task_definition(family="big", containerDefinitions=[{"name": "c", "image": "i", "memory": 900}])
+    with pytest.raises(ecs.exceptions.ClientException):
+        ecs.run_task(cluster="small", taskDefinition="big",
+                     overrides={"containerOverrides": [{"name": "c", "memory": -500}]})
+    assert len(ecs.run_task(cluster="small", taskDefinition="big")["tasks"]) == 1
+    second = ecs.run_task(cluster="small", taskDefinition="big")
+    assert second["tasks"] == [] and second["failures"][0]["reason"] == "RESOURCE:MEMORY"
+    described = ecs.describe_container_instances(cluster="small", containerInstances=[instance])["containerInstances"][0]
+    memory = next(r for r in described["remainingResources"] if r["name"] == "MEMORY")
+    assert memory["integerValue"] == 100

@@ -5,6 +5,7 @@ pub mod acs_task;
 pub mod arn;
 pub mod events;
 pub mod placement;
+pub mod quantities;
 pub mod query;
 pub mod records;
 pub mod status;

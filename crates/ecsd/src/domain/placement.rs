@@ -151,6 +151,9 @@ pub fn reservation(definition: &TaskDefinitionSpec, overrides: &Value) -> Result
             .container_definitions
             .iter()
             .map(|c| container_override(&c.name, "cpu").unwrap_or(c.cpu.unwrap_or(0).into()))
+            // Nothing negative is accepted now, but a definition stored before that was must
+            // not give resources back.
+            .map(|cpu| cpu.max(0))
             .sum(),
     };
     let memory = match task_memory {
@@ -165,6 +168,7 @@ pub fn reservation(definition: &TaskDefinitionSpec, overrides: &Value) -> Result
                     .or(container_override(&c.name, "memory"))
                     .or(c.memory.map(i64::from))
                     .unwrap_or(0)
+                    .max(0)
             })
             .sum(),
     };
@@ -246,8 +250,8 @@ pub fn remaining_resources(registered: &[Resource], load: &InstanceLoad) -> Vec<
         .map(|r| {
             let mut out = r.clone();
             match r.name.as_deref() {
-                Some("CPU") => set_numeric(&mut out, numeric(r) - load.cpu),
-                Some("MEMORY") => set_numeric(&mut out, numeric(r) - load.memory),
+                Some("CPU") => set_numeric(&mut out, left(numeric(r), load.cpu)),
+                Some("MEMORY") => set_numeric(&mut out, left(numeric(r), load.memory)),
                 Some(name @ ("PORTS" | "PORTS_UDP")) => {
                     let used = if name == "PORTS" {
                         &load.tcp_ports
@@ -265,6 +269,13 @@ pub fn remaining_resources(registered: &[Resource], load: &InstanceLoad) -> Vec<
         .collect()
 }
 
+/// What is left of `total` with `held` in use: never below nothing nor above the total, whatever
+/// was stored (a task stored before negative sizes were refused holds a negative amount).
+fn left(total: i64, held: i64) -> i64 {
+    let total = total.max(0);
+    (total - held.max(0)).clamp(0, total)
+}
+
 fn set_numeric(r: &mut Resource, value: i64) {
     if r.integer_value.is_some() {
         r.integer_value = Some(i32::try_from(value).unwrap_or(i32::MIN));
@@ -280,10 +291,10 @@ pub fn misfit(instance: &ContainerInstance, load: &InstanceLoad, need: &Reservat
     let registered = &instance.registered_resources;
     let cpu = resource(registered, "CPU").map(numeric).unwrap_or(0);
     let memory = resource(registered, "MEMORY").map(numeric).unwrap_or(0);
-    if need.cpu > cpu - load.cpu {
+    if need.cpu.max(0) > left(cpu, load.cpu) {
         return Some("RESOURCE:CPU");
     }
-    if need.memory > memory - load.memory {
+    if need.memory.max(0) > left(memory, load.memory) {
         return Some("RESOURCE:MEMORY");
     }
     let taken_tcp = ports(resource(registered, "PORTS"));

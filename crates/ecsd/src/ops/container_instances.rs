@@ -46,6 +46,7 @@ pub async fn register_container_instance(
 ) -> Result<ContainerInstanceResponse, ApiError> {
     check_attributes(&req.attributes)?;
     check_tags(&req.tags)?;
+    check_resources(&req.total_resources)?;
     let ec2_instance_id = req
         .instance_identity_document
         .as_deref()
@@ -101,6 +102,32 @@ pub async fn register_container_instance(
             })
         })
         .await
+}
+
+/// An instance registers what it has: no negative amounts, no port outside 0..=65535.
+fn check_resources(resources: &[Resource]) -> Result<(), ApiError> {
+    for (i, r) in resources.iter().enumerate() {
+        let negative = r.integer_value.is_some_and(|v| v < 0)
+            || r.long_value.is_some_and(|v| v < 0)
+            || r.double_value.is_some_and(|v| !(v >= 0.0 && v.is_finite()));
+        if negative {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'totalResources[{i}]': {} cannot be negative.",
+                r.name.as_deref().unwrap_or("a resource")
+            )));
+        }
+        let bad_port = r
+            .string_set_value
+            .iter()
+            .flatten()
+            .find(|p| matches!(r.name.as_deref(), Some("PORTS" | "PORTS_UDP")) && p.trim().parse::<u16>().is_err());
+        if let Some(port) = bad_port {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'totalResources[{i}].stringSetValue': '{port}' is not a port."
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_attributes(attributes: &[Attribute]) -> Result<(), ApiError> {

@@ -11,6 +11,7 @@ use super::{decode_token, page_size, paginate, Ctx};
 use crate::domain::records::{StoredTaskDefinition, Tag};
 use crate::domain::{is_valid_name, now};
 use crate::error::ApiError;
+use crate::domain::quantities;
 use crate::store::{FamilyStatus, StoreExt, Tx};
 
 const MAX_CONTAINERS: usize = 10;
@@ -54,6 +55,7 @@ pub async fn register_task_definition(
             "Invalid task definition: its size exceeds the 64 KiB limit.",
         ));
     }
+    quantities::check_task_definition(&definition)?;
     fill_defaults(&mut definition)?;
     definition.insert("family".into(), family.clone().into());
     ctx.store

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use super::tags::{check_tags, merge_tags};
 use super::{active_cluster, decode_token, page_size, paginate, task_definitions, Ctx, Fingerprinted};
 use crate::domain::placement::{self, BinpackField, Candidate, Placement, Reservation, Strategy};
+use crate::domain::quantities;
 use crate::domain::query::{self, Expr};
 use crate::domain::records::{Attachment, Container, ContainerInstance, KeyValuePair, Tag, Task, TaskDefinitionSpec};
 use crate::domain::status::{ContainerStatus, TaskStatus};
@@ -90,6 +91,9 @@ struct ClientToken {
 
 impl TaskRequest {
     fn check(&self) -> Result<(), ApiError> {
+        if let Some(overrides) = &self.overrides {
+            quantities::check_overrides(overrides)?;
+        }
         if self.started_by.as_ref().is_some_and(|s| s.len() > MAX_STARTED_BY) {
             return Err(ApiError::invalid_parameter(format!(
                 "Invalid 'startedBy': it must be at most {MAX_STARTED_BY} characters long."
