@@ -214,3 +214,16 @@ def test_negative_quantities_are_refused_and_nothing_overcommits(ecs):
     described = ecs.describe_container_instances(cluster="small", containerInstances=[instance])["containerInstances"][0]
     memory = next(r for r in described["remainingResources"] if r["name"] == "MEMORY")
     assert memory["integerValue"] == 100
+
+
+def test_control_characters_are_refused_everywhere(ecsd, ecs):
+    arn = ecs.create_cluster(clusterName="clean", tags=[{"key": "k", "value": "v"}])["cluster"]["clusterArn"]
+    for tags in ([{"key": "nul\u0000", "value": "v"}], [{"key": "k", "value": "bell\u0007"}], [{"key": "a;b", "value": "v"}]):
+        answer = assert_refused(ecsd, "TagResource", json.dumps({"resourceArn": arn, "tags": tags}), "InvalidParameterException")
+        assert "tags[0]" in answer["message"], answer
+    assert_refused(ecsd, "CreateCluster", json.dumps({"clusterName": "x", "tags": [{"key": "k", "value": "\u0000"}]}),
+                   "InvalidParameterException")
+    answer = assert_refused(ecsd, "StopTask", json.dumps({"task": "t", "reason": "why\u0000"}), "InvalidParameterException")
+    assert "reason" in answer["message"]
+    assert ecs.list_tags_for_resource(resourceArn=arn)["tags"] == [{"key": "k", "value": "v"}]
+    assert ecs.list_clusters()["clusterArns"] == [arn]

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod channels;
 pub mod client;
+pub mod connections;
 pub mod domain;
 pub mod error;
 pub mod events_api;

@@ -149,9 +149,13 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
-    /// Connections served at once.
+    /// Connections served at once; past this, a new connection takes the place of the one idle
+    /// longest (503 when every connection is busy).
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
+    /// Connections one client address may hold at once, counted the same way.
+    #[arg(long, default_value_t = Limits::default().max_connections_per_client)]
+    max_connections_per_client: usize,
     /// Seconds a client has to send request headers, and the longest a connection may sit idle.
     #[arg(long, default_value_t = Limits::default().header_timeout.as_secs())]
     header_timeout_secs: u64,
@@ -270,6 +274,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_connections: args.max_connections.max(1),
+        max_connections_per_client: args.max_connections_per_client.max(1),
         header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
         ..Limits::default()

@@ -314,6 +314,17 @@ impl Model {
                 Ok(())
             }
             (Kind::String(allowed), Value::String(s)) => {
+                // Nothing ECS stores holds control characters (and PostgreSQL cannot store a NUL);
+                // tabs and line breaks occur in reasons and commands.
+                if let Some(c) = s.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+                    if dir == Direction::Input {
+                        return Err(ApiError::invalid_parameter(format!(
+                            "Invalid value for '{}': it contains the control character U+{:04X}.",
+                            path.display(),
+                            c as u32
+                        )));
+                    }
+                }
                 if let Some(allowed) = allowed {
                     if !allowed.iter().any(|a| a == s) {
                         return Err(ApiError::invalid_parameter(format!(
@@ -490,6 +501,24 @@ mod tests {
         let err = input("RunTask", r#"{"taskDefinition":"x","launchType":"MOON"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidParameterException);
         assert!(err.message.contains("launchType"), "{}", err.message);
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_member() {
+        let err = input("CreateCluster", r#"{"clusterName": "a\u0000b"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidParameterException);
+        assert!(
+            err.message.contains("clusterName") && err.message.contains("U+0000"),
+            "{}",
+            err.message
+        );
+        let err = input(
+            "TagResource",
+            r#"{"resourceArn": "arn:x", "tags": [{"key": "k", "value": "\u001b[31m"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("tags[0].value"), "{}", err.message);
+        input("StopTask", r#"{"task": "t", "reason": "line one\nline two\ttabbed"}"#).unwrap();
     }
 
     #[test]

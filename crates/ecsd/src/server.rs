@@ -15,10 +15,17 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use hyper::body::Incoming;
+
 use crate::auth::{Keys, Regions};
 use crate::channels::{self, lease, Hub, Timings};
+use crate::connections::{Busy, Connection, Connections, Refusal};
 use crate::domain::now;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::events_api;
 use crate::store::Store;
 use crate::store::{PostgresStore, SqliteStore, StoreError};
@@ -36,8 +43,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: usize,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once; past this, a new one takes the place of the longest idle.
     pub max_connections: usize,
+    /// Connections one client address may hold at once, counted the same way.
+    pub max_connections_per_client: usize,
     /// Time to send a request's headers, and the longest a connection may sit idle between
     /// requests.
     pub header_timeout: Duration,
@@ -53,6 +62,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 64 * 1024,
             max_connections: 4096,
+            max_connections_per_client: 1024,
             header_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
@@ -225,19 +235,17 @@ impl Server {
             channels: hub.clone(),
             timings: options.channels,
         }));
-        let connections = Arc::new(Semaphore::new(limits.max_connections));
+        let connections = Connections::new(limits.max_connections, limits.max_connections_per_client);
+        let overflow = Arc::new(Semaphore::new(MAX_OVERFLOW));
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192))
+            // hyper's own cap sits above the head limit, which `serve_request` applies exactly.
+            .max_buf_size(limits.max_header_bytes.max(8192) * 2)
             .keep_alive(true);
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                permit = connections.clone().acquire_owned() => permit.map_err(std::io::Error::other)?,
-                () = &mut shutdown => break,
-            };
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -250,7 +258,22 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(app.clone());
+            let admitted = match connections.admit(peer.ip()) {
+                Ok(admitted) => admitted,
+                Err(refusal) => {
+                    // Busy everywhere: a quick 503 that clients retry, rather than silence.
+                    if let Ok(permit) = overflow.clone().try_acquire_owned() {
+                        tokio::spawn(unavailable(stream, refusal, permit));
+                    }
+                    continue;
+                }
+            };
+            let service = RequestService {
+                app: TowerToHyperService::new(app.clone()),
+                connections: connections.clone(),
+                connection: admitted.connection.clone(),
+                limits: limits.clone(),
+            };
             // With upgrades: the agent channels are websockets.
             let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
             let mut stopped = stopping.subscribe();
@@ -263,11 +286,15 @@ impl Server {
                         connection.as_mut().graceful_shutdown();
                         connection.await
                     }
+                    _ = admitted.connection.shed.notified() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
                 };
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended");
                 }
-                drop(permit);
+                drop(admitted);
             });
         }
         drop(listener);
@@ -275,11 +302,10 @@ impl Server {
         for task in background {
             let _ = task.await;
         }
-        // Every connection holds a permit until it ends; agent channels end on their own and
-        // record their agents as disconnected before the store closes.
+        // Agent channels end on their own and record their agents as disconnected before the
+        // store closes.
         let drained = async {
-            let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-            let _ = connections.acquire_many(all).await;
+            connections.drained().await;
             while hub.live() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -298,6 +324,142 @@ impl Server {
             .map_err(std::io::Error::other)?;
         Ok(())
     }
+}
+
+/// Connections answered 503 at once; past this many, a new connection is closed unanswered.
+const MAX_OVERFLOW: usize = 256;
+
+/// Answers a connection that cannot be served now with a 503, then closes it.
+async fn unavailable(stream: tokio::net::TcpStream, refusal: Refusal, _permit: tokio::sync::OwnedSemaphorePermit) {
+    let message = match refusal {
+        Refusal::Full => "The server is serving as many connections as it can; retry shortly.",
+        Refusal::ClientFull => "This client address holds as many connections as it may; retry shortly.",
+    };
+    let service = hyper::service::service_fn(move |_request: Request<Incoming>| async move {
+        let err = ApiError::new(ErrorCode::ServiceUnavailableException, message);
+        let mut response = wire::error_response(&uuid::Uuid::new_v4().to_string(), &err);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(2))
+        .keep_alive(false);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        http.serve_connection(TokioIo::new(stream), service),
+    )
+    .await;
+}
+
+/// Serves one connection's requests: applies the head and declared-body limits before the
+/// router sees a request, and counts the connection busy until each response is sent.
+#[derive(Clone)]
+struct RequestService {
+    app: TowerToHyperService<Router>,
+    connections: Arc<Connections>,
+    connection: Arc<Connection>,
+    limits: Limits,
+}
+
+impl hyper::service::Service<Request<Incoming>> for RequestService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let busy = self.connection.busy(&self.connections);
+        let limits = self.limits.clone();
+        let app = self.app.clone();
+        Box::pin(async move {
+            let response = match refuse_early(&request, &limits) {
+                Some(refusal) => {
+                    // The client may still be sending a body it declared: read and drop it (within
+                    // the body limits) so that it gets to read this answer.
+                    tokio::spawn(wire::discard_body(request.into_body(), limits));
+                    refusal
+                }
+                None => match app.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+            };
+            // Busy until the body is sent: event streams hold their connection.
+            Ok(response.map(|body| Body::new(Held { body, _busy: busy })))
+        })
+    }
+}
+
+/// A response body that keeps its connection counted busy until it is sent or dropped.
+struct Held {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Held {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The answer to a request refused on its head alone: a head over the limit (431), or a body
+/// declared larger than the limit (413).
+fn refuse_early(request: &Request<Incoming>, limits: &Limits) -> Option<Response> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    if head_size(request) > limits.max_header_bytes {
+        let err = ApiError::new(
+            ErrorCode::RequestHeaderFieldsTooLargeException,
+            format!(
+                "The request line and headers are larger than {} bytes.",
+                limits.max_header_bytes
+            ),
+        );
+        let mut response = wire::error_response(&request_id, &err);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Some(response);
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        let mut response = wire::error_response(&request_id, &wire::body_too_large(limits));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Some(response);
+    }
+    None
+}
+
+/// The size of a request's head as it came on the wire: request line, headers, blank line.
+fn head_size(request: &Request<Incoming>) -> usize {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + ": ".len() + value.len() + "\r\n".len())
+        .sum();
+    line + headers + "\r\n".len()
 }
 
 /// Removes what retention no longer keeps, every `sweep_every`, until the server stops.

@@ -79,12 +79,7 @@ pub fn route(headers: &HeaderMap) -> Result<Operation, ApiError> {
 /// its end (up to [`DRAIN_LIMIT`]) and thrown away, so that the client, which is still sending,
 /// gets to read the 413 instead of a reset connection.
 pub async fn read_body(mut body: Body, limits: &Limits) -> Result<axum::body::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::RequestEntityTooLargeException,
-            format!("The request body is larger than {} bytes.", limits.max_body_bytes),
-        )
-    };
+    let too_large = || body_too_large(limits);
     let read = async {
         let mut kept = Vec::new();
         let mut total = 0usize;
@@ -112,6 +107,28 @@ pub async fn read_body(mut body: Body, limits: &Limits) -> Result<axum::body::By
                 "The request body was not received in time.",
             ))
         })
+}
+
+pub fn body_too_large(limits: &Limits) -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestEntityTooLargeException,
+        format!("The request body is larger than {} bytes.", limits.max_body_bytes),
+    )
+}
+
+/// Reads and drops the body of a refused request, up to [`DRAIN_LIMIT`] and within the body
+/// timeout, so that a client still sending gets to read the refusal.
+pub async fn discard_body(mut body: hyper::body::Incoming, limits: Limits) {
+    let drain = async {
+        let mut total = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            total += frame.data_ref().map_or(0, |d| d.len());
+            if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limits.body_timeout, drain).await;
 }
 
 /// Verifies a request's signature and that its region is served here.

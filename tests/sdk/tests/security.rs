@@ -128,6 +128,13 @@ async fn unsigned_stale_and_replayed_requests_are_refused() {
     }
     let answer = server.send(tampered_target, body.into()).await;
     assert_eq!(answer.json["__type"], "InvalidSignatureException");
+    // Signed without the operation header, which is added afterwards.
+    let mut added_target = server.sign(&headers[..1], body.as_bytes(), SystemTime::now());
+    added_target.push(headers[1].clone());
+    let answer = server.send(added_target, body.into()).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json["__type"], "InvalidSignatureException");
+    assert!(answer.json["message"].as_str().unwrap().contains("X-Amz-Target"));
 
     // None of it created anything; the genuine request does.
     let clusters = server.client().list_clusters().send().await.unwrap();
@@ -295,19 +302,9 @@ async fn a_cluster_scope_holds_for_resources_named_by_arn() {
             .await
             .unwrap_err();
         assert_eq!(error_code(&err), "AccessDeniedException", "UntagResource {arn}");
-        let err = ci
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .unwrap_err();
+        let err = ci.list_tags_for_resource().resource_arn(arn).send().await.unwrap_err();
         assert_eq!(error_code(&err), "AccessDeniedException", "ListTagsForResource {arn}");
-        let tags = alice
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .unwrap();
+        let tags = alice.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
         assert_eq!(tags.tags(), std::slice::from_ref(&owner), "{arn} keeps its tags");
     }
     // Naming an allowed cluster does not open another's resources by ARN.
@@ -319,13 +316,7 @@ async fn a_cluster_scope_holds_for_resources_named_by_arn() {
         .await
         .unwrap_err();
     assert_eq!(error_code(&err), "AccessDeniedException");
-    let err = ci
-        .stop_task()
-        .cluster("ci-1")
-        .task(&task)
-        .send()
-        .await
-        .unwrap_err();
+    let err = ci.stop_task().cluster("ci-1").task(&task).send().await.unwrap_err();
     assert_eq!(error_code(&err), "AccessDeniedException");
     let err = ci
         .describe_container_instances()

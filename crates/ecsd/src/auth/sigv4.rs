@@ -178,6 +178,13 @@ pub fn verify(keys: &Keys, service: &str, request: &SignedRequest<'_>, now: Syst
     if !auth.signed_headers.contains(&"host") {
         return Err(invalid("'Host' must be a 'SignedHeader' in the AWS Authorization."));
     }
+    // The operation header says what the request does: a signature that does not cover it
+    // would let anyone who saw one signed request turn it into another operation.
+    if request.headers.contains_key("x-amz-target") && !auth.signed_headers.contains(&"x-amz-target") {
+        return Err(invalid(
+            "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization when the request has one.",
+        ));
+    }
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(auth.signed_headers.len());
     let mut session_token = None;
     for name in &auth.signed_headers {

@@ -212,7 +212,10 @@ mod tests {
         assert_eq!(cluster_of(&s.task_arn("prod", "abc")), Some("prod"));
         assert_eq!(cluster_of(&s.container_instance_arn("edge", "i1")), Some("edge"));
         assert_eq!(cluster_of(&s.container_arn("edge", "t", "c")), Some("edge"));
-        assert_eq!(cluster_of("arn:aws:ecs:eu-west-1:999999999999:service/web/api"), Some("web"));
+        assert_eq!(
+            cluster_of("arn:aws:ecs:eu-west-1:999999999999:service/web/api"),
+            Some("web")
+        );
         assert_eq!(cluster_of("arn:aws:ecs:us-east-1:123456789012:task/abc"), None);
         assert_eq!(cluster_of(&s.task_definition_arn("web", 1)), None);
         assert_eq!(cluster_of("arn:aws:iam::123456789012:role/x"), None);

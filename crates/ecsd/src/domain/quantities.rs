@@ -65,7 +65,7 @@ fn check(object: &Map<String, Value>, ranges: &[Range], path: &str) -> Result<()
     Ok(())
 }
 
-fn objects<'a>(value: Option<&'a Value>) -> impl Iterator<Item = (usize, &'a Map<String, Value>)> {
+fn objects(value: Option<&Value>) -> impl Iterator<Item = (usize, &Map<String, Value>)> {
     value
         .and_then(Value::as_array)
         .into_iter()
@@ -131,14 +131,21 @@ pub fn check_task_definition(definition: &Map<String, Value>) -> Result<(), ApiE
             let linux_path = format!("{path}linuxParameters.");
             check(linux, &LINUX_PARAMETERS, &linux_path)?;
             for (j, tmpfs) in objects(linux.get("tmpfs")) {
-                check(tmpfs, &[range("size", 1, MAX_MEMORY_MIB)], &format!("{linux_path}tmpfs[{j}]."))?;
+                check(
+                    tmpfs,
+                    &[range("size", 1, MAX_MEMORY_MIB)],
+                    &format!("{linux_path}tmpfs[{j}]."),
+                )?;
             }
         }
         for (j, ulimit) in objects(container.get("ulimits")) {
             let ulimit_path = format!("{path}ulimits[{j}].");
             check(
                 ulimit,
-                &[range("softLimit", 0, i32::MAX as i64), range("hardLimit", 0, i32::MAX as i64)],
+                &[
+                    range("softLimit", 0, i32::MAX as i64),
+                    range("hardLimit", 0, i32::MAX as i64),
+                ],
                 &ulimit_path,
             )?;
             check_soft_below_hard(ulimit, "softLimit", "hardLimit", &ulimit_path)?;
@@ -225,11 +232,21 @@ mod tests {
         assert!(refused(json!({"memoryReservation": 128})).contains("above 'memory'"));
         assert!(refused(json!({"healthCheck": {"command": ["true"], "interval": 1}})).contains("healthCheck.interval"));
         assert!(refused(json!({"linuxParameters": {"swappiness": 101}})).contains("swappiness"));
-        assert!(refused(json!({"linuxParameters": {"tmpfs": [{"containerPath": "/t", "size": 0}]}})).contains("tmpfs[0].size"));
-        assert!(refused(json!({"ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 5}]})).contains("softLimit"));
-        assert!(refused(json!({"ulimits": [{"name": "nofile", "softLimit": -1, "hardLimit": 5}]})).contains("ulimits[0].softLimit"));
+        assert!(
+            refused(json!({"linuxParameters": {"tmpfs": [{"containerPath": "/t", "size": 0}]}}))
+                .contains("tmpfs[0].size")
+        );
+        assert!(
+            refused(json!({"ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 5}]})).contains("softLimit")
+        );
+        assert!(
+            refused(json!({"ulimits": [{"name": "nofile", "softLimit": -1, "hardLimit": 5}]}))
+                .contains("ulimits[0].softLimit")
+        );
         assert!(refused(json!({"stopTimeout": -3})).contains("stopTimeout"));
-        assert!(refused(json!({"resourceRequirements": [{"type": "GPU", "value": "-1"}]})).contains("resourceRequirements"));
+        assert!(
+            refused(json!({"resourceRequirements": [{"type": "GPU", "value": "-1"}]})).contains("resourceRequirements")
+        );
         let mut task = definition(json!({}));
         task.insert("cpu".into(), "-2048".into());
         assert!(check_task_definition(&task).unwrap_err().message.contains("'cpu'"));
@@ -239,7 +256,10 @@ mod tests {
         task.insert("memory".into(), "2 GB".into());
         check_task_definition(&task).unwrap();
         task.insert("ephemeralStorage".into(), json!({"sizeInGiB": 5}));
-        assert!(check_task_definition(&task).unwrap_err().message.contains("ephemeralStorage"));
+        assert!(check_task_definition(&task)
+            .unwrap_err()
+            .message
+            .contains("ephemeralStorage"));
     }
 
     #[test]
@@ -257,7 +277,10 @@ mod tests {
     #[test]
     fn overrides_are_checked_too() {
         let bad = json!({"containerOverrides": [{"name": "app", "memory": -500}]});
-        assert!(check_overrides(&bad).unwrap_err().message.contains("overrides.containerOverrides[0].memory"));
+        assert!(check_overrides(&bad)
+            .unwrap_err()
+            .message
+            .contains("overrides.containerOverrides[0].memory"));
         assert!(check_overrides(&json!({"cpu": "-1"})).is_err());
         check_overrides(&json!({"containerOverrides": [{"name": "app", "cpu": 128, "memory": 256}]})).unwrap();
     }

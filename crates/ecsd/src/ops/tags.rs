@@ -41,6 +41,18 @@ pub fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
                 "Invalid 'tags[{i}].value': it must be at most {MAX_VALUE_LEN} characters long."
             )));
         }
+        if let Some(c) = key.chars().find(|c| !tag_char(*c)) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'tags[{i}].key': '{}' is not allowed; tags hold letters, numbers, spaces and _.:/=+-@.",
+                c.escape_unicode()
+            )));
+        }
+        if let Some(c) = tag.value.as_deref().unwrap_or_default().chars().find(|c| !tag_char(*c)) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'tags[{i}].value': '{}' is not allowed; tags hold letters, numbers, spaces and _.:/=+-@.",
+                c.escape_unicode()
+            )));
+        }
         if !keys.insert(key) {
             return Err(ApiError::invalid_parameter(format!(
                 "Invalid 'tags[{i}].key': '{key}' is given twice."
@@ -48,6 +60,12 @@ pub fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// A character the model's tag pattern allows: `[\p{L}\p{Z}\p{N}_.:/=+\-@]`. (Unicode
+/// separators are the white space that is not a control character.)
+fn tag_char(c: char) -> bool {
+    c.is_alphabetic() || c.is_numeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
 }
 
 /// `base` with `added` applied: a key in both takes the value from `added`.
@@ -269,6 +287,11 @@ mod tests {
         let many: Vec<Tag> = (0..51).map(|i| tag(&format!("k{i}"), "v")).collect();
         assert!(check_tags(&many).is_err());
         check_tags(&many[..50]).unwrap();
+        check_tags(&[tag("Équipe données", "a.b:c/d=e+f-g@h_1 ٣")]).unwrap();
+        for bad in ["nul\u{0}", "bell\u{7}", "tab\t", "semi;colon", "quote\"", "<tag>"] {
+            assert!(check_tags(&[tag(bad, "v")]).is_err(), "key {bad:?}");
+            assert!(check_tags(&[tag("k", bad)]).is_err(), "value {bad:?}");
+        }
     }
 
     #[test]

@@ -8,10 +8,10 @@ use serde_json::{json, Map, Value};
 
 use super::tags::check_tags;
 use super::{decode_token, page_size, paginate, Ctx};
+use crate::domain::quantities;
 use crate::domain::records::{StoredTaskDefinition, Tag};
 use crate::domain::{is_valid_name, now};
 use crate::error::ApiError;
-use crate::domain::quantities;
 use crate::store::{FamilyStatus, StoreExt, Tx};
 
 const MAX_CONTAINERS: usize = 10;
