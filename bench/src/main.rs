@@ -221,8 +221,8 @@ async fn setup(client: &EcsClient, cluster: &str, instances: usize) -> Vec<Strin
         .call::<_, Value>(
             "RegisterTaskDefinition",
             &json!({"family": "bench", "containerDefinitions": [
-                {"name": "app", "image": "nginx", "cpu": 1, "memory": 1, "portMappings": [{"containerPort": 80}]},
-                {"name": "log", "image": "fluent-bit", "cpu": 1, "memory": 1, "essential": false}]}),
+                {"name": "app", "image": "nginx", "cpu": 1, "memory": 6, "portMappings": [{"containerPort": 80}]},
+                {"name": "log", "image": "fluent-bit", "cpu": 1, "memory": 6, "essential": false}]}),
         )
         .await
         .unwrap();
@@ -281,8 +281,8 @@ kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="test", a
 ec2, ecs = boto3.client("ec2", **kw), boto3.client("ecs", **kw)
 ecs.create_cluster(clusterName=cluster)
 ecs.register_task_definition(family="bench", containerDefinitions=[
-    {"name": "app", "image": "nginx", "cpu": 1, "memory": 1, "portMappings": [{"containerPort": 80}]},
-    {"name": "log", "image": "fluent-bit", "cpu": 1, "memory": 1, "essential": False}])
+    {"name": "app", "image": "nginx", "cpu": 1, "memory": 6, "portMappings": [{"containerPort": 80}]},
+    {"name": "log", "image": "fluent-bit", "cpu": 1, "memory": 6, "essential": False}])
 for instance in ec2.run_instances(ImageId="ami-12c6146b", MinCount=n, MaxCount=n)["Instances"]:
     document = json.dumps({"instanceId": instance["InstanceId"], "region": "us-east-1"})
     ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=document, totalResources=[

@@ -22,7 +22,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::wire::{SIGNING_NAME, TARGET_PREFIX};
+use crate::gate::SIGNING_NAME;
+use crate::wire::TARGET_PREFIX;
 
 /// A websocket opened with [`EcsClient::websocket`].
 pub type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

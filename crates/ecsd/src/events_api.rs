@@ -17,10 +17,12 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::auth::Caller;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
+use crate::gate::{self, Signed};
+use crate::state::AppState;
 use crate::store::{EventQuery, StoredEvent};
-use crate::wire::{authenticate, error_response, AppState};
+use crate::throttle::Family;
+use crate::wire::error_response;
 
 /// The action that permits reading events (part of the operator and admin permission sets).
 pub const READ_EVENTS: &str = "ecs:ReadEvents";
@@ -39,38 +41,30 @@ pub struct EventsParams {
     detail_type: Option<String>,
 }
 
-/// Authenticates a read of the event log and turns its parameters into a query.
+/// Lets a read of the event log through the gate and turns its parameters into a query.
 fn authorize(state: &AppState, request: &Request, params: &EventsParams) -> Result<EventQuery, ApiError> {
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let caller: Caller = authenticate(state, request.method().as_str(), path, request.headers(), b"")?;
-    let principal = &caller.principal;
-    let scope = crate::domain::Scope::new(principal.account_id(), caller.region.clone());
-    let denied = |resource: String| {
-        ApiError::new(
-            ErrorCode::AccessDeniedException,
-            format!(
-                "User: {} is not authorized to perform: {READ_EVENTS} on resource: {resource}",
-                principal.arn()
-            ),
-        )
+    let signed = Signed {
+        method: request.method().as_str(),
+        path_and_query: request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        headers: request.headers(),
+        body: b"",
     };
-    if !principal.may(READ_EVENTS) {
-        return Err(denied(format!("arn:aws:ecs:{}:{}:*", scope.region, scope.account)));
-    }
+    let admitted = gate::admit(state, &signed, Family::Read, READ_EVENTS)?;
+    let scope = &admitted.scope;
     let cluster = params
         .cluster
         .as_deref()
         .map(|c| scope.cluster_name(c).unwrap_or(c).to_owned());
     match &cluster {
-        Some(name) if !principal.may_use_cluster(name) => return Err(denied(scope.cluster_arn(name))),
-        None if !principal.may_use_cluster("*") => return Err(denied("every cluster".into())),
-        _ => {}
+        Some(name) => admitted.check_cluster(name)?,
+        None if !admitted.sees_every_cluster() => return Err(admitted.denied("every cluster")),
+        None => {}
     }
     Ok(EventQuery {
         after: params.after.unwrap_or(0).max(0),
         limit: params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
-        account: Some(scope.account),
-        region: Some(scope.region),
+        account: Some(admitted.scope.account.clone()),
+        region: Some(admitted.scope.region.clone()),
         cluster,
         detail_type: params.detail_type.clone(),
     })

@@ -27,11 +27,12 @@ use crate::connections::{Busy, Connection, Connections, Refusal};
 use crate::domain::now;
 use crate::error::{ApiError, ErrorCode};
 use crate::events_api;
+use crate::state::AppState;
 use crate::store::Store;
 use crate::store::{PostgresStore, SqliteStore, StoreError};
 use crate::throttle::Throttle;
 use crate::webhooks::{self, Webhook};
-use crate::wire::{self, AppState};
+use crate::wire;
 
 /// The file the embedded store keeps its database in, inside the data directory.
 pub const DATABASE_FILE: &str = "ecsd.sqlite3";

@@ -6,7 +6,7 @@
 //! header on every answer. Knows HTTP, not SQL.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,39 +15,18 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::auth::sigv4::{self, SignedRequest};
-use crate::auth::{Caller, Keys, Regions};
-use crate::domain::arn::cluster_of;
-use crate::domain::Scope;
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
+use crate::gate::{self, Signed};
 use crate::model::Model;
 use crate::ops::{Ctx, Operation};
 use crate::server::Limits;
-use crate::store::Store;
-use crate::throttle::Throttle;
+use crate::state::AppState;
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
-pub const SIGNING_NAME: &str = "ecs";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// How much of an oversized body is read and discarded before the connection is dropped.
 pub const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
-
-/// What every request is served with.
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub keys: Keys,
-    pub regions: Regions,
-    pub throttle: Throttle,
-    pub limits: Limits,
-    /// The base URL agents reach this server at.
-    pub advertise_url: Arc<str>,
-    /// Becomes true when the server stops, so that long-lived responses (event streams, agent
-    /// channels) end.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// The agents connected to this process over ACS.
-    pub channels: Arc<crate::channels::Hub>,
-    pub timings: crate::channels::Timings,
-}
 
 /// Finds the operation a request asks for. Each way of getting this wrong has its own answer.
 pub fn route(headers: &HeaderMap) -> Result<Operation, ApiError> {
@@ -131,44 +110,6 @@ pub async fn discard_body(mut body: hyper::body::Incoming, limits: Limits) {
     let _ = tokio::time::timeout(limits.body_timeout, drain).await;
 }
 
-/// Verifies a request's signature and that its region is served here.
-pub fn authenticate(
-    state: &AppState,
-    method: &str,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Caller, ApiError> {
-    let request = SignedRequest {
-        method,
-        path_and_query,
-        headers,
-        body,
-    };
-    let caller = sigv4::verify(&state.keys, SIGNING_NAME, &request, SystemTime::now())?;
-    if !state.regions.serves(&caller.region) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidSignatureException,
-            format!(
-                "Credential should be scoped to a valid region, not '{}'. This endpoint serves {}.",
-                caller.region,
-                state.regions.describe()
-            ),
-        ));
-    }
-    Ok(caller)
-}
-
-pub fn access_denied(caller: &Caller, action: &str, resource: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::AccessDeniedException,
-        format!(
-            "User: {} is not authorized to perform: {action} on resource: {resource}",
-            caller.principal.arn()
-        ),
-    )
-}
-
 /// `POST /`: one ECS API call.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -177,11 +118,16 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     let mut op_name = "-";
     let result = async {
         let body = read_body(body, &state.limits).await?;
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let caller = authenticate(&state, parts.method.as_str(), path, &parts.headers, &body)?;
+        let signed = Signed {
+            method: parts.method.as_str(),
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &parts.headers,
+            body: &body,
+        };
+        let caller = gate::authenticate(&state, &signed)?;
         let operation = route(&parts.headers)?;
         op_name = operation.name();
-        call(&state, &caller, operation, &body).await
+        call(&state, caller, operation, &body).await
     }
     .await;
     let response = match result {
@@ -205,41 +151,25 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     response
 }
 
-async fn call(state: &AppState, caller: &Caller, operation: Operation, body: &[u8]) -> Result<Value, ApiError> {
-    let scope = Scope::new(caller.principal.account_id(), caller.region.clone());
-    state
-        .throttle
-        .check(&scope.account, &scope.region, operation.family())?;
-    let action = operation.action();
-    if !caller.principal.may(&action) {
-        return Err(access_denied(
-            caller,
-            &action,
-            &format!("arn:aws:ecs:{}:{}:*", scope.region, scope.account),
-        ));
-    }
+async fn call(state: &AppState, caller: Caller, operation: Operation, body: &[u8]) -> Result<Value, ApiError> {
+    let admitted = gate::authorize(state, caller, operation.family(), &operation.action())?;
     let model = Model::get();
     let input = model.check_input(operation.name(), body)?;
     for cluster in named_clusters(operation, &input) {
-        let name = scope.cluster_name(&cluster).unwrap_or(&cluster);
-        if !caller.principal.may_use_cluster(name) {
-            return Err(access_denied(caller, &action, &scope.cluster_arn(name)));
-        }
+        admitted.check_cluster(&cluster)?;
     }
     // A resource named by ARN is in the cluster its ARN names, whichever cluster the request
     // names besides (or none, as with the tagging operations).
     let mut arns = Vec::new();
     referenced_arns(&input, &mut arns);
     for arn in arns {
-        if cluster_of(arn).is_some_and(|cluster| !caller.principal.may_use_cluster(cluster)) {
-            return Err(access_denied(caller, &action, arn));
-        }
+        admitted.check_arn(arn)?;
     }
     let ctx = Ctx {
         store: state.store.clone(),
-        scope,
+        scope: admitted.scope,
         advertise_url: state.advertise_url.clone(),
-        principal: caller.principal.clone(),
+        principal: admitted.caller.principal,
     };
     let output = operation.call(&ctx, input).await?;
     if cfg!(debug_assertions) {

@@ -24,7 +24,7 @@ use super::{epoch_millis, frame, open, send, Channel, Envelope, QueryParams, Upg
 use crate::domain::status::TaskStatus;
 use crate::model::Model;
 use crate::ops::channels::{self as ops, Instance};
-use crate::wire::AppState;
+use crate::state::AppState;
 
 const CHANNEL: Channel = Channel {
     action: "ecs:Poll",

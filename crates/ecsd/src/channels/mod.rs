@@ -30,9 +30,10 @@ pub use hub::Hub;
 
 use crate::domain::Scope;
 use crate::error::{ApiError, ErrorCode};
+use crate::gate::{self, Signed};
 use crate::ops::channels::{self as ops, Instance, Refusal};
+use crate::state::AppState;
 use crate::throttle::Family;
-use crate::wire::{self, AppState};
 
 /// Largest message an agent may send on a channel: ACS messages are small; TCS caps a metrics
 /// message at 1 MiB plus its signed header block.
@@ -179,21 +180,13 @@ async fn open(
     query: QueryParams,
     upgrade: Upgrade,
 ) -> Result<(Scope, Instance, WebSocketUpgrade), Refused> {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let caller = wire::authenticate(state, "GET", path, headers, b"").map_err(Refused::from_api)?;
-    let scope = Scope::new(caller.principal.account_id(), caller.region.clone());
-    state
-        .throttle
-        .check(&scope.account, &scope.region, Family::Agent)
-        .map_err(Refused::from_api)?;
-    let everything = format!("arn:aws:ecs:{}:{}:*", scope.region, scope.account);
-    if !caller.principal.may(channel.action) {
-        return Err(Refused::from_api(wire::access_denied(
-            &caller,
-            channel.action,
-            &everything,
-        )));
-    }
+    let signed = Signed {
+        method: "GET",
+        path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()),
+        headers,
+        body: b"",
+    };
+    let admitted = gate::admit(state, &signed, Family::Agent, channel.action).map_err(Refused::from_api)?;
     let query = query.map_err(|e| Refused::bad_request(e.body_text()))?.0;
     let required = |name: &str| {
         query
@@ -203,11 +196,9 @@ async fn open(
             .ok_or_else(|| Refused::bad_request(format!("Missing required query parameter '{name}'.")))
     };
     let (cluster, instance) = (required(channel.cluster)?, required(channel.instance)?);
-    let name = scope.cluster_name(cluster).unwrap_or(cluster);
-    if !caller.principal.may_use_cluster(name) {
-        let arn = scope.cluster_arn(name);
-        return Err(Refused::from_api(wire::access_denied(&caller, channel.action, &arn)));
-    }
+    admitted.check_cluster(cluster).map_err(Refused::from_api)?;
+    admitted.check_arn(instance).map_err(Refused::from_api)?;
+    let scope = admitted.scope;
     let instance = ops::open(state.store.as_ref(), &scope, cluster, instance)
         .await
         .map_err(Refused::from_refusal)?;

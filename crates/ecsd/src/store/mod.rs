@@ -6,6 +6,8 @@
 //! domain abort: its writes are rolled back and the error goes back to the caller unchanged.
 //! Store failures are typed [`StoreError`]s that handlers turn into `ServerException`.
 
+#[cfg(test)]
+mod conformance;
 pub mod postgres;
 pub mod sqlite;
 
@@ -215,7 +217,7 @@ pub struct LapsedAgent {
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Erased = Box<dyn Any + Send>;
 /// A closure over a transaction with its result and error types erased.
-pub type TxFn = Box<dyn FnMut(&mut dyn Tx) -> Result<Erased, Erased> + Send>;
+pub type TxFn = Box<dyn FnOnce(&mut dyn Tx) -> Result<Erased, Erased> + Send>;
 
 /// Which events to read: those after `after`, oldest first, matching every filter given.
 #[derive(Clone, Debug, Default)]
@@ -284,7 +286,7 @@ pub trait StoreExt {
 
     fn write<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
     where
-        F: FnMut(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static;
 }
@@ -296,18 +298,14 @@ impl StoreExt for dyn Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let mut f = Some(f);
-        let erased: TxFn = Box::new(move |tx| match f.take() {
-            Some(f) => erase(f(tx)),
-            None => Err(Box::new(E::from(StoreError::Worker("a read ran twice".into())))),
-        });
+        let erased: TxFn = Box::new(move |tx| erase(f(tx)));
         let fut = self.transact(scope.clone(), false, erased);
         async move { unerase(fut.await) }
     }
 
-    fn write<R, E, F>(&self, scope: &Scope, mut f: F) -> impl Future<Output = Result<R, E>> + Send
+    fn write<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
     where
-        F: FnMut(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {

@@ -215,7 +215,7 @@ async fn poll_events(pool: Pool, commits: watch::Sender<u64>) {
 }
 
 impl Store for PostgresStore {
-    fn transact(&self, scope: Scope, write: bool, mut f: TxFn) -> BoxFuture<TxOutcome> {
+    fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<TxOutcome> {
         let commits = self.commits.clone();
         self.blocking(move |rt, mut client| {
             let tx = if write {
@@ -238,7 +238,7 @@ impl Store for PostgresStore {
             };
             let result = {
                 let mut view = PgTx { tx: &tx, rt, scope };
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut view)))
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(&mut view)))
                     .map_err(|_| StoreError::Worker("a transaction panicked".into()))?
             };
             match result {

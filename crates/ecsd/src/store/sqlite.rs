@@ -211,19 +211,15 @@ impl Drop for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn transact(
-        &self,
-        scope: Scope,
-        write: bool,
-        mut f: TxFn,
-    ) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>> {
+    fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>> {
         if write {
             let (reply, answer) = oneshot::channel();
             return self.submit(Work::Scoped(scope, f), reply, answer);
         }
         self.read_raw(move |conn| {
             let mut view = SqliteTx { conn, scope };
-            catch_unwind(AssertUnwindSafe(|| f(&mut view))).map_err(|_| StoreError::Worker("a read panicked".into()))
+            catch_unwind(AssertUnwindSafe(move || f(&mut view)))
+                .map_err(|_| StoreError::Worker("a read panicked".into()))
         })
     }
 
@@ -463,12 +459,12 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, commits: &watch::Sender<
         let outcome = (|| {
             let savepoint = tx.savepoint()?;
             let result = match work {
-                Work::Scoped(scope, mut f) => {
+                Work::Scoped(scope, f) => {
                     let mut view = SqliteTx {
                         conn: &savepoint,
                         scope,
                     };
-                    catch_unwind(AssertUnwindSafe(|| f(&mut view)))
+                    catch_unwind(AssertUnwindSafe(move || f(&mut view)))
                 }
                 Work::Raw(f) => catch_unwind(AssertUnwindSafe(|| f(&savepoint).map_err(|e| Box::new(e) as Erased))),
             };

@@ -1,0 +1,592 @@
+//! The store conformance suite: what every backend must do, run against each of them. Records
+//! round-trip; lists come in key order and resume after a key, also while records come and go;
+//! event sequence numbers are never reused and no reader sees one before a smaller one;
+//! cursors and sweeps; a domain abort rolls back its writes and only its own; concurrent writers
+//! lose no update; agent leases lapse.
+//!
+//! `cargo test -p ecsd store::conformance` runs it on SQLite, and on PostgreSQL too when
+//! `ECSD_TEST_POSTGRES` names a database to connect to: each test then makes a database of its
+//! own (named for this process and test) and drops it afterwards. A failing test's path names
+//! the backend: `store::conformance::sqlite::…` or `store::conformance::postgres::…`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{FamilyStatus, NewTask, Store, StoreError, StoreExt, TaskFilter, Tx};
+use crate::domain::placement::Reservation;
+use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
+use crate::domain::status::TaskStatus;
+use crate::domain::Scope;
+
+fn scope() -> Scope {
+    Scope::new("123456789012", "us-east-1")
+}
+
+fn cluster(name: &str) -> Cluster {
+    Cluster {
+        cluster_arn: scope().cluster_arn(name),
+        cluster_name: name.into(),
+        status: "ACTIVE".into(),
+        options: serde_json::Map::new(),
+    }
+}
+
+fn instance(id: &str) -> ContainerInstance {
+    serde_json::from_value(json!({
+        "containerInstanceArn": scope().container_instance_arn("c", id),
+        "version": 1,
+        "registeredResources": [],
+        "status": "ACTIVE",
+        "agentConnected": false,
+        "attributes": [],
+        "registeredAt": 1.0,
+        "attachments": [],
+        "tags": [],
+    }))
+    .expect("a valid instance")
+}
+
+fn task(id: &str, instance: &str) -> Task {
+    serde_json::from_value(json!({
+        "taskArn": scope().task_arn("c", id),
+        "clusterArn": scope().cluster_arn("c"),
+        "taskDefinitionArn": scope().task_definition_arn("f", 1),
+        "containerInstanceArn": scope().container_instance_arn("c", instance),
+        "overrides": {},
+        "lastStatus": "PENDING",
+        "desiredStatus": "RUNNING",
+        "containers": [],
+        "version": 1,
+        "createdAt": 1.0,
+        "group": "family:f",
+        "attachments": [{"id": format!("eni-{id}"), "type": "ElasticNetworkInterface", "status": "PRECREATED", "details": []}],
+        "tags": [],
+        "enableExecuteCommand": false,
+    }))
+    .expect("a valid task")
+}
+
+fn need() -> Reservation {
+    Reservation {
+        cpu: 256,
+        memory: 512,
+        tcp_ports: vec![8080],
+        udp_ports: vec![],
+    }
+}
+
+async fn write<R: Send + 'static>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
+) -> R {
+    store.write(&scope(), f).await.expect("the write commits")
+}
+
+async fn read<R: Send + 'static>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
+) -> R {
+    store.read(&scope(), f).await.expect("the read succeeds")
+}
+
+/// Stores a task on `instance` of cluster `c`, with a client token.
+fn insert(tx: &mut dyn Tx, id: &str, instance: &str, token: Option<&str>) -> Result<(), StoreError> {
+    let task = task(id, instance);
+    tx.insert_task(&NewTask {
+        cluster: "c",
+        instance: Some(instance),
+        family: "f",
+        client_token: token,
+        client_request: token.map(|_| "fingerprint"),
+        task: &task,
+        reservation: &need(),
+    })
+}
+
+fn running() -> TaskFilter {
+    TaskFilter {
+        desired_status: TaskStatus::Running,
+        container_instance: None,
+        family: None,
+        started_by: None,
+        launch_type: None,
+    }
+}
+
+async fn records_round_trip_and_list_in_key_order(store: Arc<dyn Store>) {
+    write(&store, |tx| {
+        for name in ["gamma", "alpha", "beta"] {
+            tx.put_cluster(&cluster(name))?;
+        }
+        tx.put_container_instance("c", "i1", &instance("i1"))
+    })
+    .await;
+    let (found, listed, resumed, instance_back) = read(&store, |tx| {
+        Ok((
+            tx.cluster("alpha")?,
+            tx.list_clusters(None, 10)?,
+            tx.list_clusters(Some("alpha"), 1)?,
+            tx.container_instance("c", "i1")?,
+        ))
+    })
+    .await;
+    assert_eq!(found, Some(cluster("alpha")));
+    let names: Vec<_> = listed.iter().map(|c| c.cluster_name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"]);
+    assert_eq!(resumed, vec![cluster("beta")]);
+    assert_eq!(instance_back, Some(instance("i1")));
+    // Another account sees none of it.
+    let other = store
+        .read(&Scope::new("999999999999", "us-east-1"), |tx| {
+            tx.list_clusters(None, 10)
+        })
+        .await
+        .unwrap();
+    assert!(other.is_empty());
+}
+
+async fn task_definitions_keep_their_revisions(store: Arc<dyn Store>) {
+    write(&store, |tx| {
+        for (family, revision, status) in [
+            ("web", 1, "ACTIVE"),
+            ("web", 2, "ACTIVE"),
+            ("web", 3, "INACTIVE"),
+            ("old", 1, "INACTIVE"),
+        ] {
+            let mut definition = serde_json::Map::new();
+            definition.insert("family".into(), family.into());
+            definition.insert("revision".into(), revision.into());
+            definition.insert("status".into(), status.into());
+            let stored = StoredTaskDefinition {
+                definition,
+                tags: vec![],
+            };
+            tx.put_task_definition(family, revision, status, &stored)?;
+        }
+        Ok(())
+    })
+    .await;
+    let (latest, last, active, descending, all, inactive) = read(&store, |tx| {
+        Ok((
+            tx.latest_task_definition("web")?
+                .map(|d| d.definition["revision"].clone()),
+            tx.last_revision("web")?,
+            tx.list_task_definitions(Some("we"), "ACTIVE", false, None, 10)?,
+            tx.list_task_definitions(None, "ACTIVE", true, Some(("web", 2)), 10)?,
+            tx.list_task_definition_families(None, FamilyStatus::All, None, 10)?,
+            tx.list_task_definition_families(None, FamilyStatus::Inactive, None, 10)?,
+        ))
+    })
+    .await;
+    assert_eq!(latest, Some(json!(2)));
+    assert_eq!(last, 3);
+    assert_eq!(active, [("web".to_owned(), 1), ("web".to_owned(), 2)]);
+    assert_eq!(descending, [("web".to_owned(), 1)]);
+    assert_eq!(all, ["old", "web"]);
+    assert_eq!(inactive, ["old"]);
+}
+
+async fn pages_stay_valid_while_records_come_and_go(store: Arc<dyn Store>) {
+    write(&store, |tx| {
+        tx.put_container_instance("c", "i1", &instance("i1"))?;
+        for id in ["t01", "t02", "t03", "t04", "t05", "t06"] {
+            insert(tx, id, "i1", None)?;
+        }
+        Ok(())
+    })
+    .await;
+    let first = read(&store, |tx| tx.list_tasks("c", &running(), None, 3)).await;
+    assert_eq!(first, ["t01", "t02", "t03"]);
+    // Between the pages: one task before the cursor, one after, and one that leaves the list.
+    write(&store, |tx| {
+        insert(tx, "t00", "i1", None)?;
+        insert(tx, "t035", "i1", None)?;
+        let mut stopped = tx.task("c", "t04")?.expect("t04 is stored");
+        stopped.desired_status = TaskStatus::Stopped;
+        tx.update_task("c", &stopped)
+    })
+    .await;
+    let second = read(&store, |tx| tx.list_tasks("c", &running(), Some("t03"), 3)).await;
+    assert_eq!(second, ["t035", "t05", "t06"]);
+}
+
+async fn what_tasks_hold_follows_their_status(store: Arc<dyn Store>) {
+    write(&store, |tx| {
+        tx.put_container_instance("c", "i1", &instance("i1"))?;
+        insert(tx, "t1", "i1", Some("token"))?;
+        insert(tx, "t2", "i1", None)
+    })
+    .await;
+    let (load, by_token, by_attachment) = read(&store, |tx| {
+        Ok((
+            tx.instance_load("c", "i1")?,
+            tx.tasks_by_client_token("c", "token")?,
+            tx.task_with_attachment("c", "eni-t2")?,
+        ))
+    })
+    .await;
+    assert_eq!((load.cpu, load.memory, load.pending, load.running), (512, 1024, 2, 0));
+    assert!(load.tcp_ports.contains(&8080));
+    assert_eq!(by_token.len(), 1);
+    assert_eq!(by_token[0].0.id(), "t1");
+    assert_eq!(by_token[0].1.as_deref(), Some("fingerprint"));
+    assert_eq!(by_attachment.map(|t| t.id().to_owned()).as_deref(), Some("t2"));
+    write(&store, |tx| {
+        let mut t1 = tx.task("c", "t1")?.expect("t1");
+        t1.last_status = TaskStatus::Running;
+        tx.update_task("c", &t1)?;
+        let mut t2 = tx.task("c", "t2")?.expect("t2");
+        t2.last_status = TaskStatus::Stopped;
+        t2.desired_status = TaskStatus::Stopped;
+        t2.stopped_at = Some(5.0);
+        tx.update_task("c", &t2)
+    })
+    .await;
+    let (load, loads, held) = read(&store, |tx| {
+        Ok((
+            tx.instance_load("c", "i1")?,
+            tx.cluster_loads("c")?,
+            tx.instance_tasks("c", "i1")?,
+        ))
+    })
+    .await;
+    assert_eq!((load.cpu, load.memory, load.pending, load.running), (256, 512, 0, 1));
+    assert_eq!(loads.get("i1"), Some(&load));
+    assert_eq!(held.iter().map(|(t, _)| t.id()).collect::<Vec<_>>(), ["t1"]);
+}
+
+async fn deliveries_are_acknowledged_once_and_never_backwards(store: Arc<dyn Store>) {
+    write(&store, |tx| {
+        tx.put_container_instance("c", "i1", &instance("i1"))?;
+        insert(tx, "t1", "i1", None)
+    })
+    .await;
+    let delivered = |store: Arc<dyn Store>| async move { read(&store, |tx| tx.instance_tasks("c", "i1")).await[0].1 };
+    assert_eq!(delivered(store.clone()).await, None);
+    write(&store, |tx| tx.set_delivered("c", "t1", TaskStatus::Stopped)).await;
+    write(&store, |tx| tx.set_delivered("c", "t1", TaskStatus::Running)).await;
+    assert_eq!(
+        delivered(store.clone()).await,
+        Some(TaskStatus::Stopped),
+        "a late RUNNING changes nothing"
+    );
+}
+
+async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<dyn Store>) {
+    for i in 0..3 {
+        write(&store, move |tx| {
+            tx.append_event("c", "ECS Task State Change", 10.0, &format!("{{\"n\": {i}}}"))
+        })
+        .await;
+    }
+    let page = store
+        .events(super::EventQuery {
+            after: 0,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = page.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), 3);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert_eq!(page.last_seq, seqs[2]);
+    // Swept numbers are not given out again.
+    store.sweep(1e12, 0.0).await.unwrap();
+    write(&store, |tx| tx.append_event("c", "ECS Task State Change", 20.0, "{}")).await;
+    let after_sweep = store
+        .events(super::EventQuery {
+            after: 0,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after_sweep.events.len(), 1);
+    assert!(after_sweep.events[0].seq > seqs[2]);
+
+    // Writers and a reader at once: the reader sees every event exactly once, in order.
+    let start = after_sweep.events[0].seq;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    write(&store, move |tx| {
+                        tx.append_event(
+                            "c",
+                            "ECS Task State Change",
+                            30.0,
+                            &format!("{{\"w\": {w}, \"i\": {i}}}"),
+                        )
+                    })
+                    .await;
+                }
+            })
+        })
+        .collect();
+    let mut cursor = start;
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen < 100 {
+        assert!(tokio::time::Instant::now() < deadline, "saw only {seen} of 100 events");
+        let page = store
+            .events(super::EventQuery {
+                after: cursor,
+                limit: 7,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for event in &page.events {
+            assert_eq!(event.seq, cursor + 1, "an event was skipped or repeated");
+            cursor = event.seq;
+            seen += 1;
+        }
+        if page.events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+async fn cursors_keep_their_position(store: Arc<dyn Store>) {
+    assert_eq!(store.cursor("hook".into()).await.unwrap(), 0);
+    store.set_cursor("hook".into(), 7).await.unwrap();
+    store.set_cursor("other".into(), 1).await.unwrap();
+    assert_eq!(store.cursor("hook".into()).await.unwrap(), 7);
+    store.set_cursor("hook".into(), 9).await.unwrap();
+    assert_eq!(store.cursor("hook".into()).await.unwrap(), 9);
+}
+
+async fn sweeps_remove_only_what_expired(store: Arc<dyn Store>) {
+    write(&store, |tx| {
+        tx.put_container_instance("c", "i1", &instance("i1"))?;
+        for id in ["old", "recent", "live"] {
+            insert(tx, id, "i1", None)?;
+        }
+        for (id, at) in [("old", 100.0), ("recent", 300.0)] {
+            let mut t = tx.task("c", id)?.expect("stored");
+            t.last_status = TaskStatus::Stopped;
+            t.desired_status = TaskStatus::Stopped;
+            t.stopped_at = Some(at);
+            tx.update_task("c", &t)?;
+        }
+        tx.append_event("c", "ECS Task State Change", 100.0, "{\"old\": true}")?;
+        tx.append_event("c", "ECS Task State Change", 300.0, "{\"old\": false}")
+    })
+    .await;
+    let swept = store.sweep(200.0, 200.0).await.unwrap();
+    assert_eq!((swept.events, swept.tasks), (1, 1));
+    let (old, recent, live, attachment) = read(&store, |tx| {
+        Ok((
+            tx.task("c", "old")?,
+            tx.task("c", "recent")?,
+            tx.task("c", "live")?,
+            tx.task_with_attachment("c", "eni-old")?,
+        ))
+    })
+    .await;
+    assert!(old.is_none() && attachment.is_none());
+    assert!(recent.is_some() && live.is_some());
+    let events = store
+        .events(super::EventQuery {
+            after: 0,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.events.len(), 1);
+    assert!(events.events[0].body.contains("false"));
+}
+
+async fn a_domain_abort_rolls_back_its_writes_and_only_its_own(store: Arc<dyn Store>) {
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Refused(&'static str),
+        Failed,
+    }
+    impl From<StoreError> for Outcome {
+        fn from(_: StoreError) -> Self {
+            Outcome::Failed
+        }
+    }
+    let writes: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(&scope(), move |tx| {
+                        tx.put_cluster(&cluster(&format!("c{i}")))?;
+                        tx.append_event(&format!("c{i}"), "ECS Task State Change", 1.0, "{}")?;
+                        if i % 2 == 1 {
+                            return Err(Outcome::Refused("odd"));
+                        }
+                        Ok(())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for (i, w) in writes.into_iter().enumerate() {
+        let outcome = w.await.unwrap();
+        if i % 2 == 1 {
+            assert_eq!(outcome, Err(Outcome::Refused("odd")), "the abort comes back unchanged");
+        } else {
+            assert_eq!(outcome, Ok(()));
+        }
+    }
+    let names: Vec<String> = read(&store, |tx| tx.list_clusters(None, 100))
+        .await
+        .into_iter()
+        .map(|c| c.cluster_name)
+        .collect();
+    assert_eq!(names, ["c0", "c2", "c4", "c6", "c8"]);
+    let events = store
+        .events(super::EventQuery {
+            after: 0,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.events.len(), 5, "the aborted writes' events are gone too");
+}
+
+async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
+    write(&store, |tx| tx.put_container_instance("c", "i1", &instance("i1"))).await;
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut taken = Vec::new();
+                for _ in 0..10 {
+                    taken.push(write(&store, |tx| tx.next_message_seq("c", "i1", 1)).await);
+                }
+                taken
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=80).collect::<Vec<i64>>(), "every number once, none lost");
+}
+
+async fn connections_of_a_lapsed_lease_are_found(store: Arc<dyn Store>) {
+    write(&store, |tx| {
+        tx.put_container_instance("c", "i1", &instance("i1"))?;
+        tx.put_container_instance("c", "i2", &instance("i2"))?;
+        tx.set_agent_holder("c", "i1", Some("alive"))?;
+        tx.set_agent_holder("c", "i2", Some("dead"))
+    })
+    .await;
+    store
+        .renew_lease("alive".into(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    store.renew_lease("dead".into(), Duration::ZERO).await.unwrap();
+    let lapsed = store.lapsed_agents().await.unwrap();
+    assert_eq!(lapsed.len(), 1, "{lapsed:?}");
+    assert_eq!((lapsed[0].id.as_str(), lapsed[0].process.as_str()), ("i2", "dead"));
+    assert_eq!(lapsed[0].scope, scope());
+    assert_eq!(
+        read(&store, |tx| tx.agent_holder("c", "i1")).await.as_deref(),
+        Some("alive")
+    );
+    store.end_lease("alive".into()).await.unwrap();
+    write(&store, |tx| tx.set_agent_holder("c", "i2", None)).await;
+    let lapsed = store.lapsed_agents().await.unwrap();
+    assert_eq!(lapsed.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), ["i1"]);
+}
+
+/// Each test, once per backend.
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("conformance.sqlite3");
+                    let store: std::sync::Arc<dyn super::Store> =
+                        std::sync::Arc::new(super::super::SqliteStore::open(&path).unwrap());
+                    super::$test(store.clone()).await;
+                    tokio::task::spawn_blocking(move || store.close()).await.unwrap();
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::on_postgres(stringify!($test), |store| async move { super::$test(store).await }).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    records_round_trip_and_list_in_key_order,
+    task_definitions_keep_their_revisions,
+    pages_stay_valid_while_records_come_and_go,
+    what_tasks_hold_follows_their_status,
+    deliveries_are_acknowledged_once_and_never_backwards,
+    event_numbers_are_never_reused_and_never_seen_out_of_order,
+    cursors_keep_their_position,
+    sweeps_remove_only_what_expired,
+    a_domain_abort_rolls_back_its_writes_and_only_its_own,
+    concurrent_writers_lose_no_update,
+    connections_of_a_lapsed_lease_are_found,
+);
+
+/// Runs `test` on a PostgreSQL database of its own, made for this process and test and dropped
+/// afterwards, when `ECSD_TEST_POSTGRES` names a database to connect to.
+async fn on_postgres<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Ok(admin_url) = std::env::var("ECSD_TEST_POSTGRES") else {
+        eprintln!("ECSD_TEST_POSTGRES is not set: {name} runs on SQLite only");
+        return;
+    };
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL answers at ECSD_TEST_POSTGRES");
+    tokio::spawn(connection);
+    let database = format!("ecsd_conformance_{}_{name}", std::process::id());
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {database}"),
+        format!("CREATE DATABASE {database}"),
+    ] {
+        admin
+            .batch_execute(&statement)
+            .await
+            .expect("the test database is made");
+    }
+    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+    let store: Arc<dyn Store> = Arc::new(
+        super::PostgresStore::open(&format!("{base}/{database}"))
+            .await
+            .expect("the store opens"),
+    );
+    // A panic inside the test still drops the database: the test runs as a task of its own.
+    let outcome = tokio::spawn(test(store.clone())).await;
+    drop(store);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .await
+        .expect("the test database is dropped");
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
