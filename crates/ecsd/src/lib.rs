@@ -1,10 +1,38 @@
 //! ecsd: an Amazon ECS-compatible control plane.
 //!
-//! Layers, each knowing only the one below: [`wire`] (HTTP, the AWS JSON protocol, with
-//! [`auth`] and [`throttle`]) →
-//! [`ops`] (one module per resource family) → [`domain`] (records, ARNs, status machine,
-//! placement; no I/O) and [`store`] (the storage trait and its backends). [`model`] holds the
-//! ECS API model every request is checked against.
+//! # Layout
+//!
+//! Layers, each knowing only the ones below it:
+//!
+//! - [`server`]: the HTTP server — accept loop, [`connections`] (limits, shedding idle
+//!   connections), the routes, background tasks (sweeper, webhooks, agent leases).
+//! - Doors into the server: [`wire`] (the ECS API, AWS JSON 1.1 on `POST /`), [`channels`]
+//!   (the ACS and TCS websockets agents keep open), [`events_api`] (the event log over HTTP).
+//!   Each lets requests in only through [`gate`] (SigV4 with [`auth`], served regions,
+//!   [`throttle`], permissions, cluster scope); [`state`] is what they are all served with.
+//! - [`ops`]: one module per resource family, one function per operation; knows the domain and
+//!   the store, not HTTP. [`model`] is the ECS API model (and the ACS/TCS models) every request
+//!   and message is checked against; [`error`] the exceptions clients see.
+//! - [`domain`]: records, ARNs, the status machine, placement, validation; pure, no I/O.
+//! - [`store`]: the storage trait and its backends (SQLite embedded, PostgreSQL shared).
+//! - Clients of a server, built into the same binary: [`client`] (a small SigV4 client),
+//!   [`sim`] (simulated agents), [`webhooks`] (event delivery).
+//!
+//! # One request, from bytes to disk: SubmitTaskStateChange
+//!
+//! 1. [`server`] accepts the connection ([`connections`] admits it) and hyper parses the
+//!    head; oversized heads and declared bodies are refused there.
+//! 2. [`wire::handle`] reads the body within its limits, [`gate::authenticate`] verifies the
+//!    signature and region, [`wire::route`] finds the operation from `X-Amz-Target`, and
+//!    [`gate::authorize`] throttles and checks the permission.
+//! 3. [`model::Model::check_input`] checks the JSON against the operation's input shape; the
+//!    gate checks every cluster the request names, by name or by ARN.
+//! 4. [`ops::agent::submit_task_state_change`] runs in one store transaction: it finds the task,
+//!    applies the report with [`domain::task_change::apply`] (statuses only move forward), and
+//!    saves it with [`ops::tasks`]' `save_task`, which bumps the version, moves the instance's
+//!    resource usage and appends the task's event.
+//! 5. The store commits ([`store::sqlite`]: a group commit with one fsync; [`store::postgres`]:
+//!    one transaction under the write lock); only then is the answer written back.
 
 pub mod auth;
 pub mod channels;

@@ -23,7 +23,7 @@ use super::hub::Listener;
 use super::{epoch_millis, frame, open, send, Channel, Envelope, QueryParams, Upgrade};
 use crate::domain::status::TaskStatus;
 use crate::model::Model;
-use crate::ops::channels::{self as ops, Instance};
+use crate::ops::acs::{self as ops, Instance};
 use crate::state::AppState;
 
 const CHANNEL: Channel = Channel {

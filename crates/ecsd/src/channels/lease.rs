@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Hub, Timings};
-use crate::ops::channels as ops;
+use crate::ops::acs as ops;
 use crate::store::Store;
 
 /// Heartbeats a lease outlives its last renewal: one late renewal does not lose it.

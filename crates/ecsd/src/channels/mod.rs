@@ -7,7 +7,7 @@
 //! Messages are text frames `{"type": "<Shape>", "message": {...}}` with the member names of the
 //! ACS and TCS models. A refused upgrade is answered with an error message of that form, which
 //! the agent decodes. This module knows websockets, not SQL: what a message does to stored
-//! state is in [`crate::ops::channels`].
+//! state is in [`crate::ops::acs`] and [`crate::ops::tcs`].
 
 pub mod acs;
 mod hub;
@@ -31,7 +31,7 @@ pub use hub::Hub;
 use crate::domain::Scope;
 use crate::error::{ApiError, ErrorCode};
 use crate::gate::{self, Signed};
-use crate::ops::channels::{self as ops, Instance, Refusal};
+use crate::ops::acs::{self as ops, Instance, Refusal};
 use crate::state::AppState;
 use crate::throttle::Family;
 

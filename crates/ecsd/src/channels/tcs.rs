@@ -20,10 +20,12 @@ use tokio::time::{interval, MissedTickBehavior};
 
 use super::{frame, open, send, Channel, Envelope, QueryParams, Refused, Upgrade};
 use crate::auth::sigv4::{self, SignedRequest};
+use crate::domain::health::InstanceStatus;
 use crate::domain::Scope;
 use crate::gate::SIGNING_NAME;
 use crate::model::Model;
-use crate::ops::channels::{self as ops, Instance, InstanceStatus, TaskHealth};
+use crate::ops::acs::Instance;
+use crate::ops::tcs::{self as ops, TaskHealth};
 use crate::state::AppState;
 
 const CHANNEL: Channel = Channel {

@@ -92,6 +92,14 @@ impl Scope {
         }
     }
 
+    /// The id of a resource of type `resource` of `cluster` named by id or ARN; `None` for an
+    /// ARN of another cluster, scope or resource type.
+    pub fn id_in<'a>(&self, reference: &'a str, resource: &str, cluster: &str) -> Option<&'a str> {
+        self.resource_id(reference, resource)
+            .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+            .map(|r| r.id)
+    }
+
     /// `family`, `family:revision` or a task definition ARN, as (family, revision).
     pub fn task_definition_ref<'a>(&self, reference: &'a str) -> Option<(&'a str, Option<i64>)> {
         let short = if reference.starts_with("arn:") {

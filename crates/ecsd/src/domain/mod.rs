@@ -4,6 +4,7 @@
 pub mod acs_task;
 pub mod arn;
 pub mod events;
+pub mod health;
 pub mod placement;
 pub mod quantities;
 pub mod query;

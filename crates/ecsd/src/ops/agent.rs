@@ -34,10 +34,8 @@ fn reported_task(tx: &mut dyn Tx, cluster: &str, reference: Option<&str>) -> Res
         || ApiError::invalid_parameter(format!("Invalid 'task': no task '{reference}' in cluster '{cluster}'."));
     let id = tx
         .scope()
-        .resource_id(reference, "task")
-        .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+        .id_in(reference, "task", cluster)
         .ok_or_else(unknown)?
-        .id
         .to_owned();
     tx.task(cluster, &id)?.ok_or_else(unknown)
 }

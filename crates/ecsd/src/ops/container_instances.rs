@@ -60,9 +60,8 @@ pub async fn register_container_instance(
             let previous_id = req
                 .container_instance_arn
                 .as_deref()
-                .and_then(|arn| scope.resource_id(arn, "container-instance"))
-                .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-                .map(|r| r.id.to_owned());
+                .and_then(|arn| scope.id_in(arn, "container-instance", &cluster))
+                .map(str::to_owned);
             let previous = match &previous_id {
                 Some(id) => tx.container_instance(&cluster, id)?,
                 None => None,
@@ -269,11 +268,8 @@ pub async fn describe_container_instances(
                 failures: Vec::new(),
             };
             for reference in &req.container_instances {
-                let found = match scope
-                    .resource_id(reference, "container-instance")
-                    .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-                {
-                    Some(r) => tx.container_instance(&cluster, r.id)?.map(|i| (r.id.to_owned(), i)),
+                let found = match scope.id_in(reference, "container-instance", &cluster) {
+                    Some(id) => tx.container_instance(&cluster, id)?.map(|i| (id.to_owned(), i)),
                     None => None,
                 };
                 match found {
@@ -364,13 +360,10 @@ fn find_instance(
     reference: &str,
 ) -> Result<Option<(String, ContainerInstance)>, ApiError> {
     let scope = tx.scope().clone();
-    let Some(r) = scope
-        .resource_id(reference, "container-instance")
-        .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-    else {
+    let Some(id) = scope.id_in(reference, "container-instance", cluster) else {
         return Ok(None);
     };
-    Ok(tx.container_instance(cluster, r.id)?.map(|i| (r.id.to_owned(), i)))
+    Ok(tx.container_instance(cluster, id)?.map(|i| (id.to_owned(), i)))
 }
 
 #[derive(Deserialize)]

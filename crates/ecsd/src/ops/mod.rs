@@ -5,13 +5,14 @@
 //! The operation table below is the single list of what ecsd implements; the wire names, the
 //! dispatch and the model check all derive from it.
 
+pub mod acs;
 pub mod agent;
-pub mod channels;
 pub mod clusters;
 pub mod container_instances;
 pub mod tags;
 pub mod task_definitions;
 pub mod tasks;
+pub mod tcs;
 
 use std::sync::Arc;
 

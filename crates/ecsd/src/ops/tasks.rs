@@ -1,4 +1,4 @@
-//! RunTask, StartTask, StopTask, DescribeTasks and ListTasks, and [`save_task`], the one place
+//! RunTask, StartTask, StopTask, DescribeTasks and ListTasks, and `save_task`, the one place
 //! where an existing task changes: every change bumps its `version` there.
 
 use serde::{Deserialize, Serialize};
@@ -566,13 +566,10 @@ pub async fn start_task(ctx: &Ctx, req: StartTaskRequest) -> Result<TasksRespons
                 failures: Vec::new(),
             };
             for reference in &req.container_instances {
-                let resolved = scope
-                    .resource_id(reference, "container-instance")
-                    .filter(|r| r.cluster.is_none_or(|c| c == template.cluster));
-                let arn =
-                    scope.container_instance_arn(&template.cluster, resolved.map_or(reference.as_str(), |r| r.id));
+                let resolved = scope.id_in(reference, "container-instance", &template.cluster);
+                let arn = scope.container_instance_arn(&template.cluster, resolved.unwrap_or(reference));
                 let instance = match resolved {
-                    Some(r) => tx.container_instance(&template.cluster, r.id)?,
+                    Some(id) => tx.container_instance(&template.cluster, id)?,
                     None => None,
                 };
                 let Some(instance) = instance else {
@@ -618,12 +615,11 @@ pub async fn stop_task(ctx: &Ctx, req: StopTaskRequest) -> Result<StopTaskRespon
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
             let not_found = || ApiError::invalid_parameter("The referenced task was not found.");
-            let reference = tx
+            let id = tx
                 .scope()
-                .resource_id(&req.task, "task")
-                .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-                .ok_or_else(not_found)?;
-            let id = reference.id.to_owned();
+                .id_in(&req.task, "task", &cluster)
+                .ok_or_else(not_found)?
+                .to_owned();
             let task = tx.task(&cluster, &id)?.ok_or_else(not_found)?;
             let mut next = task.clone();
             if next.desired_status != TaskStatus::Stopped {
@@ -666,11 +662,8 @@ pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<Task
                 failures: Vec::new(),
             };
             for reference in &req.tasks {
-                let found = match scope
-                    .resource_id(reference, "task")
-                    .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-                {
-                    Some(r) => tx.task(&cluster, r.id)?,
+                let found = match scope.id_in(reference, "task", &cluster) {
+                    Some(id) => tx.task(&cluster, id)?,
                     None => None,
                 };
                 match found {
@@ -735,9 +728,8 @@ pub async fn list_tasks(ctx: &Ctx, req: ListTasksRequest) -> Result<ListTasksRes
             let container_instance = match &req.container_instance {
                 Some(reference) => Some(
                     tx.scope()
-                        .resource_id(reference, "container-instance")
-                        .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-                        .map(|r| r.id.to_owned())
+                        .id_in(reference, "container-instance", &cluster)
+                        .map(str::to_owned)
                         .ok_or_else(|| {
                             ApiError::invalid_parameter("Invalid 'containerInstance': not an instance of this cluster.")
                         })?,

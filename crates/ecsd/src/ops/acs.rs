@@ -1,22 +1,20 @@
-//! What the agent channels (ACS and TCS websockets) do to stored state: which agent may open
-//! one, an instance's `agentConnected` and its tasks' `connectivity`, which tasks still have to
+//! The store side of ACS, the channel that hands tasks to agents: which agent may open a
+//! channel (shared with TCS), an instance's `agentConnected`, `versionInfo` and its tasks'
+//! `connectivity`, the connections of processes whose lease lapsed, which tasks still have to
 //! reach an agent and the agent's acknowledgements of them, the task manifest and stop
-//! verification, and the container and instance health an agent publishes.
+//! verification.
 //!
-//! Every task change goes through [`save_task`] (so it bumps the task's version and appends its
-//! event) and every instance change through [`save_instance`].
+//! Every task change goes through `save_task` (so it bumps the task's version and appends its
+//! event) and every instance change through `save_instance`.
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::agent::essential_containers;
 use super::container_instances::save_instance;
 use super::task_definitions;
 use super::tasks::save_task;
 use crate::domain::acs_task::acs_task;
-use crate::domain::records::ContainerInstance;
 use crate::domain::status::TaskStatus;
 use crate::domain::{now, Scope};
 use crate::error::ApiError;
@@ -71,10 +69,8 @@ pub async fn open(store: &dyn Store, scope: &Scope, cluster: &str, instance: &st
             let unknown =
                 || Refusal::InvalidInstance(format!("No container instance '{instance}' in cluster '{name}'."));
             let id = scope
-                .resource_id(&instance, "container-instance")
-                .filter(|r| r.cluster.is_none_or(|c| c == name))
+                .id_in(&instance, "container-instance", &name)
                 .ok_or_else(unknown)?
-                .id
                 .to_owned();
             let record = tx.container_instance(&name, &id)?.ok_or_else(unknown)?;
             if record.status == "INACTIVE" {
@@ -296,11 +292,8 @@ pub async fn confirm_stops(
             let scope = tx.scope().clone();
             let mut confirmed = Vec::new();
             for arn in candidates {
-                let wanted = match scope
-                    .resource_id(&arn, "task")
-                    .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-                {
-                    Some(r) => tx.task(&cluster, r.id)?.is_some_and(|t| {
+                let wanted = match scope.id_in(&arn, "task", &cluster) {
+                    Some(id) => tx.task(&cluster, id)?.is_some_and(|t| {
                         t.desired_status == TaskStatus::Running
                             && t.container_instance_arn.as_deref() == Some(instance_arn.as_str())
                     }),
@@ -313,225 +306,4 @@ pub async fn confirm_stops(
             Ok(confirmed)
         })
         .await
-}
-
-/// `TaskHealth` of the TCS model.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskHealth {
-    pub task_arn: Option<String>,
-    #[serde(default)]
-    pub containers: Vec<ContainerHealth>,
-}
-
-/// `ContainerHealth` of the TCS model.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerHealth {
-    pub container_name: Option<String>,
-    pub health_status: Option<String>,
-}
-
-const HEALTH_STATUSES: [&str; 3] = ["HEALTHY", "UNHEALTHY", "UNKNOWN"];
-
-/// Records the container health an agent published: each container's `healthStatus`, and the
-/// task's, derived as ECS does from its essential containers. Tasks that are not on this
-/// instance are ignored.
-pub async fn record_health(store: &dyn Store, instance: &Instance, tasks: Vec<TaskHealth>) -> Result<(), ApiError> {
-    let (cluster, instance_arn) = (instance.cluster.clone(), instance.arn.clone());
-    store
-        .write(&instance.scope, move |tx| {
-            let scope = tx.scope().clone();
-            for report in &tasks {
-                let Some(r) = report
-                    .task_arn
-                    .as_deref()
-                    .and_then(|arn| scope.resource_id(arn, "task"))
-                    .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-                else {
-                    continue;
-                };
-                let Some(task) = tx.task(&cluster, r.id)? else { continue };
-                if task.container_instance_arn.as_deref() != Some(instance_arn.as_str())
-                    || task.last_status == TaskStatus::Stopped
-                {
-                    continue;
-                }
-                let mut next = task.clone();
-                for c in &report.containers {
-                    let status = c.health_status.as_deref().filter(|s| HEALTH_STATUSES.contains(s));
-                    let container = next
-                        .containers
-                        .iter_mut()
-                        .find(|k| Some(k.name.as_str()) == c.container_name.as_deref());
-                    if let (Some(container), Some(status)) = (container, status) {
-                        container.health_status = Some(status.to_owned());
-                    }
-                }
-                if next != task {
-                    let essential = essential_containers(tx, &next)?;
-                    next.health_status = Some(task_health(
-                        next.containers
-                            .iter()
-                            .filter(|c| essential.contains(&c.name))
-                            .filter_map(|c| c.health_status.as_deref()),
-                    ));
-                    save_task(tx, &cluster, &task, next)?;
-                }
-            }
-            Ok::<_, ApiError>(())
-        })
-        .await
-}
-
-/// A task's health from its essential containers': UNHEALTHY if any is, else UNKNOWN if any
-/// is, else HEALTHY.
-fn task_health<'a>(containers: impl Iterator<Item = &'a str>) -> String {
-    let statuses: Vec<&str> = containers.collect();
-    let status = if statuses.contains(&"UNHEALTHY") {
-        "UNHEALTHY"
-    } else if statuses.is_empty() || statuses.contains(&"UNKNOWN") {
-        "UNKNOWN"
-    } else {
-        "HEALTHY"
-    };
-    status.into()
-}
-
-/// `InstanceStatus` of the TCS model.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceStatus {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub status: Option<String>,
-    pub status_reason: Option<String>,
-    pub last_updated: Option<f64>,
-    pub last_status_change: Option<f64>,
-}
-
-const INSTANCE_HEALTH_STATES: [&str; 4] = ["OK", "IMPAIRED", "INSUFFICIENT_DATA", "INITIALIZING"];
-
-/// Records the instance status an agent published as the instance's `healthStatus`
-/// (`ContainerInstanceHealthStatus`): one detail per check type, the overall status the worst
-/// of them.
-pub async fn record_instance_status(
-    store: &dyn Store,
-    instance: &Instance,
-    statuses: Vec<InstanceStatus>,
-) -> Result<(), ApiError> {
-    let (cluster, id) = (instance.cluster.clone(), instance.id.clone());
-    store
-        .write(&instance.scope, move |tx| {
-            let Some(record) = tx.container_instance(&cluster, &id)? else {
-                return Ok(());
-            };
-            let next = with_health(&record, &statuses);
-            if next != record {
-                save_instance(tx, &cluster, &id, &next)?;
-            }
-            Ok::<_, ApiError>(())
-        })
-        .await
-}
-
-fn with_health(record: &ContainerInstance, statuses: &[InstanceStatus]) -> ContainerInstance {
-    let mut details: Vec<Value> = record
-        .health_status
-        .as_ref()
-        .and_then(|h| h["details"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    for s in statuses {
-        let (Some(kind), Some(status)) = (s.kind.as_deref(), s.status.as_deref()) else {
-            continue;
-        };
-        if !INSTANCE_HEALTH_STATES.contains(&status) {
-            continue;
-        }
-        let mut detail = json!({"type": kind, "status": status});
-        if let Some(reason) = &s.status_reason {
-            detail["statusReason"] = reason.as_str().into();
-        }
-        if let Some(at) = s.last_updated {
-            detail["lastUpdated"] = at.into();
-        }
-        if let Some(at) = s.last_status_change {
-            detail["lastStatusChange"] = at.into();
-        }
-        match details.iter_mut().find(|d| d["type"] == kind) {
-            Some(existing) => *existing = detail,
-            None => details.push(detail),
-        }
-    }
-    // Worst first: IMPAIRED, INSUFFICIENT_DATA, INITIALIZING, then OK.
-    let rank = |s: &str| match s {
-        "IMPAIRED" => 0,
-        "INSUFFICIENT_DATA" => 1,
-        "INITIALIZING" => 2,
-        _ => 3,
-    };
-    let overall = details
-        .iter()
-        .filter_map(|d| d["status"].as_str())
-        .min_by_key(|s| rank(s))
-        .unwrap_or("INITIALIZING")
-        .to_owned();
-    let mut next = record.clone();
-    let health = json!({"overallStatus": overall, "details": details});
-    if next.health_status.as_ref() != Some(&health) {
-        next.health_status = Some(health);
-        next.version += 1;
-    }
-    next
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn task_health_is_the_worst_of_its_essential_containers() {
-        assert_eq!(task_health(["HEALTHY", "HEALTHY"].into_iter()), "HEALTHY");
-        assert_eq!(task_health(["HEALTHY", "UNKNOWN"].into_iter()), "UNKNOWN");
-        assert_eq!(task_health(["UNKNOWN", "UNHEALTHY"].into_iter()), "UNHEALTHY");
-        assert_eq!(task_health(std::iter::empty()), "UNKNOWN");
-    }
-
-    #[test]
-    fn instance_health_keeps_one_detail_per_check() {
-        let record: ContainerInstance = serde_json::from_value(json!({
-            "containerInstanceArn": "arn:aws:ecs:us-east-1:1:container-instance/c/i",
-            "version": 1,
-            "registeredResources": [],
-            "status": "ACTIVE",
-            "agentConnected": true,
-            "attributes": [],
-            "registeredAt": 1.0,
-            "attachments": [],
-            "tags": []
-        }))
-        .unwrap();
-        let status = |kind: &str, status: &str| InstanceStatus {
-            kind: Some(kind.into()),
-            status: Some(status.into()),
-            status_reason: None,
-            last_updated: Some(5.0),
-            last_status_change: Some(4.0),
-        };
-        let first = with_health(&record, &[status("CONTAINER_RUNTIME", "OK")]);
-        assert_eq!(first.version, 2);
-        let health = first.health_status.clone().unwrap();
-        assert_eq!(health["overallStatus"], "OK");
-        assert_eq!(health["details"][0]["lastUpdated"], 5.0);
-        let second = with_health(
-            &first,
-            &[status("CONTAINER_RUNTIME", "IMPAIRED"), status("DAEMON", "OK")],
-        );
-        let health = second.health_status.unwrap();
-        assert_eq!(health["overallStatus"], "IMPAIRED");
-        assert_eq!(health["details"].as_array().unwrap().len(), 2);
-        let same = with_health(&first, &[status("CONTAINER_RUNTIME", "OK")]);
-        assert_eq!(same, first, "an unchanged status changes nothing");
-    }
 }
