@@ -1,7 +1,9 @@
 //! The errors ecsd answers with: the small set of exception shapes that clients understand.
 //!
-//! Every layer's internal error ends up here; `ApiError` knows its wire name (the `__type`) and
-//! whether it is the caller's fault (HTTP 400) or ours (`ServerException`, HTTP 500).
+//! Every layer's own errors are turned into an `ApiError` where they meet the API (the store's in
+//! `ops`, routing failures in `wire`); an `ApiError` knows its wire name (the `__type`) and
+//! whether it is the caller's fault (HTTP 400) or ours (`ServerException`, HTTP 500), and for
+//! our faults keeps the internal detail that the edge logs with the request id but never sends.
 
 use std::fmt;
 
@@ -82,14 +84,28 @@ impl fmt::Display for ErrorCode {
 }
 
 /// An error as the client will see it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     /// Members of the exception shape beyond its message (ConflictException's `resourceIds`).
     pub members: serde_json::Map<String, serde_json::Value>,
+    /// What went wrong inside, for the logs only (a store failure, say).
+    pub detail: Option<String>,
 }
+
+/// As logs show it: what the client sees, then the internal detail.
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        match &self.detail {
+            Some(detail) => write!(f, " ({detail})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -97,7 +113,15 @@ impl ApiError {
             code,
             message: message.into(),
             members: serde_json::Map::new(),
+            detail: None,
         }
+    }
+
+    /// Our fault, whose `detail` stays in our logs: the client learns only that it may retry.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        let mut err = Self::server("The server could not complete the request; it is safe to retry.");
+        err.detail = Some(detail.to_string());
+        err
     }
 
     /// The request repeats an idempotency token of an earlier, different request that made
@@ -130,13 +154,5 @@ impl ApiError {
 
     pub fn server(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ServerException, message)
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(err: crate::store::StoreError) -> Self {
-        // The detail stays in our logs; clients only learn that the fault is ours, so they retry.
-        tracing::error!(error = %err, "store failure");
-        ApiError::server("The server could not complete the request; it is safe to retry.")
     }
 }

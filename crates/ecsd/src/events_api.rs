@@ -98,7 +98,10 @@ pub async fn page(
     let after = query.after;
     let page = match state.store.events(query).await {
         Ok(page) => page,
-        Err(e) => return error_response(&request_id, &ApiError::from(e)),
+        Err(e) => {
+            tracing::error!(%request_id, error = %e, "cannot read the event log");
+            return error_response(&request_id, &ApiError::from(e));
+        }
     };
     let raw: Vec<(i64, Box<RawValue>)> = page
         .events

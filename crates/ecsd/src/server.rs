@@ -156,7 +156,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events_api::page))
         .route("/events/stream", get(events_api::stream))
         .fallback(|| async {
-            let err = ApiError::unknown_operation("Not found: ECS API calls are POST / with an X-Amz-Target header.");
+            let err = ApiError::from(wire::RouteError::NotTheApi);
             let mut response = wire::error_response(&uuid::Uuid::new_v4().to_string(), &err);
             *response.status_mut() = StatusCode::NOT_FOUND;
             response

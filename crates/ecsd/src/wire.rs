@@ -28,27 +28,48 @@ const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// How much of an oversized body is read and discarded before the connection is dropped.
 pub const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Finds the operation a request asks for. Each way of getting this wrong has its own answer.
-pub fn route(headers: &HeaderMap) -> Result<Operation, ApiError> {
+/// Why a request names no operation this server answers; each has its own answer.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("Not found: ECS API calls are POST / with an X-Amz-Target header.")]
+    NotTheApi,
+    #[error("Missing X-Amz-Target header: the operation to call is not named.")]
+    MissingTarget,
+    #[error("The X-Amz-Target header is not valid text.")]
+    UnreadableTarget,
+    #[error("X-Amz-Target '{0}' does not name an operation of this service ({TARGET_PREFIX}<Operation>).")]
+    ForeignTarget(String),
+    #[error("Operation '{0}' is not supported by this server.")]
+    UnknownOperation(String),
+    #[error("Unsupported Content-Type '{0}': send {CONTENT_TYPE}.")]
+    UnsupportedContentType(String),
+}
+
+impl From<RouteError> for ApiError {
+    fn from(err: RouteError) -> Self {
+        match err {
+            RouteError::UnsupportedContentType(_) => ApiError::serialization(err.to_string()),
+            _ => ApiError::unknown_operation(err.to_string()),
+        }
+    }
+}
+
+/// Finds the operation a request asks for.
+pub fn route(headers: &HeaderMap) -> Result<Operation, RouteError> {
     let target = headers
         .get("x-amz-target")
-        .ok_or_else(|| ApiError::unknown_operation("Missing X-Amz-Target header: the operation to call is not named."))?
+        .ok_or(RouteError::MissingTarget)?
         .to_str()
-        .map_err(|_| ApiError::unknown_operation("The X-Amz-Target header is not valid text."))?;
-    let name = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
-        ApiError::unknown_operation(format!(
-            "X-Amz-Target '{target}' does not name an operation of this service ({TARGET_PREFIX}<Operation>)."
-        ))
-    })?;
-    let operation = Operation::from_name(name)
-        .ok_or_else(|| ApiError::unknown_operation(format!("Operation '{name}' is not supported by this server.")))?;
+        .map_err(|_| RouteError::UnreadableTarget)?;
+    let name = target
+        .strip_prefix(TARGET_PREFIX)
+        .ok_or_else(|| RouteError::ForeignTarget(target.to_owned()))?;
+    let operation = Operation::from_name(name).ok_or_else(|| RouteError::UnknownOperation(name.to_owned()))?;
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let content_type = content_type.to_str().unwrap_or_default();
         let media = content_type.split(';').next().unwrap_or_default().trim();
         if !media.eq_ignore_ascii_case(CONTENT_TYPE) && !media.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::serialization(format!(
-                "Unsupported Content-Type '{content_type}': send {CONTENT_TYPE}."
-            )));
+            return Err(RouteError::UnsupportedContentType(content_type.to_owned()));
         }
     }
     Ok(operation)
@@ -275,6 +296,7 @@ mod tests {
 
     #[test]
     fn each_routing_failure_has_its_own_answer() {
+        let route = |h: &HeaderMap| route(h).map_err(ApiError::from);
         let missing = route(&headers(&[])).unwrap_err();
         assert_eq!(missing.code, ErrorCode::UnknownOperationException);
         assert!(missing.message.contains("Missing X-Amz-Target"));

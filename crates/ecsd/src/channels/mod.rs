@@ -125,6 +125,7 @@ impl Refused {
                 Refused::new(StatusCode::TOO_MANY_REQUESTS, "ServerException", err.message)
             }
             code if code.http_status() >= 500 => {
+                tracing::error!(error = %err, "channel refused by a server fault");
                 Refused::new(StatusCode::INTERNAL_SERVER_ERROR, "ServerException", err.message)
             }
             code => Refused::new(

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Principal;
 use crate::domain::Scope;
 use crate::error::ApiError;
-use crate::store::{Store, Tx};
+use crate::store::{Store, StoreError, Tx};
 use crate::throttle::Family;
 
 /// What a handler works with: the store, the scope (account and region) of the caller, the
@@ -124,6 +124,12 @@ impl Operation {
     /// The IAM action that permits it.
     pub fn action(self) -> String {
         format!("ecs:{}", self.name())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::internal(format!("store: {err}"))
     }
 }
 
