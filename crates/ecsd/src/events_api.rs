@@ -67,6 +67,7 @@ fn authorize(state: &AppState, request: &Request, params: &EventsParams) -> Resu
         region: Some(admitted.scope.region.clone()),
         cluster,
         detail_type: params.detail_type.clone(),
+        noticed: false,
     })
 }
 

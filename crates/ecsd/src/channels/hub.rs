@@ -1,8 +1,9 @@
 //! The ACS sessions of this process, by container instance, and what wakes them: the event log.
 //!
 //! Every task and instance change appends an event in the transaction that makes it, whichever
-//! process makes it, so one reader per process that follows the log knows which instance each
-//! change concerns and wakes that instance's session, if it is connected here. Sessions then
+//! process makes it, and a change that an agent must hear of carries a typed notice naming its
+//! instance, so one reader per process that follows the notices wakes that instance's session,
+//! if it is connected here. Sessions then
 //! read what they have to send; nothing else needs to know that agents are connected.
 
 use std::collections::HashMap;
@@ -10,10 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::{watch, Notify};
 
-use crate::domain::events;
+use crate::domain::events::Notice;
 use crate::store::{EventQuery, Store};
 
 /// Events read at once while following the log.
@@ -66,37 +66,6 @@ pub struct Running<'a>(&'a Hub);
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The parts of an event the hub reads.
-#[derive(Deserialize)]
-struct Routed {
-    #[serde(rename = "detail-type")]
-    detail_type: String,
-    detail: RoutedDetail,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RoutedDetail {
-    container_instance_arn: Option<String>,
-    version: Option<i64>,
-    desired_status: Option<String>,
-    last_status: Option<String>,
-}
-
-impl Routed {
-    /// Whether the change can give the instance's agent something to receive: a new task, a
-    /// task to stop, or a change to the instance itself. The agent's own reports cannot, and
-    /// they are most changes.
-    fn concerns_agent(&self) -> bool {
-        if self.detail_type == events::INSTANCE_STATE_CHANGE {
-            return true;
-        }
-        let d = &self.detail;
-        d.version == Some(1)
-            || (d.desired_status.as_deref() == Some("STOPPED") && d.last_status.as_deref() != Some("STOPPED"))
     }
 }
 
@@ -172,17 +141,9 @@ impl Hub {
         }
     }
 
-    /// Wakes the session of the instance an event concerns.
-    fn route(&self, body: &str) {
-        let Ok(event) = serde_json::from_str::<Routed>(body) else {
-            return;
-        };
-        if !event.concerns_agent() {
-            return;
-        }
-        if let Some(arn) = &event.detail.container_instance_arn {
-            self.wake(arn, event.detail_type == events::INSTANCE_STATE_CHANGE);
-        }
+    /// Wakes the session of the instance a change's notice names, if it is connected here.
+    fn route(&self, notice: &Notice) {
+        self.wake(notice.instance_arn(), matches!(notice, Notice::Instance { .. }));
     }
 
     /// Follows the event log from its current end until the server stops, waking the sessions
@@ -196,14 +157,20 @@ impl Hub {
             let query = EventQuery {
                 after: cursor.unwrap_or(i64::MAX),
                 limit: if reading { BATCH } else { 0 },
+                noticed: true,
                 ..EventQuery::default()
             };
             commits.borrow_and_update();
             match store.events(query).await {
                 Ok(page) => {
                     let full = page.events.len() == BATCH;
-                    for event in &page.events {
-                        self.route(&event.body);
+                    for notice in page
+                        .events
+                        .iter()
+                        .filter_map(|e| e.notice.as_deref())
+                        .filter_map(Notice::decode)
+                    {
+                        self.route(&notice);
                     }
                     // A session that connected during a read that skipped events gets them on
                     // the next read.
@@ -251,31 +218,19 @@ mod tests {
     }
 
     #[test]
-    fn events_wake_the_session_of_their_instance() {
+    fn notices_wake_the_session_of_their_instance() {
         let hub = Hub::default();
         let listener = hub.register("arn:i");
-        hub.route(
-            r#"{"detail-type": "ECS Container Instance State Change", "detail": {"containerInstanceArn": "arn:i"}}"#,
-        );
+        hub.route(&Notice::Tasks {
+            instance_arn: "arn:i".into(),
+        });
+        assert!(!listener.instance_changed.load(Ordering::Relaxed));
+        hub.route(&Notice::Instance {
+            instance_arn: "arn:i".into(),
+        });
         assert!(listener.instance_changed.load(Ordering::Relaxed));
-        hub.route(r#"{"detail-type": "ECS Task State Change", "detail": {"containerInstanceArn": "arn:other"}}"#);
-        hub.route("not json");
-    }
-
-    #[test]
-    fn only_changes_an_agent_must_hear_of_wake_it() {
-        let event = |version: i64, desired: &str, last: &str| {
-            serde_json::from_value::<Routed>(serde_json::json!({
-                "detail-type": "ECS Task State Change",
-                "detail": {"containerInstanceArn": "arn:i", "version": version,
-                           "desiredStatus": desired, "lastStatus": last}
-            }))
-            .unwrap()
-            .concerns_agent()
-        };
-        assert!(event(1, "RUNNING", "PENDING"), "a new task");
-        assert!(event(4, "STOPPED", "RUNNING"), "a task to stop");
-        assert!(!event(3, "RUNNING", "RUNNING"), "the agent's own report");
-        assert!(!event(5, "STOPPED", "STOPPED"), "the agent's report that it stopped");
+        hub.route(&Notice::Tasks {
+            instance_arn: "arn:other".into(),
+        });
     }
 }

@@ -7,10 +7,55 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::records::Task;
+use super::status::TaskStatus;
 use super::Scope;
 
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
 pub const INSTANCE_STATE_CHANGE: &str = "ECS Container Instance State Change";
+
+/// What a change means for the agent channels, kept beside its event so that every process can
+/// wake the session of the agent that must hear of it without reading the event itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The instance's agent has tasks to receive: a new task, or a task to stop.
+    Tasks { instance_arn: String },
+    /// The instance itself changed (it may have been deregistered).
+    Instance { instance_arn: String },
+}
+
+impl Notice {
+    /// The notice of a task change, if its agent must hear of it: a new task, or one to stop.
+    /// The agent's own reports (most changes) need none.
+    pub fn of_task(task: &Task) -> Option<Notice> {
+        let instance_arn = task.container_instance_arn.clone()?;
+        let to_stop = task.desired_status == TaskStatus::Stopped && task.last_status != TaskStatus::Stopped;
+        (task.version == 1 || to_stop).then_some(Notice::Tasks { instance_arn })
+    }
+
+    pub fn instance_arn(&self) -> &str {
+        match self {
+            Notice::Tasks { instance_arn } | Notice::Instance { instance_arn } => instance_arn,
+        }
+    }
+
+    /// As stored: `tasks ARN` or `instance ARN`.
+    pub fn encode(&self) -> String {
+        match self {
+            Notice::Tasks { instance_arn } => format!("tasks {instance_arn}"),
+            Notice::Instance { instance_arn } => format!("instance {instance_arn}"),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Notice> {
+        let (kind, arn) = text.split_once(' ')?;
+        let instance_arn = arn.to_owned();
+        match kind {
+            "tasks" => Some(Notice::Tasks { instance_arn }),
+            "instance" => Some(Notice::Instance { instance_arn }),
+            _ => None,
+        }
+    }
+}
 
 /// Members that hold epoch-second timestamps in the API and ISO 8601 text in events.
 const TIMESTAMPS: [&str; 12] = [
@@ -121,5 +166,56 @@ mod tests {
         assert_eq!(event["detail-type"], "ECS Task State Change");
         assert_eq!(event["resources"][0], "arn:t");
         assert_eq!(event["version"], "0");
+    }
+
+    #[test]
+    fn only_changes_an_agent_must_hear_of_carry_a_notice() {
+        let task = |version: i64, desired: &str, last: &str, instance: Option<&str>| -> Task {
+            serde_json::from_value(json!({
+                "taskArn": "arn:t", "clusterArn": "arn:c", "taskDefinitionArn": "arn:d",
+                "containerInstanceArn": instance, "overrides": {}, "lastStatus": last,
+                "desiredStatus": desired, "containers": [], "version": version, "createdAt": 1.0,
+                "attachments": [], "tags": [], "enableExecuteCommand": false
+            }))
+            .unwrap()
+        };
+        let new_work = Notice::Tasks {
+            instance_arn: "arn:i".into(),
+        };
+        let tasks = Some(new_work.clone());
+        assert_eq!(
+            Notice::of_task(&task(1, "RUNNING", "PENDING", Some("arn:i"))),
+            tasks,
+            "a new task"
+        );
+        assert_eq!(
+            Notice::of_task(&task(4, "STOPPED", "RUNNING", Some("arn:i"))),
+            tasks,
+            "a task to stop"
+        );
+        assert_eq!(
+            Notice::of_task(&task(3, "RUNNING", "RUNNING", Some("arn:i"))),
+            None,
+            "the agent's own report"
+        );
+        assert_eq!(
+            Notice::of_task(&task(5, "STOPPED", "STOPPED", Some("arn:i"))),
+            None,
+            "its report that it stopped"
+        );
+        assert_eq!(
+            Notice::of_task(&task(1, "RUNNING", "PENDING", None)),
+            None,
+            "no instance, no agent"
+        );
+        for notice in [
+            new_work,
+            Notice::Instance {
+                instance_arn: "arn:x y".into(),
+            },
+        ] {
+            assert_eq!(Notice::decode(&notice.encode()), Some(notice));
+        }
+        assert_eq!(Notice::decode("garbage"), None);
     }
 }

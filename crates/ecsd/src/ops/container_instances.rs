@@ -178,7 +178,17 @@ pub(crate) fn save_instance(
     let time = now();
     let arn = instance.container_instance_arn.clone();
     let event = events::envelope(tx.scope(), events::INSTANCE_STATE_CHANGE, &arn, detail, time);
-    tx.append_event(cluster, events::INSTANCE_STATE_CHANGE, time, &event.to_string())
+    let notice = events::Notice::Instance {
+        instance_arn: arn.clone(),
+    }
+    .encode();
+    tx.append_event(
+        cluster,
+        events::INSTANCE_STATE_CHANGE,
+        time,
+        &event.to_string(),
+        Some(&notice),
+    )
 }
 
 /// Attributes other than the ones ECS and its agent define count against the limit.

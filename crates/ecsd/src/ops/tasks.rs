@@ -44,7 +44,14 @@ fn insert_task(tx: &mut dyn Tx, new: &NewTask<'_>) -> Result<(), StoreError> {
 fn append_task_event(tx: &mut dyn Tx, cluster: &str, task: &Task) -> Result<(), StoreError> {
     let time = now();
     let event = events::task_event(tx.scope(), task, time);
-    tx.append_event(cluster, events::TASK_STATE_CHANGE, time, &event.to_string())
+    let notice = events::Notice::of_task(task).map(|n| n.encode());
+    tx.append_event(
+        cluster,
+        events::TASK_STATE_CHANGE,
+        time,
+        &event.to_string(),
+        notice.as_deref(),
+    )
 }
 
 /// The id at the end of an ARN.

@@ -277,7 +277,7 @@ async fn deliveries_are_acknowledged_once_and_never_backwards(store: Arc<dyn Sto
 async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<dyn Store>) {
     for i in 0..3 {
         write(&store, move |tx| {
-            tx.append_event("c", "ECS Task State Change", 10.0, &format!("{{\"n\": {i}}}"))
+            tx.append_event("c", "ECS Task State Change", 10.0, &format!("{{\"n\": {i}}}"), None)
         })
         .await;
     }
@@ -295,7 +295,10 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
     assert_eq!(page.last_seq, seqs[2]);
     // Swept numbers are not given out again.
     store.sweep(1e12, 0.0).await.unwrap();
-    write(&store, |tx| tx.append_event("c", "ECS Task State Change", 20.0, "{}")).await;
+    write(&store, |tx| {
+        tx.append_event("c", "ECS Task State Change", 20.0, "{}", None)
+    })
+    .await;
     let after_sweep = store
         .events(super::EventQuery {
             after: 0,
@@ -320,6 +323,7 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
                             "ECS Task State Change",
                             30.0,
                             &format!("{{\"w\": {w}, \"i\": {i}}}"),
+                            None,
                         )
                     })
                     .await;
@@ -354,6 +358,50 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
     }
 }
 
+async fn notices_travel_with_their_events(store: Arc<dyn Store>) {
+    write(&store, |tx| {
+        tx.append_event("c", "ECS Task State Change", 1.0, "{\"a\": 1}", None)?;
+        tx.append_event("c", "ECS Task State Change", 1.0, "{\"b\": 2}", Some("tasks arn:i"))?;
+        tx.append_event(
+            "c",
+            "ECS Container Instance State Change",
+            1.0,
+            "{}",
+            Some("instance arn:i"),
+        )
+    })
+    .await;
+    let all = store
+        .events(super::EventQuery {
+            after: 0,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.events.len(), 3);
+    assert_eq!(all.events[0].notice, None);
+    let noticed = store
+        .events(super::EventQuery {
+            after: 0,
+            limit: 10,
+            noticed: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let notices: Vec<_> = noticed
+        .events
+        .iter()
+        .map(|e| e.notice.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(notices, ["tasks arn:i", "instance arn:i"]);
+    assert_eq!(
+        noticed.last_seq, all.last_seq,
+        "a filtered page still says how far it read"
+    );
+}
+
 async fn cursors_keep_their_position(store: Arc<dyn Store>) {
     assert_eq!(store.cursor("hook".into()).await.unwrap(), 0);
     store.set_cursor("hook".into(), 7).await.unwrap();
@@ -376,8 +424,8 @@ async fn sweeps_remove_only_what_expired(store: Arc<dyn Store>) {
             t.stopped_at = Some(at);
             tx.update_task("c", &t)?;
         }
-        tx.append_event("c", "ECS Task State Change", 100.0, "{\"old\": true}")?;
-        tx.append_event("c", "ECS Task State Change", 300.0, "{\"old\": false}")
+        tx.append_event("c", "ECS Task State Change", 100.0, "{\"old\": true}", None)?;
+        tx.append_event("c", "ECS Task State Change", 300.0, "{\"old\": false}", None)
     })
     .await;
     let swept = store.sweep(200.0, 200.0).await.unwrap();
@@ -423,7 +471,7 @@ async fn a_domain_abort_rolls_back_its_writes_and_only_its_own(store: Arc<dyn St
                 store
                     .write(&scope(), move |tx| {
                         tx.put_cluster(&cluster(&format!("c{i}")))?;
-                        tx.append_event(&format!("c{i}"), "ECS Task State Change", 1.0, "{}")?;
+                        tx.append_event(&format!("c{i}"), "ECS Task State Change", 1.0, "{}", None)?;
                         if i % 2 == 1 {
                             return Err(Outcome::Refused("odd"));
                         }
@@ -541,6 +589,7 @@ conformance!(
     what_tasks_hold_follows_their_status,
     deliveries_are_acknowledged_once_and_never_backwards,
     event_numbers_are_never_reused_and_never_seen_out_of_order,
+    notices_travel_with_their_events,
     cursors_keep_their_position,
     sweeps_remove_only_what_expired,
     a_domain_abort_rolls_back_its_writes_and_only_its_own,

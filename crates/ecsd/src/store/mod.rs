@@ -170,8 +170,16 @@ pub trait Tx {
     fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError>;
     /// Stores a new task; it holds its reservation on its instance until it is STOPPED.
     fn insert_task(&mut self, new: &NewTask<'_>) -> Result<(), StoreError>;
-    /// Appends an event (its envelope as JSON) after every earlier one.
-    fn append_event(&mut self, cluster: &str, detail_type: &str, time: f64, body: &str) -> Result<(), StoreError>;
+    /// Appends an event (its envelope as JSON) after every earlier one, with the notice it
+    /// carries for the agent channels (an encoded [`crate::domain::events::Notice`]), if any.
+    fn append_event(
+        &mut self,
+        cluster: &str,
+        detail_type: &str,
+        time: f64,
+        body: &str,
+        notice: Option<&str>,
+    ) -> Result<(), StoreError>;
     /// The task that holds an attachment (an ENI, say), by the attachment's id.
     fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError>;
     /// The tasks a RunTask with this client token created, each with the fingerprint of that
@@ -228,6 +236,8 @@ pub struct EventQuery {
     pub region: Option<String>,
     pub cluster: Option<String>,
     pub detail_type: Option<String>,
+    /// Only events that carry a notice for the agent channels.
+    pub noticed: bool,
 }
 
 /// An event as stored: its sequence number and its envelope as JSON text.
@@ -235,6 +245,8 @@ pub struct EventQuery {
 pub struct StoredEvent {
     pub seq: i64,
     pub body: String,
+    /// The notice for the agent channels, as stored.
+    pub notice: Option<String>,
 }
 
 pub struct EventPage {

@@ -109,6 +109,8 @@ UPDATE container_instances SET agent_process = '' WHERE (doc::json ->> 'agentCon
 CREATE INDEX container_instances_with_agents ON container_instances (agent_process) WHERE agent_process IS NOT NULL;
 -- The fingerprint of the RunTask request that made the task, beside its client token.
 ALTER TABLE tasks ADD COLUMN client_request TEXT;
+-- What the change means for the agent channels (domain::events::Notice), if anything.
+ALTER TABLE events ADD COLUMN notice TEXT;
 "#,
 ];
 
@@ -270,10 +272,11 @@ impl Store for PostgresStore {
                     .get(0);
                 let rows = client
                     .query(
-                        "SELECT seq, body FROM events
+                        "SELECT seq, body, notice FROM events
                          WHERE seq > $1 AND seq <= $7 AND ($2::text IS NULL OR account = $2)
                            AND ($3::text IS NULL OR region = $3)
                            AND ($4::text IS NULL OR cluster = $4) AND ($5::text IS NULL OR detail_type = $5)
+                           AND (NOT $8 OR notice IS NOT NULL)
                          ORDER BY seq LIMIT $6",
                         &[
                             &query.after,
@@ -283,6 +286,7 @@ impl Store for PostgresStore {
                             &query.detail_type,
                             &(query.limit as i64),
                             &head,
+                            &query.noticed,
                         ],
                     )
                     .await?;
@@ -291,6 +295,7 @@ impl Store for PostgresStore {
                     .map(|r| StoredEvent {
                         seq: r.get(0),
                         body: r.get(1),
+                        notice: r.get(2),
                     })
                     .collect::<Vec<_>>();
                 Ok(EventPage { events, last_seq: head })
@@ -755,7 +760,14 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    fn append_event(&mut self, cluster: &str, detail_type: &str, time: f64, body: &str) -> Result<(), StoreError> {
+    fn append_event(
+        &mut self,
+        cluster: &str,
+        detail_type: &str,
+        time: f64,
+        body: &str,
+        notice: Option<&str>,
+    ) -> Result<(), StoreError> {
         let s = &self.scope;
         // The write lock is held, so sequence numbers are taken and committed in order.
         let seq: i64 = self.query(
@@ -764,8 +776,18 @@ impl Tx for PgTx<'_> {
         )?[0]
             .get(0);
         self.execute(
-            "INSERT INTO events (seq, account, region, cluster, detail_type, time, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[&seq, &s.account, &s.region, &cluster, &detail_type, &time, &body],
+            "INSERT INTO events (seq, account, region, cluster, detail_type, time, body, notice)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &seq,
+                &s.account,
+                &s.region,
+                &cluster,
+                &detail_type,
+                &time,
+                &body,
+                &notice,
+            ],
         )?;
         Ok(())
     }

@@ -133,6 +133,8 @@ UPDATE container_instances SET agent_process = '' WHERE json_extract(doc, '$.age
 CREATE INDEX container_instances_with_agents ON container_instances (agent_process) WHERE agent_process IS NOT NULL;
 -- The fingerprint of the RunTask request that made the task, beside its client token.
 ALTER TABLE tasks ADD COLUMN client_request TEXT;
+-- What the change means for the agent channels (domain::events::Notice), if anything.
+ALTER TABLE events ADD COLUMN notice TEXT;
 "#,
 ];
 
@@ -232,9 +234,10 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
                 .query_row([], |r| r.get::<_, i64>(0))?;
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, body FROM events
+                "SELECT seq, body, notice FROM events
                  WHERE seq > ?1 AND seq <= ?7 AND (?2 IS NULL OR account = ?2) AND (?3 IS NULL OR region = ?3)
                    AND (?4 IS NULL OR cluster = ?4) AND (?5 IS NULL OR detail_type = ?5)
+                   AND (?8 = 0 OR notice IS NOT NULL)
                  ORDER BY seq LIMIT ?6",
             )?;
             let rows = stmt.query_map(
@@ -245,12 +248,14 @@ impl Store for SqliteStore {
                     query.cluster,
                     query.detail_type,
                     query.limit as i64,
-                    head
+                    head,
+                    query.noticed
                 ],
                 |r| {
                     Ok(StoredEvent {
                         seq: r.get(0)?,
                         body: r.get(1)?,
+                        notice: r.get(2)?,
                     })
                 },
             )?;
@@ -862,13 +867,21 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn append_event(&mut self, cluster: &str, detail_type: &str, time: f64, body: &str) -> Result<(), StoreError> {
+    fn append_event(
+        &mut self,
+        cluster: &str,
+        detail_type: &str,
+        time: f64,
+        body: &str,
+        notice: Option<&str>,
+    ) -> Result<(), StoreError> {
         let s = &self.scope;
         self.conn
             .prepare_cached(
-                "INSERT INTO events (account, region, cluster, detail_type, time, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO events (account, region, cluster, detail_type, time, body, notice)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![s.account, s.region, cluster, detail_type, time, body])?;
+            .execute(params![s.account, s.region, cluster, detail_type, time, body, notice])?;
         Ok(())
     }
 
