@@ -119,16 +119,72 @@ struct TailArgs {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    #[command(flatten, next_help_heading = "Listening and limits")]
+    listen: ListenArgs,
+    #[command(flatten, next_help_heading = "Store")]
+    store: StoreArgs,
+    #[command(flatten, next_help_heading = "Who may call, from where")]
+    access: AccessArgs,
+    #[command(flatten, next_help_heading = "Agent channels (ACS, TCS)")]
+    channels: ChannelArgs,
+    #[command(flatten, next_help_heading = "Events and retention")]
+    events: EventArgs,
+    #[command(flatten, next_help_heading = "Simulated agents (only with --simulate-agents)")]
+    simulate: SimulateArgs,
+}
+
+/// Where the server listens, and the limits that keep one client from holding it.
+#[derive(clap::Args)]
+struct ListenArgs {
     /// Address to listen on; port 0 picks a free port (the address is printed once ready).
     #[arg(long, env = "ECSD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Connections served at once; past this, a new connection takes the place of the one idle
+    /// longest (503 when every connection is busy).
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Connections one client address may hold at once, counted the same way.
+    #[arg(long, default_value_t = Limits::default().max_connections_per_client)]
+    max_connections_per_client: usize,
+    /// Seconds a client has to send request headers, and the longest a connection may sit idle.
+    #[arg(long, default_value_t = Limits::default().header_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request body.
+    #[arg(long, default_value_t = Limits::default().body_timeout.as_secs())]
+    body_timeout_secs: u64,
+}
+
+impl ListenArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_connections: self.max_connections.max(1),
+            max_connections_per_client: self.max_connections_per_client.max(1),
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Where state is kept.
+#[derive(clap::Args)]
+struct StoreArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "ECSD_DATA_DIR", default_value = "ecsd-data")]
     data_dir: PathBuf,
     /// Share a PostgreSQL database with other ecsd processes (postgres://USER@HOST:PORT/DB)
     /// instead of the embedded store.
-    #[arg(long, env = "ECSD_STORE")]
-    store: Option<String>,
+    #[arg(long = "store", env = "ECSD_STORE")]
+    url: Option<String>,
+}
+
+/// Credentials, regions and throttling.
+#[derive(clap::Args)]
+struct AccessArgs {
     /// Serve only these regions (repeat or separate with commas); requests signed for others
     /// are refused. Default: every region, each isolated from the others.
     #[arg(long = "region", env = "ECSD_REGION", value_delimiter = ',', value_parser = region)]
@@ -146,22 +202,64 @@ struct ServeArgs {
     /// Token bucket of an operation family, FAMILY=RATE/BURST (read, write, agent), e.g. write=40/100.
     #[arg(long = "throttle", value_parser = family_rate)]
     throttle: Vec<(Family, Rate)>,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
-    max_body_bytes: usize,
-    /// Connections served at once; past this, a new connection takes the place of the one idle
-    /// longest (503 when every connection is busy).
-    #[arg(long, default_value_t = Limits::default().max_connections)]
-    max_connections: usize,
-    /// Connections one client address may hold at once, counted the same way.
-    #[arg(long, default_value_t = Limits::default().max_connections_per_client)]
-    max_connections_per_client: usize,
-    /// Seconds a client has to send request headers, and the longest a connection may sit idle.
-    #[arg(long, default_value_t = Limits::default().header_timeout.as_secs())]
-    header_timeout_secs: u64,
+}
+
+impl AccessArgs {
+    fn keys(&self, listen: SocketAddr) -> Result<Keys, Box<dyn std::error::Error>> {
+        match &self.credentials {
+            Some(path) => Ok(Keys::load(path)?),
+            None if listen.ip().is_loopback() => Ok(Keys::development(&self.account_id)),
+            None => Err(format!(
+                "refusing to listen on {listen} with the development credentials: give --credentials FILE"
+            )
+            .into()),
+        }
+    }
+
+    fn regions(&self) -> Regions {
+        if self.regions.is_empty() {
+            Regions::All
+        } else {
+            Regions::Only(self.regions.clone())
+        }
+    }
+
+    fn throttle(&self) -> Throttle {
+        if self.no_throttle {
+            Throttle::off()
+        } else {
+            Throttle::new(&self.throttle)
+        }
+    }
+}
+
+/// How agents find the server and how often it speaks to them.
+#[derive(clap::Args)]
+struct ChannelArgs {
     /// Base URL agents are told to reach this server at (DiscoverPollEndpoint); default: http:// and the listen address.
     #[arg(long, env = "ECSD_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// Seconds between heartbeats on agent channels (ACS, TCS); an agent silent for six times
+    /// this is taken for gone.
+    #[arg(long, default_value_t = Timings::default().heartbeat.as_secs_f64())]
+    agent_heartbeat_secs: f64,
+    /// Seconds between task manifests sent to each connected agent.
+    #[arg(long, default_value_t = Timings::default().manifest.as_secs_f64())]
+    task_manifest_secs: f64,
+}
+
+impl ChannelArgs {
+    fn timings(&self) -> Timings {
+        Timings::with_heartbeat(
+            Duration::from_secs_f64(self.agent_heartbeat_secs.max(0.1)),
+            Duration::from_secs_f64(self.task_manifest_secs.max(0.1)),
+        )
+    }
+}
+
+/// Webhooks and how long history is kept.
+#[derive(clap::Args)]
+struct EventArgs {
     /// Webhook subscriptions (TOML): every event is POSTed to each, in order, at least once.
     #[arg(long, env = "ECSD_WEBHOOKS")]
     webhooks: Option<PathBuf>,
@@ -174,6 +272,21 @@ struct ServeArgs {
     /// Seconds between sweeps of expired events and stopped tasks.
     #[arg(long, default_value_t = 60.0)]
     sweep_interval_secs: f64,
+}
+
+impl EventArgs {
+    fn retention(&self) -> Retention {
+        Retention {
+            events: Duration::from_secs_f64(self.event_retention_hours.max(0.0) * 3600.0),
+            stopped_tasks: Duration::from_secs_f64(self.stopped_task_retention_minutes.max(0.0) * 60.0),
+            sweep_every: Duration::from_secs_f64(self.sweep_interval_secs.max(0.1)),
+        }
+    }
+}
+
+/// Simulated container instances run beside the server.
+#[derive(clap::Args)]
+struct SimulateArgs {
     /// Run this many simulated container instances beside the server (see `ecsd agent`).
     #[arg(long, default_value_t = 0)]
     simulate_agents: usize,
@@ -186,18 +299,9 @@ struct ServeArgs {
     /// Key the simulated agents sign with (default: the development pair).
     #[arg(long, default_value = "test")]
     simulate_access_key_id: String,
+    /// Secret of that key.
     #[arg(long, default_value = "test")]
     simulate_secret_access_key: String,
-    /// Seconds a client has to send a request body.
-    #[arg(long, default_value_t = Limits::default().body_timeout.as_secs())]
-    body_timeout_secs: u64,
-    /// Seconds between heartbeats on agent channels (ACS, TCS); an agent silent for six times
-    /// this is taken for gone.
-    #[arg(long, default_value_t = Timings::default().heartbeat.as_secs_f64())]
-    agent_heartbeat_secs: f64,
-    /// Seconds between task manifests sent to each connected agent.
-    #[arg(long, default_value_t = Timings::default().manifest.as_secs_f64())]
-    task_manifest_secs: f64,
 }
 
 fn account_id(s: &str) -> Result<String, String> {
@@ -255,91 +359,51 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let keys = match &args.credentials {
-        Some(path) => Keys::load(path)?,
-        None if args.listen.ip().is_loopback() => Keys::development(&args.account_id),
-        None => {
-            return Err(format!(
-                "refusing to listen on {} with the development credentials: give --credentials FILE",
-                args.listen
-            )
-            .into())
-        }
-    };
-    let throttle = if args.no_throttle {
-        Throttle::off()
-    } else {
-        Throttle::new(&args.throttle)
-    };
-    let limits = Limits {
-        max_body_bytes: args.max_body_bytes,
-        max_connections: args.max_connections.max(1),
-        max_connections_per_client: args.max_connections_per_client.max(1),
-        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
-        body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
-        ..Limits::default()
-    };
+    let listen = args.listen.listen;
     let options = Options {
-        data_dir: args.data_dir,
-        store_url: args.store,
-        regions: if args.regions.is_empty() {
-            Regions::All
-        } else {
-            Regions::Only(args.regions.clone())
-        },
-        keys,
-        throttle,
-        limits,
-        advertise_url: args.advertise_url,
-        retention: Retention {
-            events: Duration::from_secs_f64(args.event_retention_hours.max(0.0) * 3600.0),
-            stopped_tasks: Duration::from_secs_f64(args.stopped_task_retention_minutes.max(0.0) * 60.0),
-            sweep_every: Duration::from_secs_f64(args.sweep_interval_secs.max(0.1)),
-        },
-        webhooks: match &args.webhooks {
+        data_dir: args.store.data_dir.clone(),
+        store_url: args.store.url.clone(),
+        regions: args.access.regions(),
+        keys: args.access.keys(listen)?,
+        throttle: args.access.throttle(),
+        limits: args.listen.limits(),
+        advertise_url: args.channels.advertise_url.clone(),
+        retention: args.events.retention(),
+        webhooks: match &args.events.webhooks {
             Some(path) => webhooks::load(path)?,
             None => Vec::new(),
         },
-        channels: {
-            let heartbeat = Duration::from_secs_f64(args.agent_heartbeat_secs.max(0.1));
-            Timings {
-                heartbeat,
-                manifest: Duration::from_secs_f64(args.task_manifest_secs.max(0.1)),
-                resend_after: heartbeat * 3,
-                idle_timeout: heartbeat * 6,
-                ..Timings::default()
-            }
-        },
+        channels: args.channels.timings(),
     };
-    let region = args
+    let sim = &args.simulate;
+    let region = sim
         .simulate_region
         .clone()
-        .or_else(|| args.regions.first().cloned())
+        .or_else(|| args.access.regions.first().cloned())
         .or_else(|| {
             std::env::var("AWS_DEFAULT_REGION")
                 .ok()
                 .filter(|r| ecsd::auth::is_region_name(r))
         })
         .unwrap_or_else(|| "us-east-1".into());
-    let data_dir = options.data_dir.clone();
     let server = Server::open(options).await?;
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let simulation = (args.simulate_agents > 0).then(|| {
+    let simulation = (sim.simulate_agents > 0).then(|| {
         let options = SimOptions {
             endpoint: format!("http://{address}"),
-            cluster: args.simulation.cluster.clone(),
-            instances: args.simulate_agents,
-            cpu: args.simulation.cpu,
-            memory: args.simulation.memory,
+            cluster: sim.simulation.cluster.clone(),
+            instances: sim.simulate_agents,
+            cpu: sim.simulation.cpu,
+            memory: sim.simulation.memory,
             credentials: Credentials {
-                access_key_id: args.simulate_access_key_id.clone(),
-                secret_access_key: args.simulate_secret_access_key.clone(),
+                access_key_id: sim.simulate_access_key_id.clone(),
+                secret_access_key: sim.simulate_secret_access_key.clone(),
                 region,
             },
-            state_file: Some(data_dir.join("simulated-agents.json")),
-            tick: Duration::from_millis(args.simulation.tick_millis.max(10)),
+            state_file: Some(args.store.data_dir.join("simulated-agents.json")),
+            tick: Duration::from_millis(sim.simulation.tick_millis.max(10)),
         };
         tokio::spawn(async move {
             if let Err(e) = sim::run(options, stopped).await {

@@ -26,14 +26,12 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// Channel timings short enough for tests.
+/// Channel timings short enough for tests, derived from the heartbeat as the server derives
+/// them.
 fn quick() -> Timings {
     Timings {
-        heartbeat: Duration::from_millis(200),
-        manifest: Duration::from_millis(500),
-        resend_after: Duration::from_millis(800),
-        idle_timeout: Duration::from_millis(1500),
         send_timeout: Duration::from_secs(2),
+        ..Timings::with_heartbeat(Duration::from_millis(250), Duration::from_millis(500))
     }
 }
 

@@ -58,15 +58,24 @@ pub struct Timings {
     pub send_timeout: Duration,
 }
 
-impl Default for Timings {
-    fn default() -> Self {
+impl Timings {
+    /// The timings that follow from a heartbeat period: a task is sent again after three
+    /// heartbeats without its acknowledgement, and an agent silent for six is taken for gone
+    /// (an agent that does not take a message within 30 s is too).
+    pub fn with_heartbeat(heartbeat: Duration, manifest: Duration) -> Timings {
         Timings {
-            heartbeat: Duration::from_secs(10),
-            manifest: Duration::from_secs(60),
-            resend_after: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
+            heartbeat,
+            manifest,
+            resend_after: heartbeat * 3,
+            idle_timeout: heartbeat * 6,
             send_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings::with_heartbeat(Duration::from_secs(10), Duration::from_secs(60))
     }
 }
 
