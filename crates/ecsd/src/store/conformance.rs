@@ -91,6 +91,17 @@ async fn read<R: Send + 'static>(
     store.read(&scope(), f).await.expect("the read succeeds")
 }
 
+/// Events after `after`, at most `limit`, every one or only those with a notice.
+async fn events(store: &Arc<dyn Store>, after: i64, limit: usize, noticed: bool) -> super::EventPage {
+    let query = super::EventQuery {
+        after,
+        limit,
+        noticed,
+        ..Default::default()
+    };
+    store.events(query).await.expect("events are read")
+}
+
 /// Stores a task on `instance` of cluster `c`, with a client token.
 fn insert(tx: &mut dyn Tx, id: &str, instance: &str, token: Option<&str>) -> Result<(), StoreError> {
     let task = task(id, instance);
@@ -281,14 +292,7 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
         })
         .await;
     }
-    let page = store
-        .events(super::EventQuery {
-            after: 0,
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let page = events(&store, 0, 10, false).await;
     let seqs: Vec<i64> = page.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs.len(), 3);
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
@@ -299,14 +303,7 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
         tx.append_event("c", "ECS Task State Change", 20.0, "{}", None)
     })
     .await;
-    let after_sweep = store
-        .events(super::EventQuery {
-            after: 0,
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let after_sweep = events(&store, 0, 10, false).await;
     assert_eq!(after_sweep.events.len(), 1);
     assert!(after_sweep.events[0].seq > seqs[2]);
 
@@ -336,14 +333,7 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen < 100 {
         assert!(tokio::time::Instant::now() < deadline, "saw only {seen} of 100 events");
-        let page = store
-            .events(super::EventQuery {
-                after: cursor,
-                limit: 7,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let page = events(&store, cursor, 7, false).await;
         for event in &page.events {
             assert_eq!(event.seq, cursor + 1, "an event was skipped or repeated");
             cursor = event.seq;
@@ -371,25 +361,10 @@ async fn notices_travel_with_their_events(store: Arc<dyn Store>) {
         )
     })
     .await;
-    let all = store
-        .events(super::EventQuery {
-            after: 0,
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = events(&store, 0, 10, false).await;
     assert_eq!(all.events.len(), 3);
     assert_eq!(all.events[0].notice, None);
-    let noticed = store
-        .events(super::EventQuery {
-            after: 0,
-            limit: 10,
-            noticed: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let noticed = events(&store, 0, 10, true).await;
     let notices: Vec<_> = noticed
         .events
         .iter()
@@ -441,14 +416,7 @@ async fn sweeps_remove_only_what_expired(store: Arc<dyn Store>) {
     .await;
     assert!(old.is_none() && attachment.is_none());
     assert!(recent.is_some() && live.is_some());
-    let events = store
-        .events(super::EventQuery {
-            after: 0,
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let events = events(&store, 0, 10, false).await;
     assert_eq!(events.events.len(), 1);
     assert!(events.events[0].body.contains("false"));
 }
@@ -495,14 +463,7 @@ async fn a_domain_abort_rolls_back_its_writes_and_only_its_own(store: Arc<dyn St
         .map(|c| c.cluster_name)
         .collect();
     assert_eq!(names, ["c0", "c2", "c4", "c6", "c8"]);
-    let events = store
-        .events(super::EventQuery {
-            after: 0,
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let events = events(&store, 0, 100, false).await;
     assert_eq!(events.events.len(), 5, "the aborted writes' events are gone too");
 }
 
