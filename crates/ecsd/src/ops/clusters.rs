@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::tags::check_tags;
-use super::{active_cluster, decode_token, page_size, paginate, Ctx};
+use super::{active_cluster, arn_for, decode_token, failure, page_size, paginate, Ctx};
 use crate::domain::is_valid_name;
 use crate::domain::records::{Cluster, Tag};
 use crate::error::{ApiError, ErrorCode};
@@ -157,12 +157,8 @@ pub async fn describe_clusters(ctx: &Ctx, req: DescribeClustersRequest) -> Resul
                         out.clusters.push(view(&cluster, counts, &include));
                     }
                     None => {
-                        let arn = if reference.starts_with("arn:") {
-                            reference.clone()
-                        } else {
-                            tx.scope().cluster_arn(reference)
-                        };
-                        out.failures.push(json!({"arn": arn, "reason": "MISSING"}));
+                        let arn = arn_for(reference, |name| tx.scope().cluster_arn(name));
+                        out.failures.push(failure(&arn, "MISSING"));
                     }
                 }
             }

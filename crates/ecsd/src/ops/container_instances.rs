@@ -4,11 +4,11 @@
 //! for good when one is missing or altered.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::tags::check_tags;
 use super::tasks::id_of;
-use super::{active_cluster, decode_token, page_size, paginate, Ctx};
+use super::{active_cluster, arn_for, decode_token, failure, page_size, paginate, Ctx};
 use crate::domain::placement::{remaining_resources, Candidate};
 use crate::domain::query;
 use crate::domain::records::{Attribute, ContainerInstance, Resource, Tag};
@@ -287,12 +287,8 @@ pub async fn describe_container_instances(
                         .container_instances
                         .push(view(tx, &cluster, &id, instance, include)?),
                     None => {
-                        let arn = if reference.starts_with("arn:") {
-                            reference.clone()
-                        } else {
-                            scope.container_instance_arn(&cluster, reference)
-                        };
-                        out.failures.push(json!({"arn": arn, "reason": "MISSING"}));
+                        let arn = arn_for(reference, |id| scope.container_instance_arn(&cluster, id));
+                        out.failures.push(failure(&arn, "MISSING"));
                     }
                 }
             }
@@ -443,13 +439,13 @@ pub async fn update_container_instances_state(
                 failures: Vec::new(),
             };
             for reference in &req.container_instances {
-                let arn = arn_of(tx, &cluster, reference);
+                let arn = arn_for(reference, |id| tx.scope().container_instance_arn(&cluster, id));
                 let Some((id, mut instance)) = find_instance(tx, &cluster, reference)? else {
-                    out.failures.push(json!({"arn": arn, "reason": "MISSING"}));
+                    out.failures.push(failure(&arn, "MISSING"));
                     continue;
                 };
                 if instance.status == "INACTIVE" {
-                    out.failures.push(json!({"arn": arn, "reason": "INACTIVE"}));
+                    out.failures.push(failure(&arn, "INACTIVE"));
                     continue;
                 }
                 if instance.status != req.status {
@@ -463,14 +459,6 @@ pub async fn update_container_instances_state(
             Ok(out)
         })
         .await
-}
-
-fn arn_of(tx: &dyn Tx, cluster: &str, reference: &str) -> String {
-    if reference.starts_with("arn:") {
-        reference.to_owned()
-    } else {
-        tx.scope().container_instance_arn(cluster, reference)
-    }
 }
 
 #[derive(Deserialize)]

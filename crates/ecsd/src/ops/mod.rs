@@ -197,6 +197,21 @@ fn active_cluster(tx: &mut dyn Tx, reference: Option<&str>) -> Result<String, Ap
     }
 }
 
+/// A `Failure` of a batch operation: which resource, and why.
+fn failure(arn: &str, reason: &str) -> Value {
+    serde_json::json!({"arn": arn, "reason": reason})
+}
+
+/// The ARN a reference stands for: itself if it is one, else the ARN `build` makes of the short
+/// name or id (what a failure names).
+fn arn_for(reference: &str, build: impl FnOnce(&str) -> String) -> String {
+    if reference.starts_with("arn:") {
+        reference.to_owned()
+    } else {
+        build(reference)
+    }
+}
+
 /// Page size for list operations: `maxResults` within 1..=100, 100 when absent.
 fn page_size(max_results: Option<i32>) -> Result<usize, ApiError> {
     match max_results {

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::tags::{check_tags, merge_tags};
-use super::{active_cluster, decode_token, page_size, paginate, task_definitions, Ctx, Fingerprinted};
+use super::{
+    active_cluster, arn_for, decode_token, failure, page_size, paginate, task_definitions, Ctx, Fingerprinted,
+};
 use crate::domain::placement::{self, BinpackField, Candidate, Placement, Reservation, Strategy};
 use crate::domain::quantities;
 use crate::domain::query::{self, Expr};
@@ -448,10 +450,6 @@ fn definition_constraints(tx: &mut dyn Tx, reference: &str) -> Result<Vec<Expr>,
         .collect()
 }
 
-fn failure(arn: &str, reason: &str) -> Value {
-    json!({"arn": arn, "reason": reason})
-}
-
 pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<TasksResponse, ApiError> {
     let Fingerprinted {
         request: req,
@@ -681,11 +679,7 @@ pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<Task
                         out.tasks.push(task);
                     }
                     None => {
-                        let arn = if reference.starts_with("arn:") {
-                            reference.clone()
-                        } else {
-                            scope.task_arn(&cluster, reference)
-                        };
+                        let arn = arn_for(reference, |id| scope.task_arn(&cluster, id));
                         out.failures.push(failure(&arn, "MISSING"));
                     }
                 }
