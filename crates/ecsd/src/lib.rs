@@ -7,7 +7,8 @@
 //! - [`server`]: the HTTP server — accept loop, [`connections`] (limits, shedding idle
 //!   connections), the routes, background tasks (sweeper, webhooks, agent leases).
 //! - Doors into the server: [`wire`] (the ECS API, AWS JSON 1.1 on `POST /`), [`channels`]
-//!   (the ACS and TCS websockets agents keep open), [`events_api`] (the event log over HTTP).
+//!   (the ACS and TCS websockets agents keep open; [`sessions`] holds who is connected where),
+//!   [`events_api`] (the event log over HTTP).
 //!   Each lets requests in only through [`gate`] (SigV4 with [`auth`], served regions,
 //!   [`throttle`], permissions, cluster scope); [`state`] is what they are all served with.
 //! - [`ops`]: one module per resource family, one function per operation; knows the domain and
@@ -45,6 +46,7 @@ pub mod gate;
 pub mod model;
 pub mod ops;
 pub mod server;
+pub mod sessions;
 pub mod sim;
 pub mod state;
 pub mod store;

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use ecsd::auth::{Keys, Regions};
-use ecsd::channels::Timings;
 use ecsd::client::{Credentials, EcsClient};
 use ecsd::server::{Limits, Options, Retention, Server};
+use ecsd::sessions::Timings;
 use ecsd::sim::{self, SimOptions};
 use ecsd::throttle::{Family, Rate, Throttle};
 use ecsd::webhooks;

@@ -20,8 +20,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::gate::{self, Signed};
 use crate::model::Model;
 use crate::ops::{Ctx, Operation};
-use crate::server::Limits;
-use crate::state::AppState;
+use crate::state::{AppState, Limits};
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";

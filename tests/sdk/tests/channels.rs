@@ -13,8 +13,8 @@ use aws_sdk_ecs::Client;
 use common::fake_agent::{acs_url, check_shape, open, tcs_url, FakeAgent, FakeTelemetry, PATIENCE};
 use common::{agent_resources, Running};
 use ecsd::auth::Keys;
-use ecsd::channels::Timings;
 use ecsd::model::Model;
+use ecsd::sessions::Timings;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 

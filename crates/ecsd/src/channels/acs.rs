@@ -19,11 +19,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::{interval, interval_at, MissedTickBehavior};
 
-use super::hub::Listener;
 use super::{epoch_millis, frame, open, send, Channel, Envelope, QueryParams, Upgrade};
 use crate::domain::status::TaskStatus;
 use crate::model::Model;
 use crate::ops::acs::{self as ops, Instance};
+use crate::sessions::Listener;
 use crate::state::AppState;
 
 const CHANNEL: Channel = Channel {

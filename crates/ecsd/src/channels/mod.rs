@@ -10,8 +10,6 @@
 //! state is in [`crate::ops::acs`] and [`crate::ops::tcs`].
 
 pub mod acs;
-mod hub;
-pub mod lease;
 pub mod tcs;
 
 use std::collections::HashMap;
@@ -26,8 +24,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub use hub::Hub;
-
 use crate::domain::Scope;
 use crate::error::{ApiError, ErrorCode};
 use crate::gate::{self, Signed};
@@ -41,43 +37,6 @@ const MAX_AGENT_MESSAGE: usize = 2 * 1024 * 1024;
 /// Read and write buffers of a channel. Agent messages are mostly small, and a server holds a
 /// channel per agent: the websocket default (128 KiB) would cost 128 MB for 1,000 agents.
 pub const BUFFER_SIZE: usize = 8 * 1024;
-
-/// How often the server speaks on a channel and how long it waits for the agent.
-#[derive(Clone, Copy, Debug)]
-pub struct Timings {
-    /// Between heartbeats (the agent drops a connection silent for a minute or more).
-    pub heartbeat: Duration,
-    /// Between task manifests.
-    pub manifest: Duration,
-    /// How long a task sent in a payload waits for the agent's acknowledgement before it is
-    /// sent again.
-    pub resend_after: Duration,
-    /// An agent silent this long (no message, no acknowledgement) is taken for gone.
-    pub idle_timeout: Duration,
-    /// The longest one message may take to send before the agent is taken for gone.
-    pub send_timeout: Duration,
-}
-
-impl Timings {
-    /// The timings that follow from a heartbeat period: a task is sent again after three
-    /// heartbeats without its acknowledgement, and an agent silent for six is taken for gone
-    /// (an agent that does not take a message within 30 s is too).
-    pub fn with_heartbeat(heartbeat: Duration, manifest: Duration) -> Timings {
-        Timings {
-            heartbeat,
-            manifest,
-            resend_after: heartbeat * 3,
-            idle_timeout: heartbeat * 6,
-            send_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Default for Timings {
-    fn default() -> Self {
-        Timings::with_heartbeat(Duration::from_secs(10), Duration::from_secs(60))
-    }
-}
 
 /// A message as both channels frame it.
 #[derive(Deserialize)]
