@@ -22,11 +22,13 @@ def ecsd_binary():
 
 def postgres_database(name):
     """A PostgreSQL database of its own for a test (created if missing), when the suite runs
-    against PostgreSQL (ECSD_TEST_POSTGRES names a database to connect to); else None."""
+    against PostgreSQL (ECSD_TEST_POSTGRES names a database to connect to); else None. Its name
+    starts with the run's prefix (ECSD_TEST_DB_PREFIX), so that the run can drop exactly its own."""
     admin = os.environ.get("ECSD_TEST_POSTGRES")
     if not admin:
         return None
-    database = "ecsd_p_" + hashlib.sha1(str(name).encode()).hexdigest()[:16]
+    prefix = os.environ.get("ECSD_TEST_DB_PREFIX", "ecsd_test")
+    database = f"{prefix}_p_" + hashlib.sha1(str(name).encode()).hexdigest()[:16]
     exists = subprocess.run(
         ["psql", admin, "-Atc", f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
         check=True, capture_output=True, text=True,

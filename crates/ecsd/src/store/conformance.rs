@@ -6,7 +6,8 @@
 //!
 //! `cargo test -p ecsd store::conformance` runs it on SQLite, and on PostgreSQL too when
 //! `ECSD_TEST_POSTGRES` names a database to connect to: each test then makes a database of its
-//! own (named for this process and test) and drops it afterwards. A failing test's path names
+//! own (named for this process and test, under the run's prefix `ECSD_TEST_DB_PREFIX`) and
+//! drops it afterwards. A failing test's path names
 //! the backend: `store::conformance::sqlite::…` or `store::conformance::postgres::…`.
 
 use std::sync::Arc;
@@ -573,7 +574,12 @@ where
         .await
         .expect("PostgreSQL answers at ECSD_TEST_POSTGRES");
     tokio::spawn(connection);
-    let database = format!("ecsd_conformance_{}_{name}", std::process::id());
+    // A short, fixed-length name under the run's prefix: PostgreSQL cuts names at 63 bytes.
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (std::process::id(), name).hash(&mut hasher);
+    let prefix = std::env::var("ECSD_TEST_DB_PREFIX").unwrap_or_else(|_| "ecsd_test".into());
+    let database = format!("{prefix}_c_{:016x}", hasher.finish());
     for statement in [
         format!("DROP DATABASE IF EXISTS {database}"),
         format!("CREATE DATABASE {database}"),

@@ -34,14 +34,16 @@ pub struct Answer {
 
 /// The development options for `data_dir`; with `ECSD_TEST_POSTGRES` set (a `postgres://` URL
 /// of a database to connect to), the store is instead a PostgreSQL database of its own, named
-/// after `data_dir`, so that a restart on the same directory finds the same data.
+/// after `data_dir` (so that a restart on the same directory finds the same data) under the
+/// run's prefix `ECSD_TEST_DB_PREFIX` (so that the run drops exactly its own).
 pub async fn development(data_dir: &Path) -> Options {
     let mut options = Options::development(data_dir.to_owned(), ACCOUNT);
     if let Ok(admin) = std::env::var("ECSD_TEST_POSTGRES") {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         data_dir.hash(&mut hasher);
-        let name = format!("ecsd_t_{:016x}", hasher.finish());
+        let prefix = std::env::var("ECSD_TEST_DB_PREFIX").unwrap_or_else(|_| "ecsd_test".into());
+        let name = format!("{prefix}_t_{:016x}", hasher.finish());
         let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
