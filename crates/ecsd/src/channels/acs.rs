@@ -170,9 +170,13 @@ impl Session {
     }
 
     async fn send(&self, socket: &mut WebSocket, kind: &str, message: Value) -> Result<(), End> {
-        send(socket, frame(kind, message), self.state.timings.send_timeout)
-            .await
-            .map_err(|()| End::Gone)
+        send(
+            socket,
+            frame(Model::acs(), kind, message),
+            self.state.timings.send_timeout,
+        )
+        .await
+        .map_err(|()| End::Gone)
     }
 
     /// Sends every task the agent has yet to acknowledge, except those sent too recently to

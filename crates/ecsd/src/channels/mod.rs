@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use crate::domain::Scope;
 use crate::error::{ApiError, ErrorCode};
 use crate::gate::{self, Signed};
+use crate::model::Model;
 use crate::ops::acs::{self as ops, Instance, Refusal};
 use crate::state::AppState;
 use crate::throttle::Family;
@@ -47,7 +48,14 @@ struct Envelope {
     message: Value,
 }
 
-fn frame(kind: &str, message: Value) -> Message {
+/// A message of `model` (ACS or TCS) as a text frame. Debug builds check it against its shape in
+/// the model first, as they check API responses: a message an agent cannot decode is our bug.
+fn frame(model: &Model, kind: &str, message: Value) -> Message {
+    if cfg!(debug_assertions) {
+        if let Err(e) = model.check_sent(kind, &message) {
+            panic!("ecsd sent a {kind} that its model does not describe: {}", e.message);
+        }
+    }
     Message::Text(json!({"type": kind, "message": message}).to_string().into())
 }
 

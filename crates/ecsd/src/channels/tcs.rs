@@ -104,7 +104,7 @@ impl Telemetry {
                     if last_heard.elapsed() > timings.idle_timeout {
                         break;
                     }
-                    frame("HeartbeatMessage", json!({"healthy": true}))
+                    frame(Model::tcs(), "HeartbeatMessage", json!({"healthy": true}))
                 }
                 _ = shutdown.changed() => break,
             };
@@ -121,10 +121,10 @@ impl Telemetry {
             Ok(reply) | Err(reply) => reply,
         };
         match reply {
-            Reply::Ack(kind) => frame(kind, json!({"message": ""})),
+            Reply::Ack(kind) => frame(Model::tcs(), kind, json!({"message": ""})),
             Reply::Error(kind, message) => {
                 tracing::debug!(instance = %self.instance.arn, kind, %message, "telemetry message refused");
-                frame(kind, json!({"message": message}))
+                frame(Model::tcs(), kind, json!({"message": message}))
             }
         }
     }
