@@ -513,7 +513,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
-            status: "ACTIVE".into(),
+            status: crate::domain::status::ContainerInstanceStatus::Active,
             agent_connected: false,
             attributes: vec![],
             registered_at: at,

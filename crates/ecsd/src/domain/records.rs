@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::status::{ContainerStatus, TaskStatus};
+use super::status::{ClusterStatus, ContainerInstanceStatus, ContainerStatus, TaskDefinitionStatus, TaskStatus};
 
 /// A key/value tag (`Tag` in the model).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ pub struct KeyValuePair {
 pub struct Cluster {
     pub cluster_arn: String,
     pub cluster_name: String,
-    pub status: String,
+    pub status: ClusterStatus,
     /// `tags`, `settings`, `configuration`, `capacityProviders`,
     /// `defaultCapacityProviderStrategy`, `serviceConnectDefaults`: as the client set them.
     #[serde(flatten)]
@@ -81,7 +81,7 @@ pub struct ContainerInstance {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version_info: Option<Value>,
     pub registered_resources: Vec<Resource>,
-    pub status: String,
+    pub status: ContainerInstanceStatus,
     pub agent_connected: bool,
     pub attributes: Vec<Attribute>,
     pub registered_at: f64,
@@ -237,7 +237,7 @@ pub struct TaskDefinitionSpec {
     pub task_definition_arn: String,
     pub family: String,
     pub revision: i64,
-    pub status: String,
+    pub status: TaskDefinitionStatus,
     #[serde(default)]
     pub network_mode: Option<String>,
     #[serde(default)]
@@ -290,5 +290,18 @@ pub struct StoredTaskDefinition {
 impl StoredTaskDefinition {
     pub fn spec(&self) -> Result<TaskDefinitionSpec, serde_json::Error> {
         TaskDefinitionSpec::deserialize(Value::Object(self.definition.clone()))
+    }
+
+    /// The revision's status (ACTIVE if the document does not say).
+    pub fn status(&self) -> TaskDefinitionStatus {
+        self.definition
+            .get("status")
+            .and_then(Value::as_str)
+            .and_then(TaskDefinitionStatus::parse)
+            .unwrap_or_default()
+    }
+
+    pub fn set_status(&mut self, status: TaskDefinitionStatus) {
+        self.definition.insert("status".into(), status.as_str().into());
     }
 }

@@ -1,6 +1,7 @@
-//! Task and container statuses. They are ordered the way ECS moves them, so that applying a
-//! report is `max(current, reported)`: repeated, late or reordered reports never move a status
-//! backwards.
+//! The statuses of every resource, typed. Task and container statuses are ordered the way ECS
+//! moves them, so that applying a report is `max(current, reported)`: repeated, late or
+//! reordered reports never move a status backwards. Clusters, container instances and task
+//! definitions have statuses of their own, with the model's wire names.
 
 use serde::{Deserialize, Serialize};
 
@@ -121,5 +122,71 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
+    }
+}
+
+/// A status enum with its wire names (as serde and the store spell it).
+macro_rules! statuses {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $wire:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $wire)] $variant,)*
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)*
+                }
+            }
+
+            /// A status by its wire name.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($wire => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+statuses! {
+    /// A cluster's `status`.
+    ClusterStatus {
+        Active => "ACTIVE",
+        Provisioning => "PROVISIONING",
+        Deprovisioning => "DEPROVISIONING",
+        Failed => "FAILED",
+        Inactive => "INACTIVE",
+    }
+}
+
+statuses! {
+    /// A container instance's `status`; deregistered instances are INACTIVE.
+    ContainerInstanceStatus {
+        Active => "ACTIVE",
+        Draining => "DRAINING",
+        Registering => "REGISTERING",
+        Deregistering => "DEREGISTERING",
+        RegistrationFailed => "REGISTRATION_FAILED",
+        Inactive => "INACTIVE",
+    }
+}
+
+statuses! {
+    /// A task definition revision's `status`.
+    TaskDefinitionStatus {
+        Active => "ACTIVE",
+        Inactive => "INACTIVE",
+        DeleteInProgress => "DELETE_IN_PROGRESS",
+    }
+}
+
+/// A revision is registered ACTIVE.
+impl Default for TaskDefinitionStatus {
+    fn default() -> Self {
+        TaskDefinitionStatus::Active
     }
 }

@@ -15,7 +15,7 @@ use super::container_instances::save_instance;
 use super::task_definitions;
 use super::tasks::save_task;
 use crate::domain::acs_task::acs_task;
-use crate::domain::status::TaskStatus;
+use crate::domain::status::{ClusterStatus, ContainerInstanceStatus, TaskStatus};
 use crate::domain::{now, Scope};
 use crate::error::ApiError;
 use crate::store::{Store, StoreError, StoreExt, Tx};
@@ -59,7 +59,7 @@ pub async fn open(store: &dyn Store, scope: &Scope, cluster: &str, instance: &st
                 .ok_or_else(|| Refusal::InvalidCluster(format!("Invalid cluster '{cluster}'.")))?
                 .to_owned();
             match tx.cluster(&name)? {
-                Some(c) if c.status == "ACTIVE" => {}
+                Some(c) if c.status == ClusterStatus::Active => {}
                 _ => {
                     return Err(Refusal::InvalidCluster(format!(
                         "Cluster '{name}' is not an active cluster."
@@ -73,7 +73,7 @@ pub async fn open(store: &dyn Store, scope: &Scope, cluster: &str, instance: &st
                 .ok_or_else(unknown)?
                 .to_owned();
             let record = tx.container_instance(&name, &id)?.ok_or_else(unknown)?;
-            if record.status == "INACTIVE" {
+            if record.status == ContainerInstanceStatus::Inactive {
                 return Err(Refusal::InactiveInstance(format!(
                     "Container instance '{}' is deregistered.",
                     record.container_instance_arn
@@ -97,7 +97,10 @@ pub async fn instance_state(store: &dyn Store, instance: &Instance) -> Result<(b
     store
         .read(&instance.scope, move |tx| {
             Ok(match tx.container_instance(&cluster, &id)? {
-                Some(record) => (record.status != "INACTIVE", record.agent_connected),
+                Some(record) => (
+                    record.status != ContainerInstanceStatus::Inactive,
+                    record.agent_connected,
+                ),
                 None => (false, false),
             })
         })

@@ -7,6 +7,7 @@ use super::tags::check_tags;
 use super::{active_cluster, arn_for, decode_token, failure, page_size, paginate, Ctx};
 use crate::domain::is_valid_name;
 use crate::domain::records::{Cluster, Tag};
+use crate::domain::status::ClusterStatus;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::{ClusterCounts, StoreExt, Tx};
 
@@ -42,12 +43,12 @@ pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<Clus
         .write(&ctx.scope, move |tx| {
             // Creating a cluster that exists returns it unchanged, as ECS does.
             let cluster = match tx.cluster(&name)? {
-                Some(existing) if existing.status == "ACTIVE" => existing,
+                Some(existing) if existing.status == ClusterStatus::Active => existing,
                 _ => {
                     let cluster = Cluster {
                         cluster_arn: tx.scope().cluster_arn(&name),
                         cluster_name: name.clone(),
-                        status: "ACTIVE".into(),
+                        status: ClusterStatus::Active,
                         options: options.clone(),
                     };
                     tx.put_cluster(&cluster)?;
@@ -110,7 +111,7 @@ pub async fn delete_cluster(ctx: &Ctx, req: DeleteClusterRequest) -> Result<Clus
                     "The Cluster cannot be deleted while Tasks are active.",
                 ));
             }
-            cluster.status = "INACTIVE".into();
+            cluster.status = ClusterStatus::Inactive;
             tx.put_cluster(&cluster)?;
             Ok(ClusterResponse {
                 cluster: view(&cluster, counts, &ALL_FIELDS),
@@ -252,7 +253,7 @@ fn view<S: AsRef<str>>(cluster: &Cluster, counts: ClusterCounts, include: &[S]) 
     let mut out = Map::new();
     out.insert("clusterArn".into(), cluster.cluster_arn.clone().into());
     out.insert("clusterName".into(), cluster.cluster_name.clone().into());
-    out.insert("status".into(), cluster.status.clone().into());
+    out.insert("status".into(), cluster.status.as_str().into());
     out.insert(
         "registeredContainerInstancesCount".into(),
         counts.registered_container_instances.into(),

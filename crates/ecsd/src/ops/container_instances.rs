@@ -12,6 +12,7 @@ use super::{active_cluster, arn_for, decode_token, failure, page_size, paginate,
 use crate::domain::placement::{remaining_resources, Candidate};
 use crate::domain::query;
 use crate::domain::records::{Attribute, ContainerInstance, Resource, Tag};
+use crate::domain::status::ContainerInstanceStatus;
 use crate::domain::{events, new_id, now};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::{StoreError, StoreExt, Tx};
@@ -67,7 +68,7 @@ pub async fn register_container_instance(
                 None => None,
             };
             // Deregistration is final: an agent holding a deregistered identity registers anew.
-            if let Some(p) = previous.as_ref().filter(|p| p.status == "INACTIVE") {
+            if let Some(p) = previous.as_ref().filter(|p| p.status == ContainerInstanceStatus::Inactive) {
                 return Err(ApiError::client(format!(
                     "Container instance {} is inactive and cannot be registered again; register without containerInstanceArn.",
                     p.container_instance_arn
@@ -87,7 +88,7 @@ pub async fn register_container_instance(
                     .clone()
                     .or_else(|| previous.as_ref().and_then(|p| p.version_info.clone())),
                 registered_resources: req.total_resources.clone(),
-                status: "ACTIVE".into(),
+                status: ContainerInstanceStatus::Active,
                 agent_connected: previous.as_ref().is_some_and(|p| p.agent_connected),
                 attributes: req.attributes.clone(),
                 registered_at: previous.as_ref().map_or_else(now, |p| p.registered_at),
@@ -322,22 +323,22 @@ pub async fn list_container_instances(
     let filter = req.filter.as_deref().map(query::parse).transpose()?;
     let limit = page_size(req.max_results)?;
     let after = decode_token("container-instances", req.next_token.as_deref())?;
+    let status = match req.status.as_deref() {
+        None => None,
+        Some(text) => Some(
+            ContainerInstanceStatus::parse(text)
+                .ok_or_else(|| ApiError::invalid_parameter(format!("Invalid 'status' {text}.")))?,
+        ),
+    };
     let instances = ctx
         .store
         .read(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
             let Some(filter) = filter else {
-                return Ok(tx.list_container_instances(
-                    &cluster,
-                    req.status.as_deref(),
-                    after.as_deref(),
-                    limit + 1,
-                )?);
+                return Ok(tx.list_container_instances(&cluster, status, after.as_deref(), limit + 1)?);
             };
             let mut matching = Vec::new();
-            for instance in
-                tx.list_container_instances(&cluster, req.status.as_deref(), after.as_deref(), usize::MAX)?
-            {
+            for instance in tx.list_container_instances(&cluster, status, after.as_deref(), usize::MAX)? {
                 let load = tx.instance_load(&cluster, id_of(&instance.container_instance_arn))?;
                 let candidate = Candidate { instance, load };
                 if filter.matches(&candidate.facts()) {
@@ -396,8 +397,8 @@ pub async fn deregister_container_instance(
                     "The container instance has tasks that are not stopped; deregister it with force to orphan them.",
                 ));
             }
-            if instance.status != "INACTIVE" {
-                instance.status = "INACTIVE".into();
+            if instance.status != ContainerInstanceStatus::Inactive {
+                instance.status = ContainerInstanceStatus::Inactive;
                 instance.version += 1;
                 save_instance(tx, &cluster, &id, &instance)?;
             }
@@ -420,12 +421,15 @@ pub async fn update_container_instances_state(
     ctx: &Ctx,
     req: UpdateContainerInstancesStateRequest,
 ) -> Result<DescribeContainerInstancesResponse, ApiError> {
-    if !matches!(req.status.as_str(), "ACTIVE" | "DRAINING") {
-        return Err(ApiError::invalid_parameter(format!(
-            "Invalid 'status' {}: container instances can only be set to ACTIVE or DRAINING.",
-            req.status
-        )));
-    }
+    let status = match ContainerInstanceStatus::parse(&req.status) {
+        Some(status @ (ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining)) => status,
+        _ => {
+            return Err(ApiError::invalid_parameter(format!(
+                "Invalid 'status' {}: container instances can only be set to ACTIVE or DRAINING.",
+                req.status
+            )))
+        }
+    };
     if req.container_instances.is_empty() || req.container_instances.len() > 10 {
         return Err(ApiError::invalid_parameter(
             "Invalid 'containerInstances': between 1 and 10 container instances can be updated at once.",
@@ -444,12 +448,12 @@ pub async fn update_container_instances_state(
                     out.failures.push(failure(&arn, "MISSING"));
                     continue;
                 };
-                if instance.status == "INACTIVE" {
+                if instance.status == ContainerInstanceStatus::Inactive {
                     out.failures.push(failure(&arn, "INACTIVE"));
                     continue;
                 }
-                if instance.status != req.status {
-                    instance.status = req.status.clone();
+                if instance.status != status {
+                    instance.status = status;
                     instance.version += 1;
                     save_instance(tx, &cluster, &id, &instance)?;
                 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
+use crate::domain::status::ClusterStatus;
 use crate::domain::Scope;
 use crate::error::ApiError;
 use crate::store::{Store, StoreError, Tx};
@@ -192,7 +193,7 @@ fn active_cluster(tx: &mut dyn Tx, reference: Option<&str>) -> Result<String, Ap
         .ok_or_else(ApiError::cluster_not_found)?
         .to_owned();
     match tx.cluster(&name)? {
-        Some(c) if c.status == "ACTIVE" => Ok(name),
+        Some(c) if c.status == ClusterStatus::Active => Ok(name),
         _ => Err(ApiError::cluster_not_found()),
     }
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::Ctx;
 use crate::domain::records::Tag;
+use crate::domain::status::ClusterStatus;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::{StoreExt, Tx};
 
@@ -130,7 +131,7 @@ fn edit_tags(
 ) -> Result<Vec<Tag>, ApiError> {
     let cluster_exists = |tx: &mut dyn Tx, name: &str| -> Result<(), ApiError> {
         match tx.cluster(name)? {
-            Some(c) if c.status == "ACTIVE" => Ok(()),
+            Some(c) if c.status == ClusterStatus::Active => Ok(()),
             _ => Err(ApiError::cluster_not_found()),
         }
     };
@@ -138,7 +139,7 @@ fn edit_tags(
         Resource::Cluster(name) => {
             let mut cluster = tx
                 .cluster(&name)?
-                .filter(|c| c.status == "ACTIVE")
+                .filter(|c| c.status == ClusterStatus::Active)
                 .ok_or_else(ApiError::cluster_not_found)?;
             let mut tags: Vec<Tag> = cluster
                 .options
@@ -162,13 +163,7 @@ fn edit_tags(
             let before = stored.tags.clone();
             change(&mut stored.tags)?;
             if stored.tags != before {
-                let status = stored
-                    .definition
-                    .get("status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("ACTIVE")
-                    .to_owned();
-                tx.put_task_definition(&family, revision, &status, &stored)?;
+                tx.put_task_definition(&family, revision, stored.status(), &stored)?;
             }
             Ok(stored.tags)
         }

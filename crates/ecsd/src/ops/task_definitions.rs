@@ -10,6 +10,7 @@ use super::tags::check_tags;
 use super::{decode_token, page_size, paginate, Ctx};
 use crate::domain::quantities;
 use crate::domain::records::{StoredTaskDefinition, Tag};
+use crate::domain::status::TaskDefinitionStatus;
 use crate::domain::{is_valid_name, now};
 use crate::error::ApiError;
 use crate::store::{FamilyStatus, StoreExt, Tx};
@@ -68,7 +69,7 @@ pub async fn register_task_definition(
                 scope.task_definition_arn(&family, revision).into(),
             );
             definition.insert("revision".into(), revision.into());
-            definition.insert("status".into(), "ACTIVE".into());
+            definition.insert("status".into(), TaskDefinitionStatus::Active.as_str().into());
             definition.insert("registeredAt".into(), now().into());
             definition.insert(
                 "registeredBy".into(),
@@ -78,7 +79,7 @@ pub async fn register_task_definition(
                 definition,
                 tags: tags.clone(),
             };
-            tx.put_task_definition(&family, revision, "ACTIVE", &stored)?;
+            tx.put_task_definition(&family, revision, TaskDefinitionStatus::Active, &stored)?;
             Ok(TaskDefinitionResponse {
                 task_definition: stored.definition,
                 tags: Some(stored.tags),
@@ -272,10 +273,6 @@ fn find_revision(tx: &mut dyn Tx, reference: &str) -> Result<Option<(String, i64
     Ok(tx.task_definition(&family, revision)?.map(|td| (family, revision, td)))
 }
 
-fn status_of(td: &StoredTaskDefinition) -> &str {
-    td.definition.get("status").and_then(Value::as_str).unwrap_or("ACTIVE")
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeregisterTaskDefinitionRequest {
@@ -290,14 +287,16 @@ pub async fn deregister_task_definition(
         .write(&ctx.scope, move |tx| {
             let (family, revision, mut stored) = find_revision(tx, &req.task_definition)?
                 .ok_or_else(|| ApiError::client("The specified task definition does not exist."))?;
-            match status_of(&stored) {
-                "ACTIVE" => {
-                    stored.definition.insert("status".into(), "INACTIVE".into());
+            match stored.status() {
+                TaskDefinitionStatus::Active => {
+                    stored.set_status(TaskDefinitionStatus::Inactive);
                     stored.definition.insert("deregisteredAt".into(), now().into());
-                    tx.put_task_definition(&family, revision, "INACTIVE", &stored)?;
+                    tx.put_task_definition(&family, revision, TaskDefinitionStatus::Inactive, &stored)?;
                 }
-                "INACTIVE" => {}
-                _ => return Err(ApiError::client("The specified task definition is being deleted.")),
+                TaskDefinitionStatus::Inactive => {}
+                TaskDefinitionStatus::DeleteInProgress => {
+                    return Err(ApiError::client("The specified task definition is being deleted."))
+                }
             }
             Ok(TaskDefinitionResponse {
                 task_definition: stored.definition,
@@ -344,20 +343,20 @@ pub async fn delete_task_definitions(
                     ));
                     continue;
                 };
-                match status_of(&stored) {
-                    "ACTIVE" => {
+                match stored.status() {
+                    TaskDefinitionStatus::Active => {
                         out.failures.push(fail(
                             "TASK_DEFINITION_ACTIVE",
                             "The specified task definition is still in ACTIVE status. Deregister it first.",
                         ));
                         continue;
                     }
-                    "INACTIVE" => {
-                        stored.definition.insert("status".into(), "DELETE_IN_PROGRESS".into());
+                    TaskDefinitionStatus::Inactive => {
+                        stored.set_status(TaskDefinitionStatus::DeleteInProgress);
                         stored.definition.insert("deleteRequestedAt".into(), now().into());
-                        tx.put_task_definition(&family, revision, "DELETE_IN_PROGRESS", &stored)?;
+                        tx.put_task_definition(&family, revision, TaskDefinitionStatus::DeleteInProgress, &stored)?;
                     }
-                    _ => {}
+                    TaskDefinitionStatus::DeleteInProgress => {}
                 }
                 out.task_definitions.push(stored.definition);
             }
@@ -405,12 +404,16 @@ pub async fn list_task_definitions(
         ),
         None => None,
     };
-    let status = req.status.unwrap_or_else(|| "ACTIVE".into());
+    let status = match req.status.as_deref() {
+        None => TaskDefinitionStatus::Active,
+        Some(text) => TaskDefinitionStatus::parse(text)
+            .ok_or_else(|| ApiError::invalid_parameter(format!("Invalid 'status' {text}.")))?,
+    };
     let found = ctx
         .store
         .read(&ctx.scope, move |tx: &mut dyn Tx| {
             let after = after.as_ref().map(|(f, r)| (f.as_str(), *r));
-            tx.list_task_definitions(req.family_prefix.as_deref(), &status, descending, after, limit + 1)
+            tx.list_task_definitions(req.family_prefix.as_deref(), status, descending, after, limit + 1)
                 .map_err(ApiError::from)
         })
         .await?;

@@ -12,7 +12,7 @@ use crate::domain::placement::{self, BinpackField, Candidate, Placement, Reserva
 use crate::domain::quantities;
 use crate::domain::query::{self, Expr};
 use crate::domain::records::{Attachment, Container, ContainerInstance, KeyValuePair, Tag, Task, TaskDefinitionSpec};
-use crate::domain::status::{ContainerStatus, TaskStatus};
+use crate::domain::status::{ContainerInstanceStatus, ContainerStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::{events, new_id, now, Scope};
 use crate::error::ApiError;
 use crate::store::{NewTask, StoreError, StoreExt, TaskFilter, Tx};
@@ -123,7 +123,7 @@ impl TaskRequest {
         let stored = task_definitions::find(tx, &self.task_definition)?
             .ok_or_else(|| ApiError::client("Unable to find the task definition."))?;
         let spec = stored.spec().map_err(StoreError::from)?;
-        if spec.status != "ACTIVE" {
+        if spec.status != TaskDefinitionStatus::Active {
             return Err(ApiError::client(
                 "The task definition is not ACTIVE; register a new revision to run it.",
             ));
@@ -511,7 +511,12 @@ pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<T
                 }
             }
             member_of.extend(definition_constraints(tx, &req.task.task_definition)?);
-            let instances = tx.list_container_instances(&template.cluster, Some("ACTIVE"), None, usize::MAX)?;
+            let instances = tx.list_container_instances(
+                &template.cluster,
+                Some(ContainerInstanceStatus::Active),
+                None,
+                usize::MAX,
+            )?;
             if instances.is_empty() {
                 return Err(ApiError::invalid_parameter(
                     "No Container Instances were found in your cluster.",
@@ -581,8 +586,8 @@ pub async fn start_task(ctx: &Ctx, req: StartTaskRequest) -> Result<TasksRespons
                     out.failures.push(failure(&arn, "MISSING"));
                     continue;
                 };
-                if instance.status != "ACTIVE" {
-                    out.failures.push(failure(&arn, &instance.status));
+                if instance.status != ContainerInstanceStatus::Active {
+                    out.failures.push(failure(&arn, instance.status.as_str()));
                     continue;
                 }
                 let load = tx.instance_load(&template.cluster, id_of(&arn))?;

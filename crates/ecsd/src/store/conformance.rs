@@ -18,7 +18,7 @@ use serde_json::json;
 use super::{FamilyStatus, NewTask, Store, StoreError, StoreExt, TaskFilter, Tx};
 use crate::domain::placement::Reservation;
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
-use crate::domain::status::TaskStatus;
+use crate::domain::status::{ClusterStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::Scope;
 
 fn scope() -> Scope {
@@ -29,7 +29,7 @@ fn cluster(name: &str) -> Cluster {
     Cluster {
         cluster_arn: scope().cluster_arn(name),
         cluster_name: name.into(),
-        status: "ACTIVE".into(),
+        status: ClusterStatus::Active,
         options: serde_json::Map::new(),
     }
 }
@@ -162,19 +162,19 @@ async fn records_round_trip_and_list_in_key_order(store: Arc<dyn Store>) {
 async fn task_definitions_keep_their_revisions(store: Arc<dyn Store>) {
     write(&store, |tx| {
         for (family, revision, status) in [
-            ("web", 1, "ACTIVE"),
-            ("web", 2, "ACTIVE"),
-            ("web", 3, "INACTIVE"),
-            ("old", 1, "INACTIVE"),
+            ("web", 1, TaskDefinitionStatus::Active),
+            ("web", 2, TaskDefinitionStatus::Active),
+            ("web", 3, TaskDefinitionStatus::Inactive),
+            ("old", 1, TaskDefinitionStatus::Inactive),
         ] {
             let mut definition = serde_json::Map::new();
             definition.insert("family".into(), family.into());
             definition.insert("revision".into(), revision.into());
-            definition.insert("status".into(), status.into());
-            let stored = StoredTaskDefinition {
+            let mut stored = StoredTaskDefinition {
                 definition,
                 tags: vec![],
             };
+            stored.set_status(status);
             tx.put_task_definition(family, revision, status, &stored)?;
         }
         Ok(())
@@ -185,8 +185,8 @@ async fn task_definitions_keep_their_revisions(store: Arc<dyn Store>) {
             tx.latest_task_definition("web")?
                 .map(|d| d.definition["revision"].clone()),
             tx.last_revision("web")?,
-            tx.list_task_definitions(Some("we"), "ACTIVE", false, None, 10)?,
-            tx.list_task_definitions(None, "ACTIVE", true, Some(("web", 2)), 10)?,
+            tx.list_task_definitions(Some("we"), TaskDefinitionStatus::Active, false, None, 10)?,
+            tx.list_task_definitions(None, TaskDefinitionStatus::Active, true, Some(("web", 2)), 10)?,
             tx.list_task_definition_families(None, FamilyStatus::All, None, 10)?,
             tx.list_task_definition_families(None, FamilyStatus::Inactive, None, 10)?,
         ))

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::domain::placement::{InstanceLoad, Reservation};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
-use crate::domain::status::TaskStatus;
+use crate::domain::status::{ContainerInstanceStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::Scope;
 
 pub use postgres::PostgresStore;
@@ -125,7 +125,7 @@ pub trait Tx {
         &mut self,
         family: &str,
         revision: i64,
-        status: &str,
+        status: TaskDefinitionStatus,
         td: &StoredTaskDefinition,
     ) -> Result<(), StoreError>;
     /// (family, revision) of the definitions in `status` whose family starts with the prefix,
@@ -133,7 +133,7 @@ pub trait Tx {
     fn list_task_definitions(
         &mut self,
         family_prefix: Option<&str>,
-        status: &str,
+        status: TaskDefinitionStatus,
         descending: bool,
         after: Option<(&str, i64)>,
         limit: usize,
@@ -158,7 +158,7 @@ pub trait Tx {
     fn list_container_instances(
         &mut self,
         cluster: &str,
-        status: Option<&str>,
+        status: Option<ContainerInstanceStatus>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ContainerInstance>, StoreError>;

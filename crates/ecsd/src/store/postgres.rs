@@ -23,7 +23,7 @@ use super::{
 };
 use crate::domain::placement::{InstanceLoad, Reservation, Usage};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
-use crate::domain::status::TaskStatus;
+use crate::domain::status::{ContainerInstanceStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::Scope;
 
 /// Every write transaction of every process takes this advisory lock first.
@@ -490,7 +490,7 @@ impl Tx for PgTx<'_> {
                 &s.account,
                 &s.region,
                 &cluster.cluster_name,
-                &cluster.status,
+                &cluster.status.as_str(),
                 &serde_json::to_string(cluster)?,
             ],
         )?;
@@ -561,9 +561,10 @@ impl Tx for PgTx<'_> {
         &mut self,
         family: &str,
         revision: i64,
-        status: &str,
+        status: TaskDefinitionStatus,
         td: &StoredTaskDefinition,
     ) -> Result<(), StoreError> {
+        let status = status.as_str();
         let s = &self.scope;
         self.execute(
             "INSERT INTO task_definitions (account, region, family, revision, status, doc) VALUES ($1, $2, $3, $4, $5, $6)
@@ -576,11 +577,12 @@ impl Tx for PgTx<'_> {
     fn list_task_definitions(
         &mut self,
         family_prefix: Option<&str>,
-        status: &str,
+        status: TaskDefinitionStatus,
         descending: bool,
         after: Option<(&str, i64)>,
         n: usize,
     ) -> Result<Vec<(String, i64)>, StoreError> {
+        let status = status.as_str();
         let s = &self.scope;
         let sql = if descending {
             "SELECT family, revision FROM task_definitions
@@ -661,7 +663,7 @@ impl Tx for PgTx<'_> {
         self.execute(
             "INSERT INTO container_instances (account, region, cluster, id, status, doc) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (account, region, cluster, id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
-            &[&s.account, &s.region, &cluster, &id, &instance.status, &serde_json::to_string(instance)?],
+            &[&s.account, &s.region, &cluster, &id, &instance.status.as_str(), &serde_json::to_string(instance)?],
         )?;
         Ok(())
     }
@@ -669,10 +671,11 @@ impl Tx for PgTx<'_> {
     fn list_container_instances(
         &mut self,
         cluster: &str,
-        status: Option<&str>,
+        status: Option<ContainerInstanceStatus>,
         after: Option<&str>,
         n: usize,
     ) -> Result<Vec<ContainerInstance>, StoreError> {
+        let status = status.map(ContainerInstanceStatus::as_str);
         let s = &self.scope;
         self.docs(
             "SELECT doc FROM container_instances

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::domain::placement::{InstanceLoad, Reservation, Usage};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
-use crate::domain::status::TaskStatus;
+use crate::domain::status::{ContainerInstanceStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::Scope;
 
 /// Requests committed together at most; bounds the latency one group adds to its first request.
@@ -588,7 +588,7 @@ impl Tx for SqliteTx<'_> {
                 s.account,
                 s.region,
                 cluster.cluster_name,
-                cluster.status,
+                cluster.status.as_str(),
                 serde_json::to_string(cluster)?
             ])?;
         Ok(())
@@ -665,9 +665,10 @@ impl Tx for SqliteTx<'_> {
         &mut self,
         family: &str,
         revision: i64,
-        status: &str,
+        status: TaskDefinitionStatus,
         td: &StoredTaskDefinition,
     ) -> Result<(), StoreError> {
+        let status = status.as_str();
         let s = &self.scope;
         self.conn
             .prepare_cached(
@@ -681,11 +682,12 @@ impl Tx for SqliteTx<'_> {
     fn list_task_definitions(
         &mut self,
         family_prefix: Option<&str>,
-        status: &str,
+        status: TaskDefinitionStatus,
         descending: bool,
         after: Option<(&str, i64)>,
         limit: usize,
     ) -> Result<Vec<(String, i64)>, StoreError> {
+        let status = status.as_str();
         let s = &self.scope;
         // Two statements rather than a dynamic ORDER BY, so both stay cached and use the key.
         let sql = if descending {
@@ -772,7 +774,7 @@ impl Tx for SqliteTx<'_> {
                 s.region,
                 cluster,
                 id,
-                instance.status,
+                instance.status.as_str(),
                 serde_json::to_string(instance)?
             ])?;
         Ok(())
@@ -781,10 +783,11 @@ impl Tx for SqliteTx<'_> {
     fn list_container_instances(
         &mut self,
         cluster: &str,
-        status: Option<&str>,
+        status: Option<ContainerInstanceStatus>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ContainerInstance>, StoreError> {
+        let status = status.map(ContainerInstanceStatus::as_str);
         let s = &self.scope;
         self.docs(
             "SELECT doc FROM container_instances
