@@ -422,7 +422,13 @@ fn refuse_early(request: &Request<Incoming>, limits: &Limits) -> Option<Response
 
 /// The size of a request's head as it came on the wire: request line, headers, blank line.
 fn head_size(request: &Request<Incoming>) -> usize {
-    let line = request.method().as_str().len() + request.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
+    let uri = request.uri();
+    let target = match (uri.scheme_str(), uri.authority()) {
+        // The absolute form a proxy would send: scheme://authority/path?query.
+        (Some(scheme), Some(authority)) => scheme.len() + "://".len() + authority.as_str().len(),
+        _ => 0,
+    } + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = request.method().as_str().len() + " ".len() + target + " HTTP/1.1\r\n".len();
     let headers: usize = request
         .headers()
         .iter()
