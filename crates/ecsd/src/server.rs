@@ -355,13 +355,17 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                     Err(never) => match never {},
                 },
             };
-            // Busy until the body is sent: event streams hold their connection.
+            // A streamed body (an event stream) keeps its connection busy until it ends; a body of
+            // known size is written at once, and even a connection shed meanwhile finishes it.
+            if hyper::body::Body::size_hint(response.body()).exact().is_some() {
+                return Ok(response);
+            }
             Ok(response.map(|body| Body::new(Held { body, _busy: busy })))
         })
     }
 }
 
-/// A response body that keeps its connection counted busy until it is sent or dropped.
+/// A streamed response body that keeps its connection counted busy until it is sent or dropped.
 struct Held {
     body: Body,
     _busy: Busy,
