@@ -394,7 +394,7 @@ impl hyper::body::Body for Held {
 /// The answer to a request refused on its head alone: a head over the limit (431), or a body
 /// declared larger than the limit (413).
 fn refuse_early(request: &Request<Incoming>, limits: &Limits) -> Option<Response> {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = || uuid::Uuid::new_v4().to_string();
     if head_size(request) > limits.max_header_bytes {
         let err = ApiError::new(
             ErrorCode::RequestHeaderFieldsTooLargeException,
@@ -403,7 +403,7 @@ fn refuse_early(request: &Request<Incoming>, limits: &Limits) -> Option<Response
                 limits.max_header_bytes
             ),
         );
-        let mut response = wire::error_response(&request_id, &err);
+        let mut response = wire::error_response(&request_id(), &err);
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -415,7 +415,7 @@ fn refuse_early(request: &Request<Incoming>, limits: &Limits) -> Option<Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
-        let mut response = wire::error_response(&request_id, &wire::body_too_large(limits));
+        let mut response = wire::error_response(&request_id(), &wire::body_too_large(limits));
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
