@@ -11,7 +11,7 @@ use aws_sdk_ecs::types::{
 };
 use aws_sdk_ecs::Client;
 use common::fake_agent::{acs_url, check_shape, open, tcs_url, FakeAgent, FakeTelemetry, PATIENCE};
-use common::{agent_resources, Running};
+use common::{agent_resources, register_instance, Running};
 use ecsd::auth::Keys;
 use ecsd::model::Model;
 use ecsd::sessions::Timings;
@@ -97,7 +97,7 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn register(&self) -> String {
-        register_instance(&self.client).await
+        register_instance(&self.client, CLUSTER).await
     }
 
     async fn start_on(&self, instance: &str) -> String {
@@ -750,22 +750,7 @@ async fn job_cluster(client: &Client) -> String {
         .send()
         .await
         .unwrap();
-    register_instance(client).await
-}
-
-/// Registers a container instance as an agent does and returns its ARN.
-async fn register_instance(client: &Client) -> String {
-    client
-        .register_container_instance()
-        .cluster(CLUSTER)
-        .set_total_resources(Some(agent_resources()))
-        .send()
-        .await
-        .unwrap()
-        .container_instance
-        .unwrap()
-        .container_instance_arn
-        .unwrap()
+    register_instance(client, CLUSTER).await
 }
 
 #[tokio::test]

@@ -6,21 +6,7 @@ mod common;
 use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::types::{ContainerDefinition, ContainerInstanceStatus, TaskDefinitionFamilyStatus};
 use aws_sdk_ecs::Client;
-use common::{agent_resources, error_code, error_message, Running, ACCOUNT};
-
-async fn register_instance(client: &Client, cluster: &str) -> String {
-    client
-        .register_container_instance()
-        .cluster(cluster)
-        .set_total_resources(Some(agent_resources()))
-        .send()
-        .await
-        .unwrap()
-        .container_instance
-        .unwrap()
-        .container_instance_arn
-        .unwrap()
-}
+use common::{agent_resources, error_code, error_message, register_instance, Running, ACCOUNT};
 
 async fn register_definition(client: &Client, family: &str) {
     client

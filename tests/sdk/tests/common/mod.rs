@@ -156,6 +156,22 @@ impl Running {
     }
 }
 
+/// Registers a container instance in `cluster` as an agent does (see [`agent_resources`]) and
+/// returns its ARN.
+pub async fn register_instance(client: &Client, cluster: &str) -> String {
+    client
+        .register_container_instance()
+        .cluster(cluster)
+        .set_total_resources(Some(agent_resources()))
+        .send()
+        .await
+        .unwrap()
+        .container_instance
+        .unwrap()
+        .container_instance_arn
+        .unwrap()
+}
+
 /// What an ECS agent registers with: 2 vCPUs, 4 GiB, the usual reserved ports.
 pub fn agent_resources() -> Vec<aws_sdk_ecs::types::Resource> {
     use aws_sdk_ecs::types::Resource;
