@@ -9,7 +9,7 @@ use aws_sdk_ecs::types::{
     ManagedAgentStateChange, NetworkBinding, NetworkConfiguration, NetworkMode, PortMapping, Task, TransportProtocol,
 };
 use aws_sdk_ecs::Client;
-use common::{agent_resources, error_code, error_message, Running};
+use common::{error_code, error_message, register_instance, Running};
 
 const CLUSTER: &str = "fleet";
 
@@ -51,17 +51,7 @@ async fn fixture() -> Fixture {
             .await
             .unwrap();
     }
-    let instance = client
-        .register_container_instance()
-        .cluster(CLUSTER)
-        .set_total_resources(Some(agent_resources()))
-        .send()
-        .await
-        .unwrap()
-        .container_instance
-        .unwrap()
-        .container_instance_arn
-        .unwrap();
+    let instance = register_instance(&client, CLUSTER).await;
     Fixture {
         server,
         client,
