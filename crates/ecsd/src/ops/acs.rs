@@ -163,7 +163,7 @@ pub async fn set_disconnected(store: &dyn Store, instance: &Instance, process: &
 }
 
 /// Sets the `connectivity` of the instance's unstopped tasks that have one.
-fn set_connectivity(tx: &mut dyn Tx, cluster: &str, id: &str, to: &str) -> Result<(), ApiError> {
+fn set_connectivity(tx: &mut Tx<'_>, cluster: &str, id: &str, to: &str) -> Result<(), ApiError> {
     let at = now();
     for (task, _) in tx.instance_tasks(cluster, id)? {
         if task.connectivity.as_deref().is_some_and(|c| c != to) {

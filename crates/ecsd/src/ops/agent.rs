@@ -28,7 +28,7 @@ fn ack() -> Acknowledgment {
 }
 
 /// The task a report names (id or ARN), which must belong to `cluster`.
-fn reported_task(tx: &mut dyn Tx, cluster: &str, reference: Option<&str>) -> Result<Task, ApiError> {
+fn reported_task(tx: &mut Tx<'_>, cluster: &str, reference: Option<&str>) -> Result<Task, ApiError> {
     let reference = reference.ok_or_else(|| ApiError::invalid_parameter("Missing required parameter 'task'."))?;
     let unknown =
         || ApiError::invalid_parameter(format!("Invalid 'task': no task '{reference}' in cluster '{cluster}'."));
@@ -41,7 +41,7 @@ fn reported_task(tx: &mut dyn Tx, cluster: &str, reference: Option<&str>) -> Res
 }
 
 /// Which containers of a task's definition are essential (all, if the definition is gone).
-pub(crate) fn essential_containers(tx: &mut dyn Tx, task: &Task) -> Result<Vec<String>, ApiError> {
+pub(crate) fn essential_containers(tx: &mut Tx<'_>, task: &Task) -> Result<Vec<String>, ApiError> {
     let definition = task_definitions::find(tx, &task.task_definition_arn)?
         .map(|d| d.spec())
         .transpose()
@@ -60,7 +60,7 @@ pub(crate) fn essential_containers(tx: &mut dyn Tx, task: &Task) -> Result<Vec<S
 }
 
 /// Applies a report to a task and stores the result if it changed anything.
-fn apply_report(tx: &mut dyn Tx, cluster: &str, task: Task, report: &TaskStateReport) -> Result<Task, ApiError> {
+fn apply_report(tx: &mut Tx<'_>, cluster: &str, task: Task, report: &TaskStateReport) -> Result<Task, ApiError> {
     // Which containers are essential matters only to a task that stops; most reports are not
     // that, and skip reading the task definition.
     let stopping = report.status.as_deref() == Some("STOPPED") && task.last_status != TaskStatus::Stopped;

@@ -51,7 +51,7 @@ pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<Clus
                         status: ClusterStatus::Active,
                         options: options.clone(),
                     };
-                    tx.put_cluster(&cluster)?;
+                    tx.put(&cluster)?;
                     cluster
                 }
             };
@@ -79,7 +79,7 @@ pub async fn update_cluster(ctx: &Ctx, req: UpdateClusterRequest) -> Result<Clus
             for (member, value) in &req.options {
                 cluster.options.insert(member.clone(), value.clone());
             }
-            tx.put_cluster(&cluster)?;
+            tx.put(&cluster)?;
             let counts = tx.cluster_counts(&name)?;
             Ok(ClusterResponse {
                 cluster: view(&cluster, counts, &ALL_FIELDS),
@@ -112,7 +112,7 @@ pub async fn delete_cluster(ctx: &Ctx, req: DeleteClusterRequest) -> Result<Clus
                 ));
             }
             cluster.status = ClusterStatus::Inactive;
-            tx.put_cluster(&cluster)?;
+            tx.put(&cluster)?;
             Ok(ClusterResponse {
                 cluster: view(&cluster, counts, &ALL_FIELDS),
             })
@@ -189,7 +189,7 @@ pub async fn list_clusters(ctx: &Ctx, req: ListClustersRequest) -> Result<ListCl
     let principal = ctx.principal.clone();
     let clusters = ctx
         .store
-        .read(&ctx.scope, move |tx: &mut dyn Tx| {
+        .read(&ctx.scope, move |tx: &mut Tx<'_>| {
             // A principal limited to some clusters sees only those.
             let (mut shown, mut after) = (Vec::new(), after);
             loop {

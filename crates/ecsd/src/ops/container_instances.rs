@@ -165,12 +165,12 @@ fn check_attributes(attributes: &[Attribute]) -> Result<(), ApiError> {
 
 /// Stores a changed container instance and appends its state-change event.
 pub(crate) fn save_instance(
-    tx: &mut dyn Tx,
+    tx: &mut Tx<'_>,
     cluster: &str,
     id: &str,
     instance: &ContainerInstance,
 ) -> Result<(), StoreError> {
-    tx.put_container_instance(cluster, id, instance)?;
+    tx.put(instance)?;
     let mut detail = match view(tx, cluster, id, instance.clone(), Include::NONE)? {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
@@ -219,7 +219,7 @@ impl Include {
 /// A container instance as ECS shows it: remaining resources and task counts derived from
 /// the tasks that hold resources on it.
 fn view(
-    tx: &mut dyn Tx,
+    tx: &mut Tx<'_>,
     cluster: &str,
     id: &str,
     instance: ContainerInstance,
@@ -362,7 +362,7 @@ pub async fn list_container_instances(
 
 /// An instance of `cluster` named by id or ARN, with its id.
 fn find_instance(
-    tx: &mut dyn Tx,
+    tx: &mut Tx<'_>,
     cluster: &str,
     reference: &str,
 ) -> Result<Option<(String, ContainerInstance)>, ApiError> {
@@ -479,7 +479,7 @@ pub struct AttributesResponse {
 
 /// The instance each attribute of a Put/DeleteAttributes targets.
 fn attribute_targets(
-    tx: &mut dyn Tx,
+    tx: &mut Tx<'_>,
     cluster: &str,
     attributes: &[Attribute],
 ) -> Result<Vec<(String, ContainerInstance)>, ApiError> {
@@ -510,7 +510,7 @@ fn attribute_targets(
     Ok(targets)
 }
 
-fn targets_instance(attribute: &Attribute, tx: &dyn Tx, cluster: &str, id: &str) -> bool {
+fn targets_instance(attribute: &Attribute, tx: &Tx<'_>, cluster: &str, id: &str) -> bool {
     attribute
         .target_id
         .as_deref()

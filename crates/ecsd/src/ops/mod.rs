@@ -185,7 +185,7 @@ fn canonical(value: &Value, digest: &mut Sha256) {
 }
 
 /// The cluster a request names (`default` when it names none), if it exists and is ACTIVE.
-fn active_cluster(tx: &mut dyn Tx, reference: Option<&str>) -> Result<String, ApiError> {
+fn active_cluster(tx: &mut Tx<'_>, reference: Option<&str>) -> Result<String, ApiError> {
     let reference = reference.unwrap_or("default");
     let name = tx
         .scope()

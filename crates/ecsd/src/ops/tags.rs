@@ -95,7 +95,7 @@ enum Resource {
     Task(String, String),
 }
 
-fn resolve(tx: &mut dyn Tx, arn: &str) -> Result<Resource, ApiError> {
+fn resolve(tx: &mut Tx<'_>, arn: &str) -> Result<Resource, ApiError> {
     let scope = tx.scope().clone();
     if !arn.starts_with("arn:") {
         return Err(ApiError::invalid_parameter(format!(
@@ -125,11 +125,11 @@ fn resolve(tx: &mut dyn Tx, arn: &str) -> Result<Resource, ApiError> {
 
 /// Reads the tags of a resource, lets `change` edit them, and stores them back if it did.
 fn edit_tags(
-    tx: &mut dyn Tx,
+    tx: &mut Tx<'_>,
     arn: &str,
     change: impl FnOnce(&mut Vec<Tag>) -> Result<(), ApiError>,
 ) -> Result<Vec<Tag>, ApiError> {
-    let cluster_exists = |tx: &mut dyn Tx, name: &str| -> Result<(), ApiError> {
+    let cluster_exists = |tx: &mut Tx<'_>, name: &str| -> Result<(), ApiError> {
         match tx.cluster(name)? {
             Some(c) if c.status == ClusterStatus::Active => Ok(()),
             _ => Err(ApiError::cluster_not_found()),
@@ -154,7 +154,7 @@ fn edit_tags(
                 cluster
                     .options
                     .insert("tags".into(), serde_json::to_value(&tags).unwrap_or(Value::Null));
-                tx.put_cluster(&cluster)?;
+                tx.put(&cluster)?;
             }
             Ok(tags)
         }
@@ -163,7 +163,7 @@ fn edit_tags(
             let before = stored.tags.clone();
             change(&mut stored.tags)?;
             if stored.tags != before {
-                tx.put_task_definition(&family, revision, stored.status(), &stored)?;
+                tx.put(&stored)?;
             }
             Ok(stored.tags)
         }
@@ -173,7 +173,7 @@ fn edit_tags(
             let before = instance.tags.clone();
             change(&mut instance.tags)?;
             if instance.tags != before {
-                tx.put_container_instance(&cluster, &id, &instance)?;
+                tx.put(&instance)?;
             }
             Ok(instance.tags)
         }
@@ -184,7 +184,7 @@ fn edit_tags(
             change(&mut task.tags)?;
             // Tags are not part of a task's state: changing them does not bump its version.
             if task.tags != before {
-                tx.update_task(&cluster, &task)?;
+                tx.put(&task)?;
             }
             Ok(task.tags)
         }

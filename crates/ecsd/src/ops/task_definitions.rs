@@ -79,7 +79,7 @@ pub async fn register_task_definition(
                 definition,
                 tags: tags.clone(),
             };
-            tx.put_task_definition(&family, revision, TaskDefinitionStatus::Active, &stored)?;
+            tx.put(&stored)?;
             Ok(TaskDefinitionResponse {
                 task_definition: stored.definition,
                 tags: Some(stored.tags),
@@ -247,7 +247,7 @@ pub async fn describe_task_definition(
 
 /// The definition `family`, `family:revision` or an ARN names; a bare family means its latest
 /// ACTIVE revision.
-pub(crate) fn find(tx: &mut dyn Tx, reference: &str) -> Result<Option<StoredTaskDefinition>, ApiError> {
+pub(crate) fn find(tx: &mut Tx<'_>, reference: &str) -> Result<Option<StoredTaskDefinition>, ApiError> {
     let Some((family, revision)) = tx.scope().task_definition_ref(reference) else {
         return Ok(None);
     };
@@ -260,7 +260,7 @@ pub(crate) fn find(tx: &mut dyn Tx, reference: &str) -> Result<Option<StoredTask
 
 /// The definition a request names by `family:revision` or ARN (a bare family is refused: these
 /// operations change one revision).
-fn find_revision(tx: &mut dyn Tx, reference: &str) -> Result<Option<(String, i64, StoredTaskDefinition)>, ApiError> {
+fn find_revision(tx: &mut Tx<'_>, reference: &str) -> Result<Option<StoredTaskDefinition>, ApiError> {
     let Some((family, revision)) = tx.scope().task_definition_ref(reference) else {
         return Ok(None);
     };
@@ -270,7 +270,7 @@ fn find_revision(tx: &mut dyn Tx, reference: &str) -> Result<Option<(String, i64
             "Invalid 'taskDefinition' '{reference}': give a family and revision (family:revision) or a full ARN."
         )));
     };
-    Ok(tx.task_definition(&family, revision)?.map(|td| (family, revision, td)))
+    Ok(tx.task_definition(&family, revision)?)
 }
 
 #[derive(Deserialize)]
@@ -285,13 +285,13 @@ pub async fn deregister_task_definition(
 ) -> Result<TaskDefinitionResponse, ApiError> {
     ctx.store
         .write(&ctx.scope, move |tx| {
-            let (family, revision, mut stored) = find_revision(tx, &req.task_definition)?
+            let mut stored = find_revision(tx, &req.task_definition)?
                 .ok_or_else(|| ApiError::client("The specified task definition does not exist."))?;
             match stored.status() {
                 TaskDefinitionStatus::Active => {
                     stored.set_status(TaskDefinitionStatus::Inactive);
                     stored.definition.insert("deregisteredAt".into(), now().into());
-                    tx.put_task_definition(&family, revision, TaskDefinitionStatus::Inactive, &stored)?;
+                    tx.put(&stored)?;
                 }
                 TaskDefinitionStatus::Inactive => {}
                 TaskDefinitionStatus::DeleteInProgress => {
@@ -336,7 +336,7 @@ pub async fn delete_task_definitions(
             };
             for reference in &req.task_definitions {
                 let fail = |reason: &str, detail: &str| json!({"arn": reference, "reason": reason, "detail": detail});
-                let Some((family, revision, mut stored)) = find_revision(tx, reference)? else {
+                let Some(mut stored) = find_revision(tx, reference)? else {
                     out.failures.push(fail(
                         "TASK_DEFINITION_NOT_FOUND",
                         "The specified task definition does not exist.",
@@ -354,7 +354,7 @@ pub async fn delete_task_definitions(
                     TaskDefinitionStatus::Inactive => {
                         stored.set_status(TaskDefinitionStatus::DeleteInProgress);
                         stored.definition.insert("deleteRequestedAt".into(), now().into());
-                        tx.put_task_definition(&family, revision, TaskDefinitionStatus::DeleteInProgress, &stored)?;
+                        tx.put(&stored)?;
                     }
                     TaskDefinitionStatus::DeleteInProgress => {}
                 }
@@ -411,7 +411,7 @@ pub async fn list_task_definitions(
     };
     let found = ctx
         .store
-        .read(&ctx.scope, move |tx: &mut dyn Tx| {
+        .read(&ctx.scope, move |tx: &mut Tx<'_>| {
             let after = after.as_ref().map(|(f, r)| (f.as_str(), *r));
             tx.list_task_definitions(req.family_prefix.as_deref(), status, descending, after, limit + 1)
                 .map_err(ApiError::from)
@@ -458,7 +458,7 @@ pub async fn list_task_definition_families(
     };
     let families = ctx
         .store
-        .read(&ctx.scope, move |tx: &mut dyn Tx| {
+        .read(&ctx.scope, move |tx: &mut Tx<'_>| {
             tx.list_task_definition_families(req.family_prefix.as_deref(), status, after.as_deref(), limit + 1)
                 .map_err(ApiError::from)
         })

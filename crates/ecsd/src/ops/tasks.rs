@@ -25,25 +25,53 @@ const MAX_CONSTRAINTS: usize = 10;
 const MAX_STARTED_BY: usize = 128;
 const MAX_CLIENT_TOKEN: usize = 64;
 
-/// Stores `next` in place of `previous` if anything changed, with the next `version`, and
-/// appends its state-change event in the same transaction. Returns the task as stored.
-pub(crate) fn save_task(tx: &mut dyn Tx, cluster: &str, previous: &Task, mut next: Task) -> Result<Task, StoreError> {
+/// Stores `next` in place of `previous` if anything changed, with the next `version`, moves
+/// what it holds on its instance with its status, and appends its state-change event in the
+/// same transaction. Returns the task as stored.
+pub(crate) fn save_task(tx: &mut Tx<'_>, cluster: &str, previous: &Task, mut next: Task) -> Result<Task, StoreError> {
     if next == *previous {
         return Ok(next);
     }
     next.version = previous.version + 1;
-    tx.update_task(cluster, &next)?;
+    tx.put(&next)?;
+    if let Some(instance) = previous
+        .container_instance_arn
+        .as_deref()
+        .filter(|_| previous.last_status != next.last_status)
+    {
+        let instance = id_of(instance);
+        let reservation = tx.reservation(cluster, previous.id())?;
+        let mut usage = tx.usage(cluster, instance)?;
+        usage.transition(
+            &reservation,
+            previous.group.as_deref().unwrap_or_default(),
+            previous.last_status,
+            next.last_status,
+        );
+        tx.put_usage(cluster, instance, &usage)?;
+    }
     append_task_event(tx, cluster, &next)?;
     Ok(next)
 }
 
-/// Stores a new task and its first state-change event.
-fn insert_task(tx: &mut dyn Tx, new: &NewTask<'_>) -> Result<(), StoreError> {
+/// Stores a new task, holding its reservation on its instance until it is STOPPED, and its
+/// first state-change event.
+fn insert_task(tx: &mut Tx<'_>, cluster: &str, new: &NewTask<'_>) -> Result<(), StoreError> {
     tx.insert_task(new)?;
-    append_task_event(tx, new.cluster, new.task)
+    let task = new.task;
+    if let Some(instance) = task.container_instance_arn.as_deref().map(id_of) {
+        let mut usage = tx.usage(cluster, instance)?;
+        usage.place(
+            new.reservation,
+            task.group.as_deref().unwrap_or_default(),
+            task.last_status,
+        );
+        tx.put_usage(cluster, instance, &usage)?;
+    }
+    append_task_event(tx, cluster, task)
 }
 
-fn append_task_event(tx: &mut dyn Tx, cluster: &str, task: &Task) -> Result<(), StoreError> {
+fn append_task_event(tx: &mut Tx<'_>, cluster: &str, task: &Task) -> Result<(), StoreError> {
     let time = now();
     let event = events::task_event(tx.scope(), task, time);
     let notice = events::Notice::of_task(task).map(|n| n.encode());
@@ -114,7 +142,7 @@ impl TaskRequest {
     /// Resolves the cluster and task definition and works out what each task needs.
     fn template(
         &self,
-        tx: &mut dyn Tx,
+        tx: &mut Tx<'_>,
         launch_type: String,
         client_token: Option<ClientToken>,
         extra: Map<String, Value>,
@@ -162,7 +190,7 @@ impl TaskRequest {
     }
 
     /// Makes and stores a task of `template` on `instance`.
-    fn create(&self, tx: &mut dyn Tx, template: &Template, instance: &ContainerInstance) -> Result<Task, StoreError> {
+    fn create(&self, tx: &mut Tx<'_>, template: &Template, instance: &ContainerInstance) -> Result<Task, StoreError> {
         let scope: Scope = tx.scope().clone();
         let cluster = &template.cluster;
         let id = new_id();
@@ -232,10 +260,8 @@ impl TaskRequest {
         };
         insert_task(
             tx,
+            cluster,
             &NewTask {
-                cluster,
-                instance: Some(id_of(&instance.container_instance_arn)),
-                family: &spec.family,
                 client_token: template.client_token.as_ref().map(|t| t.token.as_str()),
                 client_request: template.client_token.as_ref().map(|t| t.fingerprint.as_str()),
                 task: &task,
@@ -433,7 +459,7 @@ fn constraints(requested: &[PlacementConstraintRequest]) -> Result<(Vec<Expr>, b
 }
 
 /// The task definition's own `memberOf` constraints.
-fn definition_constraints(tx: &mut dyn Tx, reference: &str) -> Result<Vec<Expr>, ApiError> {
+fn definition_constraints(tx: &mut Tx<'_>, reference: &str) -> Result<Vec<Expr>, ApiError> {
     let Some(stored) = task_definitions::find(tx, reference)? else {
         return Ok(Vec::new());
     };

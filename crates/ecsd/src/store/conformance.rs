@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{FamilyStatus, NewTask, Store, StoreError, StoreExt, TaskFilter, Tx};
-use crate::domain::placement::Reservation;
+use crate::domain::placement::{Reservation, Usage};
 use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
 use crate::domain::status::{ClusterStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::Scope;
@@ -80,14 +80,14 @@ fn need() -> Reservation {
 
 async fn write<R: Send + 'static>(
     store: &Arc<dyn Store>,
-    f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
+    f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
 ) -> R {
     store.write(&scope(), f).await.expect("the write commits")
 }
 
 async fn read<R: Send + 'static>(
     store: &Arc<dyn Store>,
-    f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
+    f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
 ) -> R {
     store.read(&scope(), f).await.expect("the read succeeds")
 }
@@ -104,12 +104,9 @@ async fn events(store: &Arc<dyn Store>, after: i64, limit: usize, noticed: bool)
 }
 
 /// Stores a task on `instance` of cluster `c`, with a client token.
-fn insert(tx: &mut dyn Tx, id: &str, instance: &str, token: Option<&str>) -> Result<(), StoreError> {
+fn insert(tx: &mut Tx<'_>, id: &str, instance: &str, token: Option<&str>) -> Result<(), StoreError> {
     let task = task(id, instance);
     tx.insert_task(&NewTask {
-        cluster: "c",
-        instance: Some(instance),
-        family: "f",
         client_token: token,
         client_request: token.map(|_| "fingerprint"),
         task: &task,
@@ -130,9 +127,9 @@ fn running() -> TaskFilter {
 async fn records_round_trip_and_list_in_key_order(store: Arc<dyn Store>) {
     write(&store, |tx| {
         for name in ["gamma", "alpha", "beta"] {
-            tx.put_cluster(&cluster(name))?;
+            tx.put(&cluster(name))?;
         }
-        tx.put_container_instance("c", "i1", &instance("i1"))
+        tx.put(&instance("i1"))
     })
     .await;
     let (found, listed, resumed, instance_back) = read(&store, |tx| {
@@ -175,7 +172,7 @@ async fn task_definitions_keep_their_revisions(store: Arc<dyn Store>) {
                 tags: vec![],
             };
             stored.set_status(status);
-            tx.put_task_definition(family, revision, status, &stored)?;
+            tx.put(&stored)?;
         }
         Ok(())
     })
@@ -202,7 +199,7 @@ async fn task_definitions_keep_their_revisions(store: Arc<dyn Store>) {
 
 async fn pages_stay_valid_while_records_come_and_go(store: Arc<dyn Store>) {
     write(&store, |tx| {
-        tx.put_container_instance("c", "i1", &instance("i1"))?;
+        tx.put(&instance("i1"))?;
         for id in ["t01", "t02", "t03", "t04", "t05", "t06"] {
             insert(tx, id, "i1", None)?;
         }
@@ -217,23 +214,30 @@ async fn pages_stay_valid_while_records_come_and_go(store: Arc<dyn Store>) {
         insert(tx, "t035", "i1", None)?;
         let mut stopped = tx.task("c", "t04")?.expect("t04 is stored");
         stopped.desired_status = TaskStatus::Stopped;
-        tx.update_task("c", &stopped)
+        tx.put(&stopped)
     })
     .await;
     let second = read(&store, |tx| tx.list_tasks("c", &running(), Some("t03"), 3)).await;
     assert_eq!(second, ["t035", "t05", "t06"]);
 }
 
-async fn what_tasks_hold_follows_their_status(store: Arc<dyn Store>) {
-    write(&store, |tx| {
-        tx.put_container_instance("c", "i1", &instance("i1"))?;
+async fn what_tasks_hold_is_kept_beside_them(store: Arc<dyn Store>) {
+    let mut usage = Usage::default();
+    usage.place(&need(), "family:f", TaskStatus::Pending);
+    usage.place(&need(), "family:f", TaskStatus::Pending);
+    let stored = usage.clone();
+    write(&store, move |tx| {
+        tx.put(&instance("i1"))?;
         insert(tx, "t1", "i1", Some("token"))?;
-        insert(tx, "t2", "i1", None)
+        insert(tx, "t2", "i1", None)?;
+        tx.put_usage("c", "i1", &stored)
     })
     .await;
-    let (load, by_token, by_attachment) = read(&store, |tx| {
+    let (load, usage_back, reservation, by_token, by_attachment) = read(&store, |tx| {
         Ok((
             tx.instance_load("c", "i1")?,
+            tx.usage("c", "i1")?,
+            tx.reservation("c", "t1")?,
             tx.tasks_by_client_token("c", "token")?,
             tx.task_with_attachment("c", "eni-t2")?,
         ))
@@ -241,37 +245,45 @@ async fn what_tasks_hold_follows_their_status(store: Arc<dyn Store>) {
     .await;
     assert_eq!((load.cpu, load.memory, load.pending, load.running), (512, 1024, 2, 0));
     assert!(load.tcp_ports.contains(&8080));
+    assert_eq!(usage_back, usage);
+    assert_eq!(reservation, need());
     assert_eq!(by_token.len(), 1);
     assert_eq!(by_token[0].0.id(), "t1");
     assert_eq!(by_token[0].1.as_deref(), Some("fingerprint"));
     assert_eq!(by_attachment.map(|t| t.id().to_owned()).as_deref(), Some("t2"));
-    write(&store, |tx| {
+    usage.transition(&need(), "family:f", TaskStatus::Pending, TaskStatus::Running);
+    usage.transition(&need(), "family:f", TaskStatus::Pending, TaskStatus::Stopped);
+    let stored = usage.clone();
+    write(&store, move |tx| {
         let mut t1 = tx.task("c", "t1")?.expect("t1");
         t1.last_status = TaskStatus::Running;
-        tx.update_task("c", &t1)?;
+        tx.put(&t1)?;
         let mut t2 = tx.task("c", "t2")?.expect("t2");
         t2.last_status = TaskStatus::Stopped;
         t2.desired_status = TaskStatus::Stopped;
         t2.stopped_at = Some(5.0);
-        tx.update_task("c", &t2)
+        tx.put(&t2)?;
+        tx.put_usage("c", "i1", &stored)
     })
     .await;
-    let (load, loads, held) = read(&store, |tx| {
+    let (load, loads, held, reservation) = read(&store, |tx| {
         Ok((
             tx.instance_load("c", "i1")?,
             tx.cluster_loads("c")?,
             tx.instance_tasks("c", "i1")?,
+            tx.reservation("c", "t2")?,
         ))
     })
     .await;
     assert_eq!((load.cpu, load.memory, load.pending, load.running), (256, 512, 0, 1));
     assert_eq!(loads.get("i1"), Some(&load));
     assert_eq!(held.iter().map(|(t, _)| t.id()).collect::<Vec<_>>(), ["t1"]);
+    assert_eq!(reservation, need(), "a put keeps the store's own columns");
 }
 
 async fn deliveries_are_acknowledged_once_and_never_backwards(store: Arc<dyn Store>) {
     write(&store, |tx| {
-        tx.put_container_instance("c", "i1", &instance("i1"))?;
+        tx.put(&instance("i1"))?;
         insert(tx, "t1", "i1", None)
     })
     .await;
@@ -389,7 +401,7 @@ async fn cursors_keep_their_position(store: Arc<dyn Store>) {
 
 async fn sweeps_remove_only_what_expired(store: Arc<dyn Store>) {
     write(&store, |tx| {
-        tx.put_container_instance("c", "i1", &instance("i1"))?;
+        tx.put(&instance("i1"))?;
         for id in ["old", "recent", "live"] {
             insert(tx, id, "i1", None)?;
         }
@@ -398,7 +410,7 @@ async fn sweeps_remove_only_what_expired(store: Arc<dyn Store>) {
             t.last_status = TaskStatus::Stopped;
             t.desired_status = TaskStatus::Stopped;
             t.stopped_at = Some(at);
-            tx.update_task("c", &t)?;
+            tx.put(&t)?;
         }
         tx.append_event("c", "ECS Task State Change", 100.0, "{\"old\": true}", None)?;
         tx.append_event("c", "ECS Task State Change", 300.0, "{\"old\": false}", None)
@@ -439,7 +451,7 @@ async fn a_domain_abort_rolls_back_its_writes_and_only_its_own(store: Arc<dyn St
             tokio::spawn(async move {
                 store
                     .write(&scope(), move |tx| {
-                        tx.put_cluster(&cluster(&format!("c{i}")))?;
+                        tx.put(&cluster(&format!("c{i}")))?;
                         tx.append_event(&format!("c{i}"), "ECS Task State Change", 1.0, "{}", None)?;
                         if i % 2 == 1 {
                             return Err(Outcome::Refused("odd"));
@@ -469,7 +481,7 @@ async fn a_domain_abort_rolls_back_its_writes_and_only_its_own(store: Arc<dyn St
 }
 
 async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
-    write(&store, |tx| tx.put_container_instance("c", "i1", &instance("i1"))).await;
+    write(&store, |tx| tx.put(&instance("i1"))).await;
     let writers: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
@@ -492,8 +504,8 @@ async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
 
 async fn connections_of_a_lapsed_lease_are_found(store: Arc<dyn Store>) {
     write(&store, |tx| {
-        tx.put_container_instance("c", "i1", &instance("i1"))?;
-        tx.put_container_instance("c", "i2", &instance("i2"))?;
+        tx.put(&instance("i1"))?;
+        tx.put(&instance("i2"))?;
         tx.set_agent_holder("c", "i1", Some("alive"))?;
         tx.set_agent_holder("c", "i2", Some("dead"))
     })
@@ -548,7 +560,7 @@ conformance!(
     records_round_trip_and_list_in_key_order,
     task_definitions_keep_their_revisions,
     pages_stay_valid_while_records_come_and_go,
-    what_tasks_hold_follows_their_status,
+    what_tasks_hold_is_kept_beside_them,
     deliveries_are_acknowledged_once_and_never_backwards,
     event_numbers_are_never_reused_and_never_seen_out_of_order,
     notices_travel_with_their_events,

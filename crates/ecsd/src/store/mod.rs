@@ -9,21 +9,27 @@
 #[cfg(test)]
 mod conformance;
 pub mod postgres;
+mod records;
+mod schema;
+pub mod sql;
 pub mod sqlite;
+mod tx;
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::domain::placement::{InstanceLoad, Reservation};
-use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
-use crate::domain::status::{ContainerInstanceStatus, TaskDefinitionStatus, TaskStatus};
+use crate::domain::placement::Reservation;
+use crate::domain::records::Task;
+use crate::domain::status::TaskStatus;
 use crate::domain::Scope;
+use sql::{Param, Sql};
 
 pub use postgres::PostgresStore;
+pub use records::{Filter, Record, Table};
 pub use sqlite::SqliteStore;
+pub use tx::Tx;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -93,121 +99,13 @@ pub enum FamilyStatus {
     All,
 }
 
-/// A task to store for the first time, with what it holds and how it is found.
+/// A task to store for the first time, with what it holds and the client token it came with.
 pub struct NewTask<'a> {
-    pub cluster: &'a str,
-    /// The id of the container instance it is placed on.
-    pub instance: Option<&'a str>,
-    pub family: &'a str,
     pub client_token: Option<&'a str>,
     /// The fingerprint of the request that came with the client token.
     pub client_request: Option<&'a str>,
     pub task: &'a Task,
     pub reservation: &'a Reservation,
-}
-
-/// One transaction over the resources of one scope. Lists are ordered by key and resume after
-/// the `after` key, so pagination tokens stay valid while other records come and go.
-pub trait Tx {
-    fn scope(&self) -> &Scope;
-
-    fn cluster(&mut self, name: &str) -> Result<Option<Cluster>, StoreError>;
-    fn put_cluster(&mut self, cluster: &Cluster) -> Result<(), StoreError>;
-    fn list_clusters(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<Cluster>, StoreError>;
-    fn cluster_counts(&mut self, cluster: &str) -> Result<ClusterCounts, StoreError>;
-
-    fn task_definition(&mut self, family: &str, revision: i64) -> Result<Option<StoredTaskDefinition>, StoreError>;
-    /// The newest ACTIVE revision of a family.
-    fn latest_task_definition(&mut self, family: &str) -> Result<Option<StoredTaskDefinition>, StoreError>;
-    /// The highest revision ever registered in a family (0 if none), active or not.
-    fn last_revision(&mut self, family: &str) -> Result<i64, StoreError>;
-    fn put_task_definition(
-        &mut self,
-        family: &str,
-        revision: i64,
-        status: TaskDefinitionStatus,
-        td: &StoredTaskDefinition,
-    ) -> Result<(), StoreError>;
-    /// (family, revision) of the definitions in `status` whose family starts with the prefix,
-    /// ordered by family then revision, resuming after `after`.
-    fn list_task_definitions(
-        &mut self,
-        family_prefix: Option<&str>,
-        status: TaskDefinitionStatus,
-        descending: bool,
-        after: Option<(&str, i64)>,
-        limit: usize,
-    ) -> Result<Vec<(String, i64)>, StoreError>;
-    fn list_task_definition_families(
-        &mut self,
-        family_prefix: Option<&str>,
-        status: FamilyStatus,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
-
-    fn container_instance(&mut self, cluster: &str, id: &str) -> Result<Option<ContainerInstance>, StoreError>;
-    fn put_container_instance(
-        &mut self,
-        cluster: &str,
-        id: &str,
-        instance: &ContainerInstance,
-    ) -> Result<(), StoreError>;
-    /// The instances in `status`; with none, those in every status but INACTIVE
-    /// (deregistered instances are found only by ARN).
-    fn list_container_instances(
-        &mut self,
-        cluster: &str,
-        status: Option<ContainerInstanceStatus>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ContainerInstance>, StoreError>;
-    /// What the tasks placed on an instance hold, summed over those not yet STOPPED.
-    fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError>;
-    /// [`Tx::instance_load`] of every instance of a cluster that holds anything, in one read.
-    fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError>;
-
-    fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError>;
-    /// Stores a new task; it holds its reservation on its instance until it is STOPPED.
-    fn insert_task(&mut self, new: &NewTask<'_>) -> Result<(), StoreError>;
-    /// Appends an event (its envelope as JSON) after every earlier one, with the notice it
-    /// carries for the agent channels (an encoded [`crate::domain::events::Notice`]), if any.
-    fn append_event(
-        &mut self,
-        cluster: &str,
-        detail_type: &str,
-        time: f64,
-        body: &str,
-        notice: Option<&str>,
-    ) -> Result<(), StoreError>;
-    /// The task that holds an attachment (an ENI, say), by the attachment's id.
-    fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError>;
-    /// The tasks a RunTask with this client token created, each with the fingerprint of that
-    /// request (None for tasks stored before fingerprints were kept).
-    fn tasks_by_client_token(&mut self, cluster: &str, token: &str) -> Result<Vec<(Task, Option<String>)>, StoreError>;
-    /// Ids of the tasks that pass `filter`, in id order, resuming after `after`.
-    fn list_tasks(
-        &mut self,
-        cluster: &str,
-        filter: &TaskFilter,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
-    /// The tasks placed on an instance that are not yet STOPPED, in id order, each with the
-    /// desired status its agent last acknowledged receiving (None: never delivered).
-    fn instance_tasks(&mut self, cluster: &str, instance: &str) -> Result<Vec<(Task, Option<TaskStatus>)>, StoreError>;
-    /// Takes the next `count` sequence numbers of an instance's ACS messages and returns the
-    /// first: they increase across connections, restarts and processes.
-    fn next_message_seq(&mut self, cluster: &str, id: &str, count: i64) -> Result<i64, StoreError>;
-    /// Records that a task's agent acknowledged receiving it with `desired` status. Once
-    /// STOPPED was acknowledged, a late acknowledgement of RUNNING changes nothing.
-    fn set_delivered(&mut self, cluster: &str, id: &str, desired: TaskStatus) -> Result<(), StoreError>;
-    /// Replaces a stored task.
-    fn update_task(&mut self, cluster: &str, task: &Task) -> Result<(), StoreError>;
-    /// The process that holds the instance's agent connection, if one does.
-    fn agent_holder(&mut self, cluster: &str, id: &str) -> Result<Option<String>, StoreError>;
-    /// Records which process holds the instance's agent connection (None: no process does).
-    fn set_agent_holder(&mut self, cluster: &str, id: &str, process: Option<&str>) -> Result<(), StoreError>;
 }
 
 /// An instance whose agent connection is held by a process whose lease has lapsed: that
@@ -225,7 +123,11 @@ pub struct LapsedAgent {
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Erased = Box<dyn Any + Send>;
 /// A closure over a transaction with its result and error types erased.
-pub type TxFn = Box<dyn FnOnce(&mut dyn Tx) -> Result<Erased, Erased> + Send>;
+pub type TxFn = Box<dyn FnOnce(&mut Tx<'_>) -> Result<Erased, Erased> + Send>;
+/// What a transaction came to: a store failure, or the closure's own result.
+pub type TxOutcome = Result<Result<Erased, Erased>, StoreError>;
+/// A closure over a backend's open transaction.
+pub type SqlFn = Box<dyn FnOnce(&mut dyn Sql) -> TxOutcome + Send>;
 
 /// Which events to read: those after `after`, oldest first, matching every filter given.
 #[derive(Clone, Debug, Default)]
@@ -263,11 +165,25 @@ pub struct Swept {
     pub tasks: u64,
 }
 
-/// A storage backend. Use [`StoreExt::read`] and [`StoreExt::write`], which keep the types.
+/// What a database supplies: transactions over its [`Sql`]. Everything else the store does is
+/// written once, over this.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs `f` in a transaction: a write transaction (serialized with every other writer,
+    /// committed durably before the future resolves) or a read-only snapshot. The writes are
+    /// committed when `f` returns `Ok(Ok(_))` and rolled back otherwise.
+    fn run(&self, write: bool, f: SqlFn) -> BoxFuture<TxOutcome>;
+    /// Changes whenever a write is committed (here or, for a shared database, by another
+    /// process), so that readers of events can wait for more.
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Finishes what is queued and releases the database; later transactions fail. Blocking.
+    fn close(&self) {}
+}
+
+/// The store. Use [`StoreExt::read`] and [`StoreExt::write`], which keep the types.
 pub trait Store: Send + Sync + 'static {
     /// Runs `f` in a transaction of `scope`. Writes are committed durably before the future
     /// resolves; a closure that returns `Err` has its writes rolled back.
-    fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<Result<Result<Erased, Erased>, StoreError>>;
+    fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<TxOutcome>;
     /// Events in sequence order. Sequence numbers are never reused and a reader never sees one
     /// before every smaller one is visible.
     fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>>;
@@ -286,19 +202,163 @@ pub trait Store: Send + Sync + 'static {
     /// Changes whenever a write is committed, so that readers of events can wait for more.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Finishes what is queued and releases the store; later transactions fail. Blocking.
-    fn close(&self) {}
+    fn close(&self);
+}
+
+/// Runs `f` over a backend's transaction and hands back what it returned.
+fn run_sql<B: Backend + ?Sized, R: Send + 'static>(
+    backend: &B,
+    write: bool,
+    f: impl FnOnce(&mut dyn Sql) -> Result<R, StoreError> + Send + 'static,
+) -> BoxFuture<Result<R, StoreError>> {
+    let outcome = backend.run(
+        write,
+        Box::new(move |sql| match f(sql) {
+            Ok(value) => Ok(Ok(Box::new(value) as Erased)),
+            Err(e) => Ok(Err(Box::new(e) as Erased)),
+        }),
+    );
+    Box::pin(async move { unerase::<R, StoreError>(outcome.await) })
+}
+
+impl<B: Backend> Store for B {
+    fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<TxOutcome> {
+        self.run(write, Box::new(move |sql| Ok(f(&mut Tx::new(sql, scope)))))
+    }
+
+    fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>> {
+        run_sql(self, false, move |sql| {
+            // The head first, and the page up to it: every number up to the counter's value is
+            // committed (numbers are taken by one writer at a time), while a head read after the
+            // page could cover events committed in between and missing from it.
+            let head = sql
+                .query_one("SELECT value FROM counters WHERE name = 'event'", &[])?
+                .int(0)?;
+            let rows = sql.query(
+                "SELECT seq, body, notice FROM events
+                 WHERE seq > $1 AND seq <= $7 AND (CAST($2 AS TEXT) IS NULL OR account = $2)
+                   AND (CAST($3 AS TEXT) IS NULL OR region = $3)
+                   AND (CAST($4 AS TEXT) IS NULL OR cluster = $4) AND (CAST($5 AS TEXT) IS NULL OR detail_type = $5)
+                   AND (NOT $8 OR notice IS NOT NULL)
+                 ORDER BY seq LIMIT $6",
+                &[
+                    query.after.into(),
+                    query.account.as_deref().into(),
+                    query.region.as_deref().into(),
+                    query.cluster.as_deref().into(),
+                    query.detail_type.as_deref().into(),
+                    Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)),
+                    head.into(),
+                    query.noticed.into(),
+                ],
+            )?;
+            let events = rows
+                .iter()
+                .map(|r| {
+                    Ok(StoredEvent {
+                        seq: r.int(0)?,
+                        body: r.text(1)?.to_owned(),
+                        notice: r.opt_text(2)?.map(str::to_owned),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(EventPage { events, last_seq: head })
+        })
+    }
+
+    fn cursor(&self, name: String) -> BoxFuture<Result<i64, StoreError>> {
+        run_sql(self, false, move |sql| {
+            sql.query_opt("SELECT seq FROM cursors WHERE name = $1", &[name.as_str().into()])?
+                .map_or(Ok(0), |r| r.int(0))
+        })
+    }
+
+    fn set_cursor(&self, name: String, seq: i64) -> BoxFuture<Result<(), StoreError>> {
+        run_sql(self, true, move |sql| {
+            sql.execute(
+                "INSERT INTO cursors (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                &[name.as_str().into(), seq.into()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>> {
+        run_sql(self, true, move |sql| {
+            let events = sql.execute("DELETE FROM events WHERE time < $1", &[events_before.into()])?;
+            sql.execute(
+                "DELETE FROM task_attachments WHERE (account, region, cluster, task_id) IN
+                   (SELECT account, region, cluster, id FROM tasks WHERE last_status = 'STOPPED' AND stopped_at < $1)",
+                &[stopped_tasks_before.into()],
+            )?;
+            let tasks = sql.execute(
+                "DELETE FROM tasks WHERE last_status = 'STOPPED' AND stopped_at < $1",
+                &[stopped_tasks_before.into()],
+            )?;
+            Ok(Swept { events, tasks })
+        })
+    }
+
+    fn renew_lease(&self, process: String, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
+        // The database's clock: processes on several hosts need not agree on theirs.
+        let ttl = ttl.as_secs_f64();
+        run_sql(self, true, move |sql| {
+            sql.execute(
+                "INSERT INTO processes (id, expires_at) VALUES ($1, {now} + $2)
+                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+                &[process.as_str().into(), ttl.into()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn end_lease(&self, process: String) -> BoxFuture<Result<(), StoreError>> {
+        run_sql(self, true, move |sql| {
+            sql.execute("DELETE FROM processes WHERE id = $1", &[process.as_str().into()])?;
+            Ok(())
+        })
+    }
+
+    fn lapsed_agents(&self) -> BoxFuture<Result<Vec<LapsedAgent>, StoreError>> {
+        run_sql(self, false, move |sql| {
+            sql.query(
+                "SELECT account, region, cluster, id, agent_process FROM container_instances c
+                 WHERE agent_process IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM processes p WHERE p.id = c.agent_process AND p.expires_at > {now})",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(LapsedAgent {
+                    scope: Scope::new(r.text(0)?, r.text(1)?),
+                    cluster: r.text(2)?.to_owned(),
+                    id: r.text(3)?.to_owned(),
+                    process: r.text(4)?.to_owned(),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        Backend::commits(self)
+    }
+
+    fn close(&self) {
+        Backend::close(self)
+    }
 }
 
 pub trait StoreExt {
     fn read<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
     where
-        F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static;
 
     fn write<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
     where
-        F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static;
 }
@@ -306,7 +366,7 @@ pub trait StoreExt {
 impl StoreExt for dyn Store {
     fn read<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
     where
-        F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
@@ -317,7 +377,7 @@ impl StoreExt for dyn Store {
 
     fn write<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
     where
-        F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {

@@ -1,0 +1,279 @@
+//! Stored kinds declare themselves here, once: the table, the key and the columns a record is
+//! found by, each derived from the record itself, so no caller can store a record under a key
+//! or an index value that disagrees with its document. [`Tx::get`], [`Tx::put`] and
+//! [`Tx::list`] read, write and page any kind; a new kind needs its declaration here and its
+//! table in `schema`, and nothing in the backends.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::sql::Param;
+use super::{StoreError, Tx};
+use crate::domain::arn::cluster_of;
+use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
+
+/// Where a kind is stored. Every table is keyed by account and region first, then by `key`.
+pub struct Table {
+    pub name: &'static str,
+    /// The key columns after account and region; lists are ordered by the last of them.
+    pub key: &'static [&'static str],
+    /// The columns derived from the record, rewritten with every put.
+    pub columns: &'static [&'static str],
+}
+
+/// A kind of stored record: a JSON document in the `doc` column, with its key and columns.
+pub trait Record: Serialize + DeserializeOwned {
+    const TABLE: Table;
+    /// The values of `TABLE.key`, in order.
+    fn key(&self) -> Vec<Param<'_>>;
+    /// The values of `TABLE.columns`, in order.
+    fn columns(&self) -> Vec<Param<'_>>;
+}
+
+/// A condition on a column of a listed kind.
+#[derive(Clone, Copy, Debug)]
+pub enum Filter<'a> {
+    Eq(&'static str, Param<'a>),
+    Ne(&'static str, Param<'a>),
+    /// Equal when the value is given; no condition otherwise.
+    EqIf(&'static str, Option<&'a str>),
+}
+
+/// The last path segment of an ARN (an id).
+fn last_segment(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or_default()
+}
+
+impl Record for Cluster {
+    const TABLE: Table = Table {
+        name: "clusters",
+        key: &["name"],
+        columns: &["status"],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(&self.cluster_name)]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(self.status.as_str())]
+    }
+}
+
+impl Record for StoredTaskDefinition {
+    const TABLE: Table = Table {
+        name: "task_definitions",
+        key: &["family", "revision"],
+        columns: &["status"],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        let family = self.definition.get("family").and_then(|v| v.as_str());
+        let revision = self.definition.get("revision").and_then(|v| v.as_i64());
+        vec![family.into(), revision.into()]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(self.status().as_str())]
+    }
+}
+
+impl Record for ContainerInstance {
+    const TABLE: Table = Table {
+        name: "container_instances",
+        key: &["cluster", "id"],
+        columns: &["status"],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        let arn = &self.container_instance_arn;
+        vec![cluster_of(arn).into(), Param::Text(last_segment(arn))]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(self.status.as_str())]
+    }
+}
+
+impl Record for Task {
+    const TABLE: Table = Table {
+        name: "tasks",
+        key: &["cluster", "id"],
+        columns: &[
+            "container_instance",
+            "last_status",
+            "desired_status",
+            "stopped_at",
+            "family",
+            "group_name",
+            "started_by",
+            "launch_type",
+        ],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        let cluster = cluster_of(&self.task_arn).or_else(|| cluster_of(&self.cluster_arn));
+        vec![cluster.into(), Param::Text(self.id())]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        let definition = last_segment(&self.task_definition_arn);
+        let family = definition.rsplit_once(':').map_or(definition, |(family, _)| family);
+        vec![
+            self.container_instance_arn.as_deref().map(last_segment).into(),
+            Param::Text(self.last_status.as_str()),
+            Param::Text(self.desired_status.as_str()),
+            self.stopped_at.into(),
+            Param::Text(family),
+            self.group.as_deref().into(),
+            self.started_by.as_deref().into(),
+            self.launch_type.as_deref().into(),
+        ]
+    }
+}
+
+/// `$from, $from+1, ...` for `n` parameters.
+fn placeholders(from: usize, n: usize) -> impl Iterator<Item = String> {
+    (from..from + n).map(|i| format!("${i}"))
+}
+
+/// `a = $3 AND b = $4` for the key columns, numbered from `from`.
+fn key_condition(columns: &[&str], from: usize) -> String {
+    columns
+        .iter()
+        .zip(placeholders(from, columns.len()))
+        .map(|(c, p)| format!(" AND {c} = {p}"))
+        .collect()
+}
+
+fn scope_params(scope: &crate::domain::Scope) -> Vec<Param<'_>> {
+    vec![Param::Text(&scope.account), Param::Text(&scope.region)]
+}
+
+impl Tx<'_> {
+    /// The record of kind `R` with this key (the values of `R::TABLE.key`).
+    pub fn get<R: Record>(&mut self, key: &[Param<'_>]) -> Result<Option<R>, StoreError> {
+        let table = R::TABLE;
+        let sql = format!(
+            "SELECT doc FROM {} WHERE account = $1 AND region = $2{}",
+            table.name,
+            key_condition(table.key, 3)
+        );
+        let mut params = scope_params(&self.scope);
+        params.extend_from_slice(key);
+        self.sql.query_opt(&sql, &params)?.map(|row| row.doc(0)).transpose()
+    }
+
+    /// Stores a record, in place of the one with its key if there is one. Columns that are not
+    /// the record's own (kept beside it by the store) are left as they are.
+    pub fn put<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
+        let table = R::TABLE;
+        let doc = serde_json::to_string(record)?;
+        let mut params = scope_params(&self.scope);
+        params.extend(record.key());
+        let sets: Vec<String> = table
+            .columns
+            .iter()
+            .chain(["doc"].iter())
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ${}", params.len() + 1 + i))
+            .collect();
+        params.extend(record.columns());
+        params.push(Param::Text(&doc));
+        let sql = format!(
+            "UPDATE {} SET {} WHERE account = $1 AND region = $2{}",
+            table.name,
+            sets.join(", "),
+            key_condition(table.key, 3)
+        );
+        if self.sql.execute(&sql, &params)? == 0 {
+            self.insert_with(record, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Stores a new record, with columns of the store's own beside the record's.
+    pub(super) fn insert_with<R: Record>(&mut self, record: &R, extra: &[(&str, Param<'_>)]) -> Result<(), StoreError> {
+        let table = R::TABLE;
+        let doc = serde_json::to_string(record)?;
+        let mut params = scope_params(&self.scope);
+        params.extend(record.key());
+        params.extend(record.columns());
+        params.push(Param::Text(&doc));
+        params.extend(extra.iter().map(|(_, p)| *p));
+        let names: Vec<&str> = ["account", "region"]
+            .into_iter()
+            .chain(table.key.iter().copied())
+            .chain(table.columns.iter().copied())
+            .chain(["doc"])
+            .chain(extra.iter().map(|(c, _)| *c))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            table.name,
+            names.join(", "),
+            placeholders(1, names.len()).collect::<Vec<_>>().join(", "),
+        );
+        self.sql.execute(&sql, &params)?;
+        Ok(())
+    }
+
+    /// Records of kind `R` whose leading key columns equal `prefix` and that pass every
+    /// filter, ordered by the last key column, resuming after `after`.
+    pub fn list<R: Record>(
+        &mut self,
+        prefix: &[Param<'_>],
+        filters: &[Filter<'_>],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<R>, StoreError> {
+        self.select::<R>("doc", prefix, filters, after, limit)?
+            .iter()
+            .map(|row| row.doc(0))
+            .collect()
+    }
+
+    /// The last key column of what [`Tx::list`] would return.
+    pub fn list_keys<R: Record>(
+        &mut self,
+        prefix: &[Param<'_>],
+        filters: &[Filter<'_>],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let order = R::TABLE.key.last().copied().unwrap_or("doc");
+        self.select::<R>(order, prefix, filters, after, limit)?
+            .iter()
+            .map(|row| Ok(row.text(0)?.to_owned()))
+            .collect()
+    }
+
+    fn select<R: Record>(
+        &mut self,
+        what: &str,
+        prefix: &[Param<'_>],
+        filters: &[Filter<'_>],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<super::sql::Row>, StoreError> {
+        let table = R::TABLE;
+        let order = table.key.last().copied().unwrap_or("doc");
+        let mut params = scope_params(&self.scope);
+        params.extend_from_slice(prefix);
+        let mut sql = format!(
+            "SELECT {what} FROM {} WHERE account = $1 AND region = $2{}",
+            table.name,
+            key_condition(&table.key[..prefix.len()], 3)
+        );
+        for filter in filters {
+            let (column, op, value) = match *filter {
+                Filter::Eq(c, v) => (c, "=", v),
+                Filter::Ne(c, v) => (c, "<>", v),
+                Filter::EqIf(c, Some(v)) => (c, "=", Param::Text(v)),
+                Filter::EqIf(_, None) => continue,
+            };
+            params.push(value);
+            sql.push_str(&format!(" AND {column} {op} ${}", params.len()));
+        }
+        params.push(Param::Text(after.unwrap_or("")));
+        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(
+            " AND {order} > ${} ORDER BY {order} LIMIT ${}",
+            params.len() - 1,
+            params.len()
+        ));
+        self.sql.query(&sql, &params)
+    }
+}

@@ -1,0 +1,182 @@
+//! The one SQL both backends run: statements are written once, with PostgreSQL's `$n`
+//! placeholders and the few functions both databases share; [`Dialect::render`] turns them into
+//! what SQLite reads. A backend supplies [`Sql`] (run a statement with [`Param`]s, get [`Row`]s
+//! back) over its open transaction, and every query of the store is built on that.
+
+use std::borrow::Cow;
+
+use super::StoreError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The statement as this database reads it: `$n` becomes `?n` for SQLite, `{now}` the
+    /// current time in epoch seconds by the database's clock, and `{insertion}` the column that
+    /// orders a table's rows as they were inserted.
+    pub fn render(self, sql: &str) -> Cow<'_, str> {
+        let (now, insertion) = match self {
+            Dialect::Postgres => ("EXTRACT(EPOCH FROM clock_timestamp())::float8", "position"),
+            Dialect::Sqlite => ("((julianday('now') - 2440587.5) * 86400.0)", "rowid"),
+        };
+        if self == Dialect::Postgres && !sql.contains('{') {
+            return Cow::Borrowed(sql);
+        }
+        let mut out = String::with_capacity(sql.len() + 16);
+        let mut rest = sql;
+        while let Some(i) = rest.find(['$', '{']) {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(after) = rest.strip_prefix("{now}") {
+                out.push_str(now);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("{insertion}") {
+                out.push_str(insertion);
+                rest = after;
+            } else if self == Dialect::Sqlite && rest.starts_with('$') {
+                out.push('?');
+                rest = &rest[1..];
+            } else {
+                out.push_str(&rest[..1]);
+                rest = &rest[1..];
+            }
+        }
+        out.push_str(rest);
+        Cow::Owned(out)
+    }
+}
+
+/// A statement parameter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Param<'a> {
+    Null,
+    Text(&'a str),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(v: &'a str) -> Self {
+        Param::Text(v)
+    }
+}
+
+impl<'a> From<&'a String> for Param<'a> {
+    fn from(v: &'a String) -> Self {
+        Param::Text(v)
+    }
+}
+
+impl From<i64> for Param<'_> {
+    fn from(v: i64) -> Self {
+        Param::Int(v)
+    }
+}
+
+impl From<f64> for Param<'_> {
+    fn from(v: f64) -> Self {
+        Param::Real(v)
+    }
+}
+
+impl From<bool> for Param<'_> {
+    fn from(v: bool) -> Self {
+        Param::Bool(v)
+    }
+}
+
+impl<'a, T: Into<Param<'a>>> From<Option<T>> for Param<'a> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Param::Null, Into::into)
+    }
+}
+
+/// A value read back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// One result row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row(pub Vec<Cell>);
+
+impl Row {
+    fn cell(&self, i: usize) -> Result<&Cell, StoreError> {
+        self.0
+            .get(i)
+            .ok_or_else(|| StoreError::Worker(format!("a query returned no column {i}")))
+    }
+
+    fn mismatch(&self, i: usize, wanted: &str) -> StoreError {
+        StoreError::Worker(format!("column {i} is not {wanted}: {:?}", self.0.get(i)))
+    }
+
+    pub fn text(&self, i: usize) -> Result<&str, StoreError> {
+        self.opt_text(i)?.ok_or_else(|| self.mismatch(i, "text"))
+    }
+
+    pub fn opt_text(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        match self.cell(i)? {
+            Cell::Text(s) => Ok(Some(s)),
+            Cell::Null => Ok(None),
+            _ => Err(self.mismatch(i, "text")),
+        }
+    }
+
+    pub fn int(&self, i: usize) -> Result<i64, StoreError> {
+        match self.cell(i)? {
+            Cell::Int(v) => Ok(*v),
+            _ => Err(self.mismatch(i, "an integer")),
+        }
+    }
+
+    /// The JSON document in column `i`.
+    pub fn doc<T: serde::de::DeserializeOwned>(&self, i: usize) -> Result<T, StoreError> {
+        Ok(serde_json::from_str(self.text(i)?)?)
+    }
+}
+
+/// An open transaction of a backend.
+pub trait Sql {
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError>;
+    /// Runs a statement; the number of rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError>;
+}
+
+impl dyn Sql + '_ {
+    pub fn query_opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    pub fn query_one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Row, StoreError> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| StoreError::Worker("a query that returns a row returned none".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_the_clock_render_per_database() {
+        let sql = "SELECT doc FROM t WHERE a = $1 AND b > $12 AND c < {now} ORDER BY {insertion}";
+        assert_eq!(Dialect::Postgres.render("SELECT $1"), Cow::Borrowed("SELECT $1"));
+        assert_eq!(
+            Dialect::Sqlite.render(sql),
+            "SELECT doc FROM t WHERE a = ?1 AND b > ?12 AND c < ((julianday('now') - 2440587.5) * 86400.0) ORDER BY rowid"
+        );
+        assert_eq!(
+            Dialect::Postgres.render(sql),
+            "SELECT doc FROM t WHERE a = $1 AND b > $12 AND c < EXTRACT(EPOCH FROM clock_timestamp())::float8 ORDER BY position"
+        );
+    }
+}

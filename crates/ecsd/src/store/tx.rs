@@ -1,0 +1,435 @@
+//! [`Tx`]: one transaction over the records of one scope, and every query the handlers make
+//! beyond plain records (counts, loads, task lookups, events, agent bookkeeping), written once
+//! in the SQL both backends run.
+
+use std::collections::HashMap;
+
+use super::records::Filter;
+use super::sql::{Param, Sql};
+use super::{ClusterCounts, FamilyStatus, NewTask, StoreError, TaskFilter};
+use crate::domain::placement::{InstanceLoad, Reservation, Usage};
+use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
+use crate::domain::status::{ContainerInstanceStatus, TaskDefinitionStatus, TaskStatus};
+use crate::domain::Scope;
+
+/// One transaction over the resources of one scope. Lists are ordered by key and resume after
+/// the `after` key, so pagination tokens stay valid while other records come and go.
+pub struct Tx<'a> {
+    pub(super) sql: &'a mut dyn Sql,
+    pub(super) scope: Scope,
+}
+
+fn limit(n: usize) -> Param<'static> {
+    Param::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(sql: &'a mut dyn Sql, scope: Scope) -> Self {
+        Tx { sql, scope }
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Runs a statement with the scope's account and region as `$1` and `$2`, then `params`.
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<super::sql::Row>, StoreError> {
+        let mut all = vec![Param::Text(&self.scope.account), Param::Text(&self.scope.region)];
+        all.extend_from_slice(params);
+        self.sql.query(sql, &all)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let mut all = vec![Param::Text(&self.scope.account), Param::Text(&self.scope.region)];
+        all.extend_from_slice(params);
+        self.sql.execute(sql, &all)
+    }
+
+    pub fn cluster(&mut self, name: &str) -> Result<Option<Cluster>, StoreError> {
+        self.get(&[name.into()])
+    }
+
+    /// ACTIVE clusters.
+    pub fn list_clusters(&mut self, after: Option<&str>, n: usize) -> Result<Vec<Cluster>, StoreError> {
+        self.list(&[], &[Filter::Eq("status", "ACTIVE".into())], after, n)
+    }
+
+    pub fn cluster_counts(&mut self, cluster: &str) -> Result<ClusterCounts, StoreError> {
+        let registered = self
+            .query(
+                "SELECT COUNT(*) FROM container_instances
+                 WHERE account = $1 AND region = $2 AND cluster = $3 AND status IN ('ACTIVE', 'DRAINING')",
+                &[cluster.into()],
+            )?
+            .first()
+            .map_or(Ok(0), |r| r.int(0))?;
+        let mut counts = ClusterCounts {
+            registered_container_instances: registered,
+            ..Default::default()
+        };
+        for row in self.query(
+            "SELECT last_status, COALESCE(launch_type, 'EC2'), COUNT(*) FROM tasks
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND last_status <> 'STOPPED'
+             GROUP BY last_status, launch_type",
+            &[cluster.into()],
+        )? {
+            if let Some(status) = TaskStatus::parse(row.text(0)?) {
+                counts.add(status, row.text(1)?, row.int(2)?);
+            }
+        }
+        Ok(counts)
+    }
+
+    pub fn task_definition(&mut self, family: &str, revision: i64) -> Result<Option<StoredTaskDefinition>, StoreError> {
+        self.get(&[family.into(), revision.into()])
+    }
+
+    /// The newest ACTIVE revision of a family.
+    pub fn latest_task_definition(&mut self, family: &str) -> Result<Option<StoredTaskDefinition>, StoreError> {
+        self.query(
+            "SELECT doc FROM task_definitions WHERE account = $1 AND region = $2 AND family = $3 AND status = 'ACTIVE'
+             ORDER BY revision DESC LIMIT 1",
+            &[family.into()],
+        )?
+        .first()
+        .map(|r| r.doc(0))
+        .transpose()
+    }
+
+    /// The highest revision ever registered in a family (0 if none), active or not.
+    pub fn last_revision(&mut self, family: &str) -> Result<i64, StoreError> {
+        self.query(
+            "SELECT COALESCE(MAX(revision), 0) FROM task_definitions WHERE account = $1 AND region = $2 AND family = $3",
+            &[family.into()],
+        )?
+        .first()
+        .map_or(Ok(0), |r| r.int(0))
+    }
+
+    /// (family, revision) of the definitions in `status` whose family starts with the prefix,
+    /// ordered by family then revision, resuming after `after`.
+    pub fn list_task_definitions(
+        &mut self,
+        family_prefix: Option<&str>,
+        status: TaskDefinitionStatus,
+        descending: bool,
+        after: Option<(&str, i64)>,
+        n: usize,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        // Two statements rather than a dynamic ORDER BY, so both stay prepared.
+        let sql = if descending {
+            "SELECT family, revision FROM task_definitions
+             WHERE account = $1 AND region = $2 AND status = $3 AND substr(family, 1, length(CAST($4 AS TEXT))) = $4
+               AND (CAST($5 AS TEXT) IS NULL OR family < $5 OR (family = $5 AND revision < $6))
+             ORDER BY family DESC, revision DESC LIMIT $7"
+        } else {
+            "SELECT family, revision FROM task_definitions
+             WHERE account = $1 AND region = $2 AND status = $3 AND substr(family, 1, length(CAST($4 AS TEXT))) = $4
+               AND (CAST($5 AS TEXT) IS NULL OR family > $5 OR (family = $5 AND revision > $6))
+             ORDER BY family, revision LIMIT $7"
+        };
+        self.query(
+            sql,
+            &[
+                status.as_str().into(),
+                family_prefix.unwrap_or("").into(),
+                after.map(|a| a.0).into(),
+                after.map_or(0, |a| a.1).into(),
+                limit(n),
+            ],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?.to_owned(), r.int(1)?)))
+        .collect()
+    }
+
+    pub fn list_task_definition_families(
+        &mut self,
+        family_prefix: Option<&str>,
+        status: FamilyStatus,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = match status {
+            FamilyStatus::Active => {
+                "SELECT family FROM task_definitions
+                 WHERE account = $1 AND region = $2 AND substr(family, 1, length(CAST($3 AS TEXT))) = $3 AND family > $4
+                 GROUP BY family HAVING MAX(CASE WHEN status = 'ACTIVE' THEN 1 ELSE 0 END) = 1
+                 ORDER BY family LIMIT $5"
+            }
+            FamilyStatus::Inactive => {
+                "SELECT family FROM task_definitions
+                 WHERE account = $1 AND region = $2 AND substr(family, 1, length(CAST($3 AS TEXT))) = $3 AND family > $4
+                 GROUP BY family HAVING MAX(CASE WHEN status = 'ACTIVE' THEN 1 ELSE 0 END) = 0
+                 ORDER BY family LIMIT $5"
+            }
+            FamilyStatus::All => {
+                "SELECT family FROM task_definitions
+                 WHERE account = $1 AND region = $2 AND substr(family, 1, length(CAST($3 AS TEXT))) = $3 AND family > $4
+                 GROUP BY family ORDER BY family LIMIT $5"
+            }
+        };
+        self.query(
+            sql,
+            &[family_prefix.unwrap_or("").into(), after.unwrap_or("").into(), limit(n)],
+        )?
+        .iter()
+        .map(|r| Ok(r.text(0)?.to_owned()))
+        .collect()
+    }
+
+    pub fn container_instance(&mut self, cluster: &str, id: &str) -> Result<Option<ContainerInstance>, StoreError> {
+        self.get(&[cluster.into(), id.into()])
+    }
+
+    /// The instances in `status`; with none, those in every status but INACTIVE
+    /// (deregistered instances are found only by ARN).
+    pub fn list_container_instances(
+        &mut self,
+        cluster: &str,
+        status: Option<ContainerInstanceStatus>,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<ContainerInstance>, StoreError> {
+        let filter = match status {
+            Some(status) => Filter::Eq("status", status.as_str().into()),
+            None => Filter::Ne("status", ContainerInstanceStatus::Inactive.as_str().into()),
+        };
+        self.list(&[cluster.into()], &[filter], after, n)
+    }
+
+    /// What the tasks placed on an instance hold, by the accounting of [`Usage`].
+    pub fn usage(&mut self, cluster: &str, instance: &str) -> Result<Usage, StoreError> {
+        self.query(
+            "SELECT doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3 AND instance = $4",
+            &[cluster.into(), instance.into()],
+        )?
+        .first()
+        .map_or(Ok(Usage::default()), |r| r.doc(0))
+    }
+
+    pub fn put_usage(&mut self, cluster: &str, instance: &str, usage: &Usage) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(usage)?;
+        self.execute(
+            "INSERT INTO instance_usage (account, region, cluster, instance, doc) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (account, region, cluster, instance) DO UPDATE SET doc = excluded.doc",
+            &[cluster.into(), instance.into(), doc.as_str().into()],
+        )?;
+        Ok(())
+    }
+
+    /// What the tasks placed on an instance hold, summed over those not yet STOPPED.
+    pub fn instance_load(&mut self, cluster: &str, id: &str) -> Result<InstanceLoad, StoreError> {
+        Ok(self.usage(cluster, id)?.load())
+    }
+
+    /// [`Tx::instance_load`] of every instance of a cluster that holds anything, in one read.
+    pub fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError> {
+        let mut loads = HashMap::new();
+        for row in self.query(
+            "SELECT instance, doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3",
+            &[cluster.into()],
+        )? {
+            loads.insert(row.text(0)?.to_owned(), row.doc::<Usage>(1)?.load());
+        }
+        Ok(loads)
+    }
+
+    pub fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError> {
+        self.get(&[cluster.into(), id.into()])
+    }
+
+    /// Stores a new task, with what it reserves and the client token it came with, and the
+    /// attachments it is found by.
+    pub fn insert_task(&mut self, new: &NewTask<'_>) -> Result<(), StoreError> {
+        let reservation = serde_json::to_string(new.reservation)?;
+        self.insert_with(
+            new.task,
+            &[
+                ("client_token", new.client_token.into()),
+                ("client_request", new.client_request.into()),
+                ("reservation", reservation.as_str().into()),
+            ],
+        )?;
+        let task = new.task;
+        let cluster = task_cluster(task);
+        for attachment in &task.attachments {
+            self.execute(
+                "INSERT INTO task_attachments (account, region, cluster, attachment_id, task_id) VALUES ($1, $2, $3, $4, $5)",
+                &[cluster.into(), attachment.id.as_str().into(), task.id().into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// What a stored task reserved on its instance when it was placed.
+    pub fn reservation(&mut self, cluster: &str, id: &str) -> Result<Reservation, StoreError> {
+        self.query(
+            "SELECT reservation FROM tasks WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
+            &[cluster.into(), id.into()],
+        )?
+        .first()
+        .ok_or_else(|| StoreError::Missing(format!("task {id}")))?
+        .doc(0)
+    }
+
+    /// Appends an event (its envelope as JSON) after every earlier one, with the notice it
+    /// carries for the agent channels (an encoded [`crate::domain::events::Notice`]), if any.
+    pub fn append_event(
+        &mut self,
+        cluster: &str,
+        detail_type: &str,
+        time: f64,
+        body: &str,
+        notice: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // Writers run one at a time, so sequence numbers are taken and committed in order.
+        let seq = self
+            .sql
+            .query_one(
+                "UPDATE counters SET value = value + 1 WHERE name = 'event' RETURNING value",
+                &[],
+            )?
+            .int(0)?;
+        self.execute(
+            "INSERT INTO events (seq, account, region, cluster, detail_type, time, body, notice)
+             VALUES ($3, $1, $2, $4, $5, $6, $7, $8)",
+            &[
+                seq.into(),
+                cluster.into(),
+                detail_type.into(),
+                time.into(),
+                body.into(),
+                notice.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The task that holds an attachment (an ENI, say), by the attachment's id.
+    pub fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError> {
+        self.query(
+            "SELECT t.doc FROM task_attachments a
+             JOIN tasks t ON t.account = a.account AND t.region = a.region AND t.cluster = a.cluster AND t.id = a.task_id
+             WHERE a.account = $1 AND a.region = $2 AND a.cluster = $3 AND a.attachment_id = $4",
+            &[cluster.into(), attachment_id.into()],
+        )?
+        .first()
+        .map(|r| r.doc(0))
+        .transpose()
+    }
+
+    /// The tasks a RunTask with this client token created, in the order it created them, each
+    /// with the fingerprint of that request (None for tasks stored before fingerprints were kept).
+    pub fn tasks_by_client_token(
+        &mut self,
+        cluster: &str,
+        token: &str,
+    ) -> Result<Vec<(Task, Option<String>)>, StoreError> {
+        self.query(
+            "SELECT doc, client_request FROM tasks
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND client_token = $4 ORDER BY {insertion}",
+            &[cluster.into(), token.into()],
+        )?
+        .iter()
+        .map(|r| Ok((r.doc(0)?, r.opt_text(1)?.map(str::to_owned))))
+        .collect()
+    }
+
+    /// Ids of the tasks that pass `filter`, in id order, resuming after `after`.
+    pub fn list_tasks(
+        &mut self,
+        cluster: &str,
+        filter: &TaskFilter,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.list_keys::<Task>(
+            &[cluster.into()],
+            &[
+                Filter::Eq("desired_status", filter.desired_status.as_str().into()),
+                Filter::EqIf("container_instance", filter.container_instance.as_deref()),
+                Filter::EqIf("family", filter.family.as_deref()),
+                Filter::EqIf("started_by", filter.started_by.as_deref()),
+                Filter::EqIf("launch_type", filter.launch_type.as_deref()),
+            ],
+            after,
+            n,
+        )
+    }
+
+    /// The tasks placed on an instance that are not yet STOPPED, in id order, each with the
+    /// desired status its agent last acknowledged receiving (None: never delivered).
+    pub fn instance_tasks(
+        &mut self,
+        cluster: &str,
+        instance: &str,
+    ) -> Result<Vec<(Task, Option<TaskStatus>)>, StoreError> {
+        self.query(
+            "SELECT doc, delivered FROM tasks
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND container_instance = $4
+               AND last_status <> 'STOPPED'
+             ORDER BY id",
+            &[cluster.into(), instance.into()],
+        )?
+        .iter()
+        .map(|r| Ok((r.doc(0)?, r.opt_text(1)?.and_then(TaskStatus::parse))))
+        .collect()
+    }
+
+    /// Takes the next `count` sequence numbers of an instance's ACS messages and returns the
+    /// first: they increase across connections, restarts and processes.
+    pub fn next_message_seq(&mut self, cluster: &str, id: &str, count: i64) -> Result<i64, StoreError> {
+        let last = self
+            .query(
+                "UPDATE container_instances SET acs_seq = acs_seq + $5
+                 WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4
+                 RETURNING acs_seq",
+                &[cluster.into(), id.into(), count.into()],
+            )?
+            .first()
+            .ok_or_else(|| StoreError::Missing(format!("container instance {id}")))?
+            .int(0)?;
+        Ok(last - count + 1)
+    }
+
+    /// Records that a task's agent acknowledged receiving it with `desired` status. Once
+    /// STOPPED was acknowledged, a late acknowledgement of RUNNING changes nothing.
+    pub fn set_delivered(&mut self, cluster: &str, id: &str, desired: TaskStatus) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE tasks SET delivered = $5
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4
+               AND (delivered IS NULL OR delivered <> 'STOPPED')",
+            &[cluster.into(), id.into(), desired.as_str().into()],
+        )?;
+        Ok(())
+    }
+
+    /// The process that holds the instance's agent connection, if one does.
+    pub fn agent_holder(&mut self, cluster: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let rows = self.query(
+            "SELECT agent_process FROM container_instances WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
+            &[cluster.into(), id.into()],
+        )?;
+        match rows.first() {
+            Some(row) => Ok(row.opt_text(0)?.map(str::to_owned)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records which process holds the instance's agent connection (None: no process does).
+    pub fn set_agent_holder(&mut self, cluster: &str, id: &str, process: Option<&str>) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE container_instances SET agent_process = $5 WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
+            &[cluster.into(), id.into(), process.into()],
+        )?;
+        Ok(())
+    }
+}
+
+/// The cluster a stored task belongs to, from its ARNs.
+fn task_cluster(task: &Task) -> &str {
+    crate::domain::arn::cluster_of(&task.task_arn)
+        .or_else(|| crate::domain::arn::cluster_of(&task.cluster_arn))
+        .unwrap_or_default()
+}
