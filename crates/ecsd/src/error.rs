@@ -7,75 +7,9 @@
 
 use std::fmt;
 
-/// An exception shape from the ECS model, or one of the protocol-level errors that AWS JSON
-/// services share (`UnknownOperationException`, `SerializationException`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorCode {
-    AccessDeniedException,
-    AttributeLimitExceededException,
-    ClientException,
-    ClusterContainsContainerInstancesException,
-    ClusterContainsTasksException,
-    ClusterNotFoundException,
-    ConflictException,
-    IncompleteSignatureException,
-    InvalidParameterException,
-    InvalidSignatureException,
-    MissingAuthenticationTokenException,
-    RequestEntityTooLargeException,
-    RequestHeaderFieldsTooLargeException,
-    RequestTimeoutException,
-    ResourceNotFoundException,
-    ServerException,
-    SerializationException,
-    ServiceUnavailableException,
-    TargetNotFoundException,
-    ThrottlingException,
-    UnknownOperationException,
-    UnrecognizedClientException,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::AccessDeniedException => "AccessDeniedException",
-            ErrorCode::AttributeLimitExceededException => "AttributeLimitExceededException",
-            ErrorCode::ClientException => "ClientException",
-            ErrorCode::ClusterContainsContainerInstancesException => "ClusterContainsContainerInstancesException",
-            ErrorCode::ClusterContainsTasksException => "ClusterContainsTasksException",
-            ErrorCode::ClusterNotFoundException => "ClusterNotFoundException",
-            ErrorCode::ConflictException => "ConflictException",
-            ErrorCode::IncompleteSignatureException => "IncompleteSignatureException",
-            ErrorCode::InvalidParameterException => "InvalidParameterException",
-            ErrorCode::InvalidSignatureException => "InvalidSignatureException",
-            ErrorCode::MissingAuthenticationTokenException => "MissingAuthenticationTokenException",
-            ErrorCode::RequestEntityTooLargeException => "RequestEntityTooLargeException",
-            ErrorCode::RequestHeaderFieldsTooLargeException => "RequestHeaderFieldsTooLargeException",
-            ErrorCode::RequestTimeoutException => "RequestTimeoutException",
-            ErrorCode::ResourceNotFoundException => "ResourceNotFoundException",
-            ErrorCode::ServerException => "ServerException",
-            ErrorCode::SerializationException => "SerializationException",
-            ErrorCode::ServiceUnavailableException => "ServiceUnavailableException",
-            ErrorCode::TargetNotFoundException => "TargetNotFoundException",
-            ErrorCode::ThrottlingException => "ThrottlingException",
-            ErrorCode::UnknownOperationException => "UnknownOperationException",
-            ErrorCode::UnrecognizedClientException => "UnrecognizedClientException",
-        }
-    }
-
-    /// The HTTP status AWS answers this error with.
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::ServerException => 500,
-            ErrorCode::MissingAuthenticationTokenException => 403,
-            ErrorCode::RequestTimeoutException => 408,
-            ErrorCode::RequestEntityTooLargeException => 413,
-            ErrorCode::RequestHeaderFieldsTooLargeException => 431,
-            ErrorCode::ServiceUnavailableException => 503,
-            _ => 400,
-        }
-    }
-}
+/// The error codes are generated from the model's exception shapes, with the protocol errors
+/// that AWS JSON services share (`UnknownOperationException`, `SerializationException`, ...).
+pub use crate::shapes::ErrorCode;
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -47,6 +47,7 @@ pub mod model;
 pub mod ops;
 pub mod server;
 pub mod sessions;
+pub mod shapes;
 pub mod sim;
 pub mod state;
 pub mod store;

@@ -496,19 +496,19 @@ mod tests {
             registered_resources: vec![
                 Resource {
                     name: Some("CPU".into()),
-                    kind: Some("INTEGER".into()),
+                    r#type: Some("INTEGER".into()),
                     integer_value: Some(cpu),
                     ..Default::default()
                 },
                 Resource {
                     name: Some("MEMORY".into()),
-                    kind: Some("INTEGER".into()),
+                    r#type: Some("INTEGER".into()),
                     integer_value: Some(memory),
                     ..Default::default()
                 },
                 Resource {
                     name: Some("PORTS".into()),
-                    kind: Some("STRINGSET".into()),
+                    r#type: Some("STRINGSET".into()),
                     string_set_value: Some(vec!["22".into()]),
                     ..Default::default()
                 },

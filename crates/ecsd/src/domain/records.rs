@@ -8,23 +8,8 @@ use serde_json::{Map, Value};
 
 use super::status::{ClusterStatus, ContainerInstanceStatus, ContainerStatus, TaskDefinitionStatus, TaskStatus};
 
-/// A key/value tag (`Tag` in the model).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tag {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-}
-
-/// `KeyValuePair` in the model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyValuePair {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-}
+/// Tags, attributes and resources are stored as the model has them.
+pub use crate::shapes::{Attribute, KeyValuePair, NetworkBinding, Resource, Tag};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,37 +21,6 @@ pub struct Cluster {
     /// `defaultCapacityProviderStrategy`, `serviceConnectDefaults`: as the client set them.
     #[serde(flatten)]
     pub options: Map<String, Value>,
-}
-
-/// A container instance's resource (`Resource` in the model).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Resource {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub double_value: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub long_value: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub integer_value: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub string_set_value: Option<Vec<String>>,
-}
-
-/// `Attribute` in the model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Attribute {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_id: Option<String>,
 }
 
 /// A registered container instance as stored; `ops` adds the derived members
@@ -90,24 +44,6 @@ pub struct ContainerInstance {
     /// `ContainerInstanceHealthStatus`, as the agent last published it over TCS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_status: Option<Value>,
-}
-
-/// `NetworkBinding` in the model.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkBinding {
-    #[serde(rename = "bindIP", skip_serializing_if = "Option::is_none")]
-    pub bind_ip: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_port: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_port: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_port_range: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_port_range: Option<String>,
 }
 
 /// `ManagedAgent` in the model.
@@ -156,7 +92,7 @@ pub struct Container {
 }
 
 /// `Attachment` in the model (an ENI of an awsvpc task, for instance).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
     pub id: String,

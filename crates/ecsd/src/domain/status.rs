@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::shapes;
+
 /// A task's `lastStatus` or `desiredStatus`, in lifecycle order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -181,6 +183,39 @@ statuses! {
         Active => "ACTIVE",
         Inactive => "INACTIVE",
         DeleteInProgress => "DELETE_IN_PROGRESS",
+    }
+}
+
+/// The statuses a request can name (the model's enums), as stored.
+impl From<shapes::TaskDefinitionStatus> for TaskDefinitionStatus {
+    fn from(status: shapes::TaskDefinitionStatus) -> Self {
+        match status {
+            shapes::TaskDefinitionStatus::Active => TaskDefinitionStatus::Active,
+            shapes::TaskDefinitionStatus::Inactive => TaskDefinitionStatus::Inactive,
+            shapes::TaskDefinitionStatus::DeleteInProgress => TaskDefinitionStatus::DeleteInProgress,
+        }
+    }
+}
+
+impl From<shapes::ContainerInstanceStatus> for ContainerInstanceStatus {
+    fn from(status: shapes::ContainerInstanceStatus) -> Self {
+        match status {
+            shapes::ContainerInstanceStatus::Active => ContainerInstanceStatus::Active,
+            shapes::ContainerInstanceStatus::Draining => ContainerInstanceStatus::Draining,
+            shapes::ContainerInstanceStatus::Registering => ContainerInstanceStatus::Registering,
+            shapes::ContainerInstanceStatus::Deregistering => ContainerInstanceStatus::Deregistering,
+            shapes::ContainerInstanceStatus::RegistrationFailed => ContainerInstanceStatus::RegistrationFailed,
+        }
+    }
+}
+
+impl From<shapes::DesiredStatus> for TaskStatus {
+    fn from(status: shapes::DesiredStatus) -> Self {
+        match status {
+            shapes::DesiredStatus::Running => TaskStatus::Running,
+            shapes::DesiredStatus::Pending => TaskStatus::Pending,
+            shapes::DesiredStatus::Stopped => TaskStatus::Stopped,
+        }
     }
 }
 

@@ -2,62 +2,17 @@
 //! function. Statuses only move forward, a report repeating what is known changes nothing, and
 //! once a task is STOPPED nothing moves it again.
 
-use serde::Deserialize;
-
 use super::records::{ManagedAgent, NetworkBinding, Task};
 use super::status::{ContainerStatus, TaskStatus};
 use crate::error::ApiError;
+use crate::shapes::TransportProtocol;
 
-/// The body of `SubmitTaskStateChange` (`SubmitTaskStateChangeRequest`), already checked
-/// against the model.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskStateReport {
-    pub cluster: Option<String>,
-    pub task: Option<String>,
-    pub status: Option<String>,
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub containers: Vec<ContainerReport>,
-    #[serde(default)]
-    pub attachments: Vec<AttachmentReport>,
-    #[serde(default)]
-    pub managed_agents: Vec<ManagedAgentReport>,
-    pub pull_started_at: Option<f64>,
-    pub pull_stopped_at: Option<f64>,
-    pub execution_stopped_at: Option<f64>,
-}
-
-/// `ContainerStateChange` in the model.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerReport {
-    pub container_name: Option<String>,
-    pub image_digest: Option<String>,
-    pub runtime_id: Option<String>,
-    pub exit_code: Option<i32>,
-    pub network_bindings: Option<Vec<NetworkBinding>>,
-    pub reason: Option<String>,
-    pub status: Option<String>,
-}
-
-/// `AttachmentStateChange` in the model.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttachmentReport {
-    pub attachment_arn: String,
-    pub status: String,
-}
-
-/// `ManagedAgentStateChange` in the model.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManagedAgentReport {
-    pub container_name: String,
-    pub managed_agent_name: String,
-    pub status: String,
-    pub reason: Option<String>,
-}
+/// The reports agents send, in the model's shapes (`SubmitTaskStateChangeRequest` and its
+/// parts), already checked against the model.
+pub use crate::shapes::{
+    AttachmentStateChange as AttachmentReport, ContainerStateChange as ContainerReport,
+    ManagedAgentStateChange as ManagedAgentReport, SubmitTaskStateChangeRequest as TaskStateReport,
+};
 
 const MAX_ID_LEN: usize = 255;
 const MAX_REASON_LEN: usize = 1024;
@@ -132,8 +87,8 @@ pub fn apply(
         })
         .transpose()?;
     check_len(&report.reason, MAX_REASON_LEN, "reason")?;
-    let mut containers = Vec::with_capacity(report.containers.len());
-    for (i, c) in report.containers.iter().enumerate() {
+    let mut containers = Vec::with_capacity(report.containers.as_deref().unwrap_or_default().len());
+    for (i, c) in report.containers.iter().flatten().enumerate() {
         let member = |m: &str| format!("containers[{i}].{m}");
         let name = c.container_name.as_deref().ok_or_else(|| {
             ApiError::invalid_parameter(format!("Missing required parameter '{}'.", member("containerName")))
@@ -164,8 +119,8 @@ pub fn apply(
         }
         containers.push((index, status, c));
     }
-    let mut agents = Vec::with_capacity(report.managed_agents.len());
-    for (i, a) in report.managed_agents.iter().enumerate() {
+    let mut agents = Vec::with_capacity(report.managed_agents.as_deref().unwrap_or_default().len());
+    for (i, a) in report.managed_agents.iter().flatten().enumerate() {
         let index = task
             .containers
             .iter()
@@ -176,17 +131,12 @@ pub fn apply(
                     a.container_name
                 ))
             })?;
-        if a.managed_agent_name != "ExecuteCommandAgent" {
-            return Err(ApiError::invalid_parameter(format!(
-                "Invalid value '{}' for 'managedAgents[{i}].managedAgentName'; valid values are: ExecuteCommandAgent.",
-                a.managed_agent_name
-            )));
-        }
+        // The model allows only ExecuteCommandAgent, and the request was checked against it.
         check_len(&a.reason, MAX_REASON_LEN, &format!("managedAgents[{i}].reason"))?;
         agents.push((index, a));
     }
-    let mut attachments = Vec::with_capacity(report.attachments.len());
-    for (i, a) in report.attachments.iter().enumerate() {
+    let mut attachments = Vec::with_capacity(report.attachments.as_deref().unwrap_or_default().len());
+    for (i, a) in report.attachments.iter().flatten().enumerate() {
         if !ATTACHMENT_STATUSES.contains(&a.status.as_str()) {
             return Err(ApiError::invalid_parameter(format!(
                 "Invalid value '{}' for 'attachments[{i}].status'; valid values are: {}.",
@@ -236,12 +186,12 @@ pub fn apply(
         let agent = match container
             .managed_agents
             .iter_mut()
-            .position(|m| m.name == a.managed_agent_name)
+            .position(|m| m.name == a.managed_agent_name.as_str())
         {
             Some(i) => &mut container.managed_agents[i],
             None => {
                 container.managed_agents.push(ManagedAgent {
-                    name: a.managed_agent_name.clone(),
+                    name: a.managed_agent_name.as_str().to_owned(),
                     last_status: None,
                     reason: None,
                     last_started_at: None,
@@ -333,10 +283,10 @@ fn parse_range(text: &str) -> Option<(u16, u16)> {
 /// The rules the API documents for a container's network bindings.
 fn check_bindings(bindings: &[NetworkBinding], member: &str) -> Result<(), ApiError> {
     let invalid = |i: usize, what: &str| ApiError::invalid_parameter(format!("Invalid '{member}[{i}]': {what}"));
-    let mut used: Vec<(String, u16, u16)> = Vec::new();
+    let mut used: Vec<(TransportProtocol, u16, u16)> = Vec::new();
     let mut ranges = 0;
     for (i, b) in bindings.iter().enumerate() {
-        let protocol = b.protocol.clone().unwrap_or_else(|| "tcp".into());
+        let protocol = b.protocol.unwrap_or(TransportProtocol::Tcp);
         for (name, port) in [("containerPort", b.container_port), ("hostPort", b.host_port)] {
             if let Some(p) = port.filter(|p| !(1..=65535).contains(p)) {
                 return Err(invalid(i, &format!("{name} {p} is outside 1-65535.")));
@@ -606,10 +556,7 @@ mod tests {
                 json!({"attachments": [{"attachmentArn": "arn:x/eni9", "status": "ATTACHED"}]}),
                 "attachments[0]",
             ),
-            (
-                json!({"managedAgents": [{"containerName": "web", "managedAgentName": "Other", "status": "RUNNING"}]}),
-                "managedAgentName",
-            ),
+            // An unknown managedAgentName is refused by the model check, before these rules.
             (json!({"status": "RUNNING", "reason": "r".repeat(1025)}), "'reason'"),
         ];
         for (body, member) in cases {

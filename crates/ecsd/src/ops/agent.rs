@@ -5,26 +5,22 @@
 //! `InvalidParameterException` and retries everything else forever, so a report that can never
 //! succeed (unknown task, invalid member) must be `InvalidParameterException`.
 
-use serde::{Deserialize, Serialize};
-
 use super::tasks::save_task;
 use super::{active_cluster, task_definitions, Ctx};
 use crate::domain::now;
-use crate::domain::records::{NetworkBinding, Task};
+use crate::domain::records::Task;
 use crate::domain::status::TaskStatus;
-use crate::domain::task_change::{self, AttachmentReport, ContainerReport, TaskStateReport};
+use crate::domain::task_change::{self, ContainerReport, TaskStateReport};
 use crate::error::ApiError;
+use crate::shapes::{
+    DiscoverPollEndpointRequest, DiscoverPollEndpointResponse, SubmitAttachmentStateChangesRequest,
+    SubmitAttachmentStateChangesResponse, SubmitContainerStateChangeRequest, SubmitContainerStateChangeResponse,
+    SubmitTaskStateChangeResponse,
+};
 use crate::store::{StoreError, StoreExt, Tx};
 
-#[derive(Serialize)]
-pub struct Acknowledgment {
-    acknowledgment: String,
-}
-
-fn ack() -> Acknowledgment {
-    Acknowledgment {
-        acknowledgment: "ACK".into(),
-    }
+fn ack() -> Option<String> {
+    Some("ACK".into())
 }
 
 /// The task a report names (id or ARN), which must belong to `cluster`.
@@ -75,28 +71,18 @@ fn apply_report(tx: &mut Tx<'_>, cluster: &str, task: Task, report: &TaskStateRe
     Ok(save_task(tx, cluster, &task, next)?)
 }
 
-pub async fn submit_task_state_change(ctx: &Ctx, report: TaskStateReport) -> Result<Acknowledgment, ApiError> {
+pub async fn submit_task_state_change(
+    ctx: &Ctx,
+    report: TaskStateReport,
+) -> Result<SubmitTaskStateChangeResponse, ApiError> {
     ctx.store
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, report.cluster.as_deref())?;
             let task = reported_task(tx, &cluster, report.task.as_deref())?;
             apply_report(tx, &cluster, task, &report)?;
-            Ok(ack())
+            Ok(SubmitTaskStateChangeResponse { acknowledgment: ack() })
         })
         .await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubmitContainerStateChangeRequest {
-    cluster: Option<String>,
-    task: Option<String>,
-    container_name: Option<String>,
-    runtime_id: Option<String>,
-    status: Option<String>,
-    exit_code: Option<i32>,
-    reason: Option<String>,
-    network_bindings: Option<Vec<NetworkBinding>>,
 }
 
 /// One container's change, as older agents report it; the task's status follows from its
@@ -104,7 +90,7 @@ pub struct SubmitContainerStateChangeRequest {
 pub async fn submit_container_state_change(
     ctx: &Ctx,
     req: SubmitContainerStateChangeRequest,
-) -> Result<Acknowledgment, ApiError> {
+) -> Result<SubmitContainerStateChangeResponse, ApiError> {
     if req.container_name.is_none() {
         return Err(ApiError::invalid_parameter(
             "Missing required parameter 'containerName'.",
@@ -124,7 +110,7 @@ pub async fn submit_container_state_change(
                 status: req.status.clone(),
             };
             let mut report = TaskStateReport {
-                containers: vec![container],
+                containers: Some(vec![container]),
                 ..TaskStateReport::default()
             };
             // Validate and apply the container first, then let the task follow.
@@ -134,21 +120,15 @@ pub async fn submit_container_state_change(
             task_change::apply(&mut probe, &report, is_essential, now())?;
             report.status = task_change::status_from_containers(&probe, is_essential).map(|s| s.as_str().to_owned());
             apply_report(tx, &cluster, task, &report)?;
-            Ok(ack())
+            Ok(SubmitContainerStateChangeResponse { acknowledgment: ack() })
         })
         .await
-}
-
-#[derive(Deserialize)]
-pub struct SubmitAttachmentStateChangesRequest {
-    cluster: Option<String>,
-    attachments: Vec<AttachmentReport>,
 }
 
 pub async fn submit_attachment_state_changes(
     ctx: &Ctx,
     req: SubmitAttachmentStateChangesRequest,
-) -> Result<Acknowledgment, ApiError> {
+) -> Result<SubmitAttachmentStateChangesResponse, ApiError> {
     if req.attachments.is_empty() {
         return Err(ApiError::invalid_parameter(
             "Invalid 'attachments': at least one attachment is required.",
@@ -166,26 +146,14 @@ pub async fn submit_attachment_state_changes(
                     ))
                 })?;
                 let report = TaskStateReport {
-                    attachments: vec![attachment.clone()],
+                    attachments: Some(vec![attachment.clone()]),
                     ..TaskStateReport::default()
                 };
                 apply_report(tx, &cluster, task, &report)?;
             }
-            Ok(ack())
+            Ok(SubmitAttachmentStateChangesResponse { acknowledgment: ack() })
         })
         .await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DiscoverPollEndpointRequest {}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DiscoverPollEndpointResponse {
-    endpoint: String,
-    telemetry_endpoint: String,
-    service_connect_endpoint: String,
 }
 
 /// Where agents reach ecsd's ACS (task delivery) and TCS (telemetry) endpoints.
@@ -195,8 +163,8 @@ pub async fn discover_poll_endpoint(
 ) -> Result<DiscoverPollEndpointResponse, ApiError> {
     let base = ctx.advertise_url.trim_end_matches('/');
     Ok(DiscoverPollEndpointResponse {
-        endpoint: format!("{base}/acs"),
-        telemetry_endpoint: format!("{base}/tcs"),
-        service_connect_endpoint: format!("{base}/service-connect"),
+        endpoint: Some(format!("{base}/acs")),
+        telemetry_endpoint: Some(format!("{base}/tcs")),
+        service_connect_endpoint: Some(format!("{base}/service-connect")),
     })
 }

@@ -1,44 +1,32 @@
 //! CreateCluster, DescribeClusters, ListClusters.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::tags::check_tags;
-use super::{active_cluster, arn_for, decode_token, failure, page_size, paginate, Ctx};
+use super::{active_cluster, arn_for, failure, members, Ctx, Page};
 use crate::domain::is_valid_name;
-use crate::domain::records::{Cluster, Tag};
+use crate::domain::records::Cluster;
 use crate::domain::status::ClusterStatus;
 use crate::error::{ApiError, ErrorCode};
+use crate::shapes::{
+    CreateClusterRequest, CreateClusterResponse, DeleteClusterRequest, DeleteClusterResponse, DescribeClustersRequest,
+    DescribeClustersResponse, ListClustersRequest, ListClustersResponse, UpdateClusterRequest, UpdateClusterResponse,
+    UpdateClusterSettingsRequest, UpdateClusterSettingsResponse,
+};
 use crate::store::{ClusterCounts, StoreExt, Tx};
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateClusterRequest {
-    cluster_name: Option<String>,
-    #[serde(default)]
-    tags: Vec<Tag>,
-    #[serde(flatten)]
-    options: Map<String, Value>,
-}
-
-#[derive(Serialize)]
-pub struct ClusterResponse {
-    cluster: Value,
-}
-
-pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<ClusterResponse, ApiError> {
+pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<CreateClusterResponse, ApiError> {
+    // Everything but the name is kept as the client sent it.
+    let mut options = members(&req, &["clusterName"]);
+    let tags = req.tags.unwrap_or_default();
     let name = req.cluster_name.unwrap_or_else(|| "default".into());
     if !is_valid_name(&name) {
         return Err(ApiError::invalid_parameter(
             "Invalid 'clusterName': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
         ));
     }
-    check_tags(&req.tags)?;
-    let mut options = req.options;
-    options.insert(
-        "tags".into(),
-        serde_json::to_value(&req.tags).unwrap_or_else(|_| json!([])),
-    );
+    check_tags(&tags)?;
+    options.insert("tags".into(), serde_json::to_value(&tags).unwrap_or_else(|_| json!([])));
     ctx.store
         .write(&ctx.scope, move |tx| {
             // Creating a cluster that exists returns it unchanged, as ECS does.
@@ -56,44 +44,47 @@ pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<Clus
                 }
             };
             let counts = tx.cluster_counts(&name)?;
-            Ok(ClusterResponse {
-                cluster: view(&cluster, counts, &ALL_FIELDS),
+            Ok(CreateClusterResponse {
+                cluster: Some(view(&cluster, counts, &ALL_FIELDS)),
             })
         })
         .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UpdateClusterRequest {
-    cluster: String,
-    #[serde(flatten)]
-    options: Map<String, Value>,
+pub async fn update_cluster(ctx: &Ctx, req: UpdateClusterRequest) -> Result<UpdateClusterResponse, ApiError> {
+    let options = members(&req, &["cluster"]);
+    let cluster = change_cluster(ctx, req.cluster, options).await?;
+    Ok(UpdateClusterResponse { cluster: Some(cluster) })
 }
 
-pub async fn update_cluster(ctx: &Ctx, req: UpdateClusterRequest) -> Result<ClusterResponse, ApiError> {
+pub async fn update_cluster_settings(
+    ctx: &Ctx,
+    req: UpdateClusterSettingsRequest,
+) -> Result<UpdateClusterSettingsResponse, ApiError> {
+    let options = members(&req, &["cluster"]);
+    let cluster = change_cluster(ctx, req.cluster, options).await?;
+    Ok(UpdateClusterSettingsResponse { cluster: Some(cluster) })
+}
+
+/// Sets the members `options` of an ACTIVE cluster, keeping the others.
+async fn change_cluster(
+    ctx: &Ctx,
+    reference: String,
+    options: Map<String, Value>,
+) -> Result<crate::shapes::Cluster, ApiError> {
     ctx.store
         .write(&ctx.scope, move |tx| {
-            let name = active_cluster(tx, Some(&req.cluster))?;
+            let name = active_cluster(tx, Some(&reference))?;
             let mut cluster = tx.cluster(&name)?.ok_or_else(ApiError::cluster_not_found)?;
-            for (member, value) in &req.options {
-                cluster.options.insert(member.clone(), value.clone());
-            }
+            cluster.options.extend(options);
             tx.put(&cluster)?;
             let counts = tx.cluster_counts(&name)?;
-            Ok(ClusterResponse {
-                cluster: view(&cluster, counts, &ALL_FIELDS),
-            })
+            Ok(view(&cluster, counts, &ALL_FIELDS))
         })
         .await
 }
 
-#[derive(Deserialize)]
-pub struct DeleteClusterRequest {
-    cluster: String,
-}
-
-pub async fn delete_cluster(ctx: &Ctx, req: DeleteClusterRequest) -> Result<ClusterResponse, ApiError> {
+pub async fn delete_cluster(ctx: &Ctx, req: DeleteClusterRequest) -> Result<DeleteClusterResponse, ApiError> {
     ctx.store
         .write(&ctx.scope, move |tx| {
             let name = active_cluster(tx, Some(&req.cluster))?;
@@ -113,24 +104,11 @@ pub async fn delete_cluster(ctx: &Ctx, req: DeleteClusterRequest) -> Result<Clus
             }
             cluster.status = ClusterStatus::Inactive;
             tx.put(&cluster)?;
-            Ok(ClusterResponse {
-                cluster: view(&cluster, counts, &ALL_FIELDS),
+            Ok(DeleteClusterResponse {
+                cluster: Some(view(&cluster, counts, &ALL_FIELDS)),
             })
         })
         .await
-}
-
-#[derive(Deserialize)]
-pub struct DescribeClustersRequest {
-    clusters: Option<Vec<String>>,
-    #[serde(default)]
-    include: Vec<String>,
-}
-
-#[derive(Serialize)]
-pub struct DescribeClustersResponse {
-    clusters: Vec<Value>,
-    failures: Vec<Value>,
 }
 
 pub async fn describe_clusters(ctx: &Ctx, req: DescribeClustersRequest) -> Result<DescribeClustersResponse, ApiError> {
@@ -140,13 +118,10 @@ pub async fn describe_clusters(ctx: &Ctx, req: DescribeClustersRequest) -> Resul
             "Invalid 'clusters': at most 100 clusters can be described at once.",
         ));
     }
-    let include = req.include;
+    let include: Vec<&str> = req.include.unwrap_or_default().iter().map(|f| f.as_str()).collect();
     ctx.store
         .read(&ctx.scope, move |tx| {
-            let mut out = DescribeClustersResponse {
-                clusters: Vec::new(),
-                failures: Vec::new(),
-            };
+            let (mut clusters, mut failures) = (Vec::new(), Vec::new());
             for reference in &references {
                 let found = match tx.scope().cluster_name(reference) {
                     Some(name) => tx.cluster(name)?,
@@ -155,37 +130,25 @@ pub async fn describe_clusters(ctx: &Ctx, req: DescribeClustersRequest) -> Resul
                 match found {
                     Some(cluster) => {
                         let counts = tx.cluster_counts(&cluster.cluster_name)?;
-                        out.clusters.push(view(&cluster, counts, &include));
+                        clusters.push(view(&cluster, counts, &include));
                     }
                     None => {
                         let arn = arn_for(reference, |name| tx.scope().cluster_arn(name));
-                        out.failures.push(failure(&arn, "MISSING"));
+                        failures.push(failure(&arn, "MISSING"));
                     }
                 }
             }
-            Ok(out)
+            Ok(DescribeClustersResponse {
+                clusters: Some(clusters),
+                failures: Some(failures),
+            })
         })
         .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListClustersRequest {
-    max_results: Option<i32>,
-    next_token: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListClustersResponse {
-    cluster_arns: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_token: Option<String>,
-}
-
 pub async fn list_clusters(ctx: &Ctx, req: ListClustersRequest) -> Result<ListClustersResponse, ApiError> {
-    let limit = page_size(req.max_results)?;
-    let after = decode_token("clusters", req.next_token.as_deref())?;
+    let page = Page::new("clusters", req.max_results, req.next_token.as_deref())?;
+    let (limit, after) = (page.limit, page.after.clone());
     let principal = ctx.principal.clone();
     let clusters = ctx
         .store
@@ -203,9 +166,9 @@ pub async fn list_clusters(ctx: &Ctx, req: ListClustersRequest) -> Result<ListCl
             }
         })
         .await?;
-    let (page, next_token) = paginate(clusters, limit, "clusters", |c| c.cluster_name.clone());
+    let (shown, next_token) = page.finish(clusters, |c| c.cluster_name.clone());
     Ok(ListClustersResponse {
-        cluster_arns: page.into_iter().map(|c| c.cluster_arn).collect(),
+        cluster_arns: Some(shown.into_iter().map(|c| c.cluster_arn).collect()),
         next_token,
     })
 }
@@ -247,9 +210,9 @@ fn statistics(counts: &ClusterCounts) -> Value {
 
 /// A cluster as DescribeClusters shows it: counts derived from what the cluster holds, and the
 /// optional parts only when `include` asks for them.
-fn view<S: AsRef<str>>(cluster: &Cluster, counts: ClusterCounts, include: &[S]) -> Value {
+fn view(cluster: &Cluster, counts: ClusterCounts, include: &[&str]) -> crate::shapes::Cluster {
     let counts = &counts;
-    let wants = |field: &str| include.iter().any(|i| i.as_ref() == field);
+    let wants = |field: &str| include.contains(&field);
     let mut out = Map::new();
     out.insert("clusterArn".into(), cluster.cluster_arn.clone().into());
     out.insert("clusterName".into(), cluster.cluster_name.clone().into());
@@ -290,5 +253,5 @@ fn view<S: AsRef<str>>(cluster: &Cluster, counts: ClusterCounts, include: &[S]) 
     if let Some(defaults) = cluster.options.get("serviceConnectDefaults") {
         out.insert("serviceConnectDefaults".into(), defaults.clone());
     }
-    Value::Object(out)
+    crate::shapes::Cluster(Value::Object(out))
 }

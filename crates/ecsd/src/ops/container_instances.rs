@@ -3,51 +3,40 @@
 //! Registration answers with every attribute the agent sent, unchanged: the real agent exits
 //! for good when one is missing or altered.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::tags::check_tags;
 use super::tasks::id_of;
-use super::{active_cluster, arn_for, decode_token, failure, page_size, paginate, Ctx};
+use super::{active_cluster, arn_for, failure, Ctx, Page};
 use crate::domain::placement::{remaining_resources, Candidate};
 use crate::domain::query;
-use crate::domain::records::{Attribute, ContainerInstance, Resource, Tag};
+use crate::domain::records::{Attribute, ContainerInstance, Resource};
 use crate::domain::status::ContainerInstanceStatus;
 use crate::domain::{events, new_id, now};
 use crate::error::{ApiError, ErrorCode};
+use crate::shapes::{
+    ContainerInstanceField, DeleteAttributesRequest, DeleteAttributesResponse, DeregisterContainerInstanceRequest,
+    DeregisterContainerInstanceResponse, DescribeContainerInstancesRequest, DescribeContainerInstancesResponse,
+    ListAttributesRequest, ListAttributesResponse, ListContainerInstancesRequest, ListContainerInstancesResponse,
+    PutAttributesRequest, PutAttributesResponse, RegisterContainerInstanceRequest, RegisterContainerInstanceResponse,
+    TargetType, UpdateContainerInstancesStateRequest, UpdateContainerInstancesStateResponse,
+};
 use crate::store::{StoreError, StoreExt, Tx};
 
 const MAX_CUSTOM_ATTRIBUTES: usize = 10;
 const MAX_ATTRIBUTE_LEN: usize = 128;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterContainerInstanceRequest {
-    cluster: Option<String>,
-    instance_identity_document: Option<String>,
-    #[serde(default)]
-    total_resources: Vec<Resource>,
-    version_info: Option<Value>,
-    container_instance_arn: Option<String>,
-    #[serde(default)]
-    attributes: Vec<Attribute>,
-    #[serde(default)]
-    tags: Vec<Tag>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerInstanceResponse {
-    container_instance: Value,
-}
-
 pub async fn register_container_instance(
     ctx: &Ctx,
     req: RegisterContainerInstanceRequest,
-) -> Result<ContainerInstanceResponse, ApiError> {
-    check_attributes(&req.attributes)?;
-    check_tags(&req.tags)?;
-    check_resources(&req.total_resources)?;
+) -> Result<RegisterContainerInstanceResponse, ApiError> {
+    let attributes = req.attributes.unwrap_or_default();
+    let tags = req.tags.unwrap_or_default();
+    let total_resources = req.total_resources.unwrap_or_default();
+    check_attributes(&attributes)?;
+    check_tags(&tags)?;
+    check_resources(&total_resources)?;
+    let version_info = req.version_info.map(|v| serde_json::to_value(v).unwrap_or(Value::Null));
     let ec2_instance_id = req
         .instance_identity_document
         .as_deref()
@@ -83,22 +72,21 @@ pub async fn register_container_instance(
                     .or_else(|| Some(format!("mi-{}", &new_id()[..17]))),
                 version: previous.as_ref().map_or(1, |p| p.version + 1),
                 // Agents tell their versions on their ACS connection, not here: keep those.
-                version_info: req
-                    .version_info
+                version_info: version_info
                     .clone()
                     .or_else(|| previous.as_ref().and_then(|p| p.version_info.clone())),
-                registered_resources: req.total_resources.clone(),
+                registered_resources: total_resources.clone(),
                 status: ContainerInstanceStatus::Active,
                 agent_connected: previous.as_ref().is_some_and(|p| p.agent_connected),
-                attributes: req.attributes.clone(),
+                attributes: attributes.clone(),
                 registered_at: previous.as_ref().map_or_else(now, |p| p.registered_at),
                 attachments: previous.as_ref().map(|p| p.attachments.clone()).unwrap_or_default(),
-                tags: req.tags.clone(),
+                tags: tags.clone(),
                 health_status: previous.and_then(|p| p.health_status),
             };
             save_instance(tx, &cluster, &id, &instance)?;
-            Ok(ContainerInstanceResponse {
-                container_instance: view(tx, &cluster, &id, instance, Include::ALL)?,
+            Ok(RegisterContainerInstanceResponse {
+                container_instance: Some(shown(view(tx, &cluster, &id, instance, Include::ALL)?)),
             })
         })
         .await
@@ -216,6 +204,10 @@ impl Include {
     };
 }
 
+fn shown(view: Value) -> crate::shapes::ContainerInstance {
+    crate::shapes::ContainerInstance(view)
+}
+
 /// A container instance as ECS shows it: remaining resources and task counts derived from
 /// the tasks that hold resources on it.
 fn view(
@@ -241,79 +233,44 @@ fn view(
     Ok(out)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DescribeContainerInstancesRequest {
-    cluster: Option<String>,
-    container_instances: Vec<String>,
-    #[serde(default)]
-    include: Vec<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DescribeContainerInstancesResponse {
-    container_instances: Vec<Value>,
-    failures: Vec<Value>,
-}
-
 pub async fn describe_container_instances(
     ctx: &Ctx,
     req: DescribeContainerInstancesRequest,
 ) -> Result<DescribeContainerInstancesResponse, ApiError> {
+    let wanted = req.include.unwrap_or_default();
     if req.container_instances.is_empty() || req.container_instances.len() > 100 {
         return Err(ApiError::invalid_parameter(
             "Invalid 'containerInstances': between 1 and 100 container instances can be described at once.",
         ));
     }
     let include = Include {
-        tags: req.include.iter().any(|i| i == "TAGS"),
-        health: req.include.iter().any(|i| i == "CONTAINER_INSTANCE_HEALTH"),
+        tags: wanted.contains(&ContainerInstanceField::Tags),
+        health: wanted.contains(&ContainerInstanceField::ContainerInstanceHealth),
     };
     ctx.store
         .read(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
             let scope = tx.scope().clone();
-            let mut out = DescribeContainerInstancesResponse {
-                container_instances: Vec::new(),
-                failures: Vec::new(),
-            };
+            let (mut shown_instances, mut failures) = (Vec::new(), Vec::new());
             for reference in &req.container_instances {
                 let found = match scope.id_in(reference, "container-instance", &cluster) {
                     Some(id) => tx.container_instance(&cluster, id)?.map(|i| (id.to_owned(), i)),
                     None => None,
                 };
                 match found {
-                    Some((id, instance)) => out
-                        .container_instances
-                        .push(view(tx, &cluster, &id, instance, include)?),
+                    Some((id, instance)) => shown_instances.push(shown(view(tx, &cluster, &id, instance, include)?)),
                     None => {
                         let arn = arn_for(reference, |id| scope.container_instance_arn(&cluster, id));
-                        out.failures.push(failure(&arn, "MISSING"));
+                        failures.push(failure(&arn, "MISSING"));
                     }
                 }
             }
-            Ok(out)
+            Ok(DescribeContainerInstancesResponse {
+                container_instances: Some(shown_instances),
+                failures: Some(failures),
+            })
         })
         .await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListContainerInstancesRequest {
-    cluster: Option<String>,
-    filter: Option<String>,
-    max_results: Option<i32>,
-    next_token: Option<String>,
-    status: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListContainerInstancesResponse {
-    container_instance_arns: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_token: Option<String>,
 }
 
 pub async fn list_container_instances(
@@ -321,15 +278,9 @@ pub async fn list_container_instances(
     req: ListContainerInstancesRequest,
 ) -> Result<ListContainerInstancesResponse, ApiError> {
     let filter = req.filter.as_deref().map(query::parse).transpose()?;
-    let limit = page_size(req.max_results)?;
-    let after = decode_token("container-instances", req.next_token.as_deref())?;
-    let status = match req.status.as_deref() {
-        None => None,
-        Some(text) => Some(
-            ContainerInstanceStatus::parse(text)
-                .ok_or_else(|| ApiError::invalid_parameter(format!("Invalid 'status' {text}.")))?,
-        ),
-    };
+    let page = Page::new("container-instances", req.max_results, req.next_token.as_deref())?;
+    let (limit, after) = (page.limit, page.after.clone());
+    let status = req.status.map(ContainerInstanceStatus::from);
     let instances = ctx
         .store
         .read(&ctx.scope, move |tx| {
@@ -351,11 +302,9 @@ pub async fn list_container_instances(
             Ok::<_, ApiError>(matching)
         })
         .await?;
-    let (page, next_token) = paginate(instances, limit, "container-instances", |i| {
-        id_of(&i.container_instance_arn).to_owned()
-    });
+    let (instances, next_token) = page.finish(instances, |i| id_of(&i.container_instance_arn).to_owned());
     Ok(ListContainerInstancesResponse {
-        container_instance_arns: page.into_iter().map(|i| i.container_instance_arn).collect(),
+        container_instance_arns: Some(instances.into_iter().map(|i| i.container_instance_arn).collect()),
         next_token,
     })
 }
@@ -373,26 +322,18 @@ fn find_instance(
     Ok(tx.container_instance(cluster, id)?.map(|i| (id.to_owned(), i)))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeregisterContainerInstanceRequest {
-    cluster: Option<String>,
-    container_instance: String,
-    #[serde(default)]
-    force: bool,
-}
-
 pub async fn deregister_container_instance(
     ctx: &Ctx,
     req: DeregisterContainerInstanceRequest,
-) -> Result<ContainerInstanceResponse, ApiError> {
+) -> Result<DeregisterContainerInstanceResponse, ApiError> {
+    let force = req.force.unwrap_or(false);
     ctx.store
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
             let (id, mut instance) = find_instance(tx, &cluster, &req.container_instance)?
                 .ok_or_else(|| ApiError::invalid_parameter("The referenced container instance was not found."))?;
             let load = tx.instance_load(&cluster, &id)?;
-            if !req.force && load.running + load.pending > 0 {
+            if !force && load.running + load.pending > 0 {
                 return Err(ApiError::invalid_parameter(
                     "The container instance has tasks that are not stopped; deregister it with force to orphan them.",
                 ));
@@ -402,31 +343,23 @@ pub async fn deregister_container_instance(
                 instance.version += 1;
                 save_instance(tx, &cluster, &id, &instance)?;
             }
-            Ok(ContainerInstanceResponse {
-                container_instance: view(tx, &cluster, &id, instance, Include::ALL)?,
+            Ok(DeregisterContainerInstanceResponse {
+                container_instance: Some(shown(view(tx, &cluster, &id, instance, Include::ALL)?)),
             })
         })
         .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UpdateContainerInstancesStateRequest {
-    cluster: Option<String>,
-    container_instances: Vec<String>,
-    status: String,
-}
-
 pub async fn update_container_instances_state(
     ctx: &Ctx,
     req: UpdateContainerInstancesStateRequest,
-) -> Result<DescribeContainerInstancesResponse, ApiError> {
-    let status = match ContainerInstanceStatus::parse(&req.status) {
-        Some(status @ (ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining)) => status,
+) -> Result<UpdateContainerInstancesStateResponse, ApiError> {
+    let status = match ContainerInstanceStatus::from(req.status) {
+        status @ (ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining) => status,
         _ => {
             return Err(ApiError::invalid_parameter(format!(
                 "Invalid 'status' {}: container instances can only be set to ACTIVE or DRAINING.",
-                req.status
+                req.status.as_str()
             )))
         }
     };
@@ -438,18 +371,15 @@ pub async fn update_container_instances_state(
     ctx.store
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
-            let mut out = DescribeContainerInstancesResponse {
-                container_instances: Vec::new(),
-                failures: Vec::new(),
-            };
+            let (mut updated, mut failures) = (Vec::new(), Vec::new());
             for reference in &req.container_instances {
                 let arn = arn_for(reference, |id| tx.scope().container_instance_arn(&cluster, id));
                 let Some((id, mut instance)) = find_instance(tx, &cluster, reference)? else {
-                    out.failures.push(failure(&arn, "MISSING"));
+                    failures.push(failure(&arn, "MISSING"));
                     continue;
                 };
                 if instance.status == ContainerInstanceStatus::Inactive {
-                    out.failures.push(failure(&arn, "INACTIVE"));
+                    failures.push(failure(&arn, "INACTIVE"));
                     continue;
                 }
                 if instance.status != status {
@@ -457,24 +387,14 @@ pub async fn update_container_instances_state(
                     instance.version += 1;
                     save_instance(tx, &cluster, &id, &instance)?;
                 }
-                out.container_instances
-                    .push(view(tx, &cluster, &id, instance, Include::NONE)?);
+                updated.push(shown(view(tx, &cluster, &id, instance, Include::NONE)?));
             }
-            Ok(out)
+            Ok(UpdateContainerInstancesStateResponse {
+                container_instances: Some(updated),
+                failures: Some(failures),
+            })
         })
         .await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttributesRequest {
-    cluster: Option<String>,
-    attributes: Vec<Attribute>,
-}
-
-#[derive(Serialize)]
-pub struct AttributesResponse {
-    attributes: Vec<Attribute>,
 }
 
 /// The instance each attribute of a Put/DeleteAttributes targets.
@@ -485,15 +405,7 @@ fn attribute_targets(
 ) -> Result<Vec<(String, ContainerInstance)>, ApiError> {
     let mut targets: Vec<(String, ContainerInstance)> = Vec::new();
     for (i, attribute) in attributes.iter().enumerate() {
-        if attribute
-            .target_type
-            .as_deref()
-            .is_some_and(|t| t != "container-instance")
-        {
-            return Err(ApiError::invalid_parameter(format!(
-                "Invalid 'attributes[{i}].targetType': only container-instance is supported."
-            )));
-        }
+        // The model's only target type is container-instance.
         let target = attribute.target_id.as_deref().ok_or_else(|| {
             ApiError::invalid_parameter(format!("Invalid 'attributes[{i}].targetId': the target is required."))
         })?;
@@ -519,7 +431,7 @@ fn targets_instance(attribute: &Attribute, tx: &Tx<'_>, cluster: &str, id: &str)
         || attribute.target_id.as_deref() == Some(&tx.scope().container_instance_arn(cluster, id))
 }
 
-pub async fn put_attributes(ctx: &Ctx, req: AttributesRequest) -> Result<AttributesResponse, ApiError> {
+pub async fn put_attributes(ctx: &Ctx, req: PutAttributesRequest) -> Result<PutAttributesResponse, ApiError> {
     if req.attributes.is_empty() || req.attributes.len() > MAX_CUSTOM_ATTRIBUTES {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid 'attributes': between 1 and {MAX_CUSTOM_ATTRIBUTES} attributes can be put at once."
@@ -551,14 +463,14 @@ pub async fn put_attributes(ctx: &Ctx, req: AttributesRequest) -> Result<Attribu
                 }
                 save_instance(tx, &cluster, &id, &instance)?;
             }
-            Ok(AttributesResponse {
-                attributes: req.attributes.clone(),
+            Ok(PutAttributesResponse {
+                attributes: Some(req.attributes.clone()),
             })
         })
         .await
 }
 
-pub async fn delete_attributes(ctx: &Ctx, req: AttributesRequest) -> Result<AttributesResponse, ApiError> {
+pub async fn delete_attributes(ctx: &Ctx, req: DeleteAttributesRequest) -> Result<DeleteAttributesResponse, ApiError> {
     if req.attributes.is_empty() {
         return Err(ApiError::invalid_parameter(
             "Invalid 'attributes': at least one attribute is required.",
@@ -577,45 +489,22 @@ pub async fn delete_attributes(ctx: &Ctx, req: AttributesRequest) -> Result<Attr
                 instance.attributes.retain(|a| !doomed.contains(&a.name.as_str()));
                 save_instance(tx, &cluster, &id, &instance)?;
             }
-            Ok(AttributesResponse {
-                attributes: req.attributes.clone(),
+            Ok(DeleteAttributesResponse {
+                attributes: Some(req.attributes.clone()),
             })
         })
         .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListAttributesRequest {
-    cluster: Option<String>,
-    target_type: String,
-    attribute_name: Option<String>,
-    attribute_value: Option<String>,
-    max_results: Option<i32>,
-    next_token: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListAttributesResponse {
-    attributes: Vec<Attribute>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_token: Option<String>,
-}
-
 pub async fn list_attributes(ctx: &Ctx, req: ListAttributesRequest) -> Result<ListAttributesResponse, ApiError> {
-    if req.target_type != "container-instance" {
-        return Err(ApiError::invalid_parameter(
-            "Invalid 'targetType': only container-instance is supported.",
-        ));
-    }
+    // The model's only target type is container-instance.
     if req.attribute_value.is_some() && req.attribute_name.is_none() {
         return Err(ApiError::invalid_parameter(
             "'attributeValue' can only be given with 'attributeName'.",
         ));
     }
-    let limit = page_size(req.max_results)?;
-    let after = decode_token("attributes", req.next_token.as_deref())?;
+    let page = Page::new("attributes", req.max_results, req.next_token.as_deref())?;
+    let after = page.after.clone();
     let found = ctx
         .store
         .read(&ctx.scope, move |tx| {
@@ -634,7 +523,7 @@ pub async fn list_attributes(ctx: &Ctx, req: ListAttributesRequest) -> Result<Li
                         found.push((
                             key,
                             Attribute {
-                                target_type: Some("container-instance".into()),
+                                target_type: Some(TargetType::ContainerInstance),
                                 target_id: Some(instance.container_instance_arn.clone()),
                                 ..a
                             },
@@ -645,9 +534,9 @@ pub async fn list_attributes(ctx: &Ctx, req: ListAttributesRequest) -> Result<Li
             Ok::<_, ApiError>(found)
         })
         .await?;
-    let (page, next_token) = paginate(found, limit, "attributes", |(key, _)| key.clone());
+    let (found, next_token) = page.finish(found, |(key, _)| key.clone());
     Ok(ListAttributesResponse {
-        attributes: page.into_iter().map(|(_, a)| a).collect(),
+        attributes: Some(found.into_iter().map(|(_, a)| a).collect()),
         next_token,
     })
 }

@@ -17,15 +17,15 @@ pub mod tcs;
 use std::sync::Arc;
 
 use base64::Engine;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
 use crate::domain::status::ClusterStatus;
 use crate::domain::Scope;
 use crate::error::ApiError;
+use crate::shapes::{self, Failure, OperationShapes};
 use crate::store::{Store, StoreError, Tx};
 use crate::throttle::Family;
 
@@ -74,9 +74,11 @@ macro_rules! operations {
             pub async fn call(self, ctx: &Ctx, input: Value) -> Result<Value, ApiError> {
                 match self {
                     $(Operation::$name => {
-                        let request = serde_json::from_value(input)
+                        // The model's shapes, so a handler cannot take or give anything else.
+                        let request: <shapes::operation::$name as OperationShapes>::Input = serde_json::from_value(input)
                             .map_err(|e| ApiError::serialization(format!("Unable to read the request: {e}")))?;
-                        let response = $module::$handler(ctx, request).await?;
+                        let response: <shapes::operation::$name as OperationShapes>::Output =
+                            $module::$handler(ctx, request).await?;
                         serde_json::to_value(response)
                             .map_err(|e| ApiError::server(format!("Unable to write the response: {e}")))
                     })*
@@ -91,7 +93,7 @@ operations! {
     DescribeClusters(Read) => clusters::describe_clusters,
     ListClusters(Read) => clusters::list_clusters,
     UpdateCluster(Write) => clusters::update_cluster,
-    UpdateClusterSettings(Write) => clusters::update_cluster,
+    UpdateClusterSettings(Write) => clusters::update_cluster_settings,
     DeleteCluster(Write) => clusters::delete_cluster,
     RegisterTaskDefinition(Write) => task_definitions::register_task_definition,
     DescribeTaskDefinition(Read) => task_definitions::describe_task_definition,
@@ -134,27 +136,29 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// A request with a fingerprint of what it asks for: a digest of every member but its
-/// idempotency token (`clientToken`), with object members in sorted order so that the same
-/// request always gives the same fingerprint. Two requests with one token ask for the same
-/// thing exactly when their fingerprints match.
-pub struct Fingerprinted<T> {
-    pub request: T,
-    pub fingerprint: String,
+/// A fingerprint of what a request asks for: a digest of every member but its idempotency
+/// token (`clientToken`), with object members in sorted order so that the same request always
+/// gives the same fingerprint. Two requests with one token ask for the same thing exactly when
+/// their fingerprints match.
+pub fn fingerprint(request: &impl Serialize) -> String {
+    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
+    if let Some(members) = value.as_object_mut() {
+        members.remove("clientToken");
+    }
+    let mut digest = Sha256::new();
+    canonical(&value, &mut digest);
+    digest.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Fingerprinted<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut value = Value::deserialize(deserializer)?;
-        let request = T::deserialize(&value).map_err(serde::de::Error::custom)?;
-        if let Some(members) = value.as_object_mut() {
-            members.remove("clientToken");
-        }
-        let mut digest = Sha256::new();
-        canonical(&value, &mut digest);
-        let fingerprint = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Fingerprinted { request, fingerprint })
-    }
+/// A request's members as JSON, but those named in `except`: what ecsd keeps of members it
+/// stores without interpreting them.
+fn members(request: &impl Serialize, except: &[&str]) -> Map<String, Value> {
+    let mut members = match serde_json::to_value(request) {
+        Ok(Value::Object(members)) => members,
+        _ => Map::new(),
+    };
+    members.retain(|k, _| !except.contains(&k.as_str()));
+    members
 }
 
 /// Feeds `value` to the digest as JSON with every object's members in sorted order.
@@ -199,8 +203,12 @@ fn active_cluster(tx: &mut Tx<'_>, reference: Option<&str>) -> Result<String, Ap
 }
 
 /// A `Failure` of a batch operation: which resource, and why.
-fn failure(arn: &str, reason: &str) -> Value {
-    serde_json::json!({"arn": arn, "reason": reason})
+fn failure(arn: &str, reason: &str) -> Failure {
+    Failure {
+        arn: Some(arn.to_owned()),
+        reason: Some(reason.to_owned()),
+        detail: None,
+    }
 }
 
 /// The ARN a reference stands for: itself if it is one, else the ARN `build` makes of the short
@@ -221,6 +229,38 @@ fn page_size(max_results: Option<i32>) -> Result<usize, ApiError> {
         Some(n) => Err(ApiError::invalid_parameter(format!(
             "Invalid value {n} for 'maxResults'; it must be between 1 and 100."
         ))),
+    }
+}
+
+/// One page of a list operation: how many to show, where the client's token resumes, and the
+/// token for the next page. Lists fetch `fetch()` items (one more than they show) so that a
+/// full last page gives no token.
+pub(crate) struct Page {
+    kind: &'static str,
+    pub limit: usize,
+    /// The last key of the previous page.
+    pub after: Option<String>,
+}
+
+impl Page {
+    /// The page `max_results` and `next_token` ask for, of the list `kind` (tokens of one list
+    /// are refused by another).
+    pub fn new(kind: &'static str, max_results: Option<i32>, next_token: Option<&str>) -> Result<Page, ApiError> {
+        Ok(Page {
+            kind,
+            limit: page_size(max_results)?,
+            after: decode_token(kind, next_token)?,
+        })
+    }
+
+    /// How many items to fetch.
+    pub fn fetch(&self) -> usize {
+        self.limit + 1
+    }
+
+    /// The items to show of those fetched, and the token that resumes after the last of them.
+    pub fn finish<T>(&self, items: Vec<T>, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+        paginate(items, self.limit, self.kind, key)
     }
 }
 
@@ -283,7 +323,7 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_the_token_and_member_order() {
-        let print = |v: Value| serde_json::from_value::<Fingerprinted<Value>>(v).unwrap().fingerprint;
+        let print = |v: Value| fingerprint(&v);
         let a = print(
             serde_json::json!({"taskDefinition": "web", "count": 2, "clientToken": "t1",
                                          "overrides": {"b": 1, "a": [1, 2]}}),

@@ -3,13 +3,16 @@
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Ctx;
 use crate::domain::records::Tag;
 use crate::domain::status::ClusterStatus;
 use crate::error::{ApiError, ErrorCode};
+use crate::shapes::{
+    ListTagsForResourceRequest, ListTagsForResourceResponse, TagResourceRequest, TagResourceResponse,
+    UntagResourceRequest, UntagResourceResponse,
+};
 use crate::store::{StoreExt, Tx};
 
 const MAX_TAGS: usize = 50;
@@ -191,17 +194,7 @@ fn edit_tags(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TagResourceRequest {
-    resource_arn: String,
-    tags: Vec<Tag>,
-}
-
-#[derive(Serialize)]
-pub struct Empty {}
-
-pub async fn tag_resource(ctx: &Ctx, req: TagResourceRequest) -> Result<Empty, ApiError> {
+pub async fn tag_resource(ctx: &Ctx, req: TagResourceRequest) -> Result<TagResourceResponse, ApiError> {
     check_tags(&req.tags)?;
     ctx.store
         .write(&ctx.scope, move |tx| {
@@ -210,19 +203,12 @@ pub async fn tag_resource(ctx: &Ctx, req: TagResourceRequest) -> Result<Empty, A
                 *tags = merge_tags(tags, &added);
                 check_tags(tags)
             })?;
-            Ok(Empty {})
+            Ok(TagResourceResponse {})
         })
         .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UntagResourceRequest {
-    resource_arn: String,
-    tag_keys: Vec<String>,
-}
-
-pub async fn untag_resource(ctx: &Ctx, req: UntagResourceRequest) -> Result<Empty, ApiError> {
+pub async fn untag_resource(ctx: &Ctx, req: UntagResourceRequest) -> Result<UntagResourceResponse, ApiError> {
     ctx.store
         .write(&ctx.scope, move |tx| {
             let keys = req.tag_keys.clone();
@@ -230,20 +216,9 @@ pub async fn untag_resource(ctx: &Ctx, req: UntagResourceRequest) -> Result<Empt
                 tags.retain(|t| !keys.iter().any(|k| t.key.as_deref() == Some(k.as_str())));
                 Ok(())
             })?;
-            Ok(Empty {})
+            Ok(UntagResourceResponse {})
         })
         .await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListTagsForResourceRequest {
-    resource_arn: String,
-}
-
-#[derive(Serialize)]
-pub struct ListTagsForResourceResponse {
-    tags: Vec<Tag>,
 }
 
 pub async fn list_tags_for_resource(
@@ -254,7 +229,7 @@ pub async fn list_tags_for_resource(
     ctx.store
         .read(&ctx.scope, move |tx| {
             let tags = edit_tags(tx, &req.resource_arn, |_| Ok(()))?;
-            Ok(ListTagsForResourceResponse { tags })
+            Ok(ListTagsForResourceResponse { tags: Some(tags) })
         })
         .await
 }

@@ -3,48 +3,39 @@
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::tags::check_tags;
-use super::{decode_token, page_size, paginate, Ctx};
+use super::{members, Ctx, Page};
 use crate::domain::quantities;
-use crate::domain::records::{StoredTaskDefinition, Tag};
+use crate::domain::records::StoredTaskDefinition;
 use crate::domain::status::TaskDefinitionStatus;
 use crate::domain::{is_valid_name, now};
 use crate::error::ApiError;
+use crate::shapes::{
+    DeleteTaskDefinitionsRequest, DeleteTaskDefinitionsResponse, DeregisterTaskDefinitionRequest,
+    DeregisterTaskDefinitionResponse, DescribeTaskDefinitionRequest, DescribeTaskDefinitionResponse, Failure,
+    ListTaskDefinitionFamiliesRequest, ListTaskDefinitionFamiliesResponse, ListTaskDefinitionsRequest,
+    ListTaskDefinitionsResponse, RegisterTaskDefinitionRequest, RegisterTaskDefinitionResponse, SortOrder,
+    TaskDefinition, TaskDefinitionFamilyStatus, TaskDefinitionField,
+};
 use crate::store::{FamilyStatus, StoreExt, Tx};
 
 const MAX_CONTAINERS: usize = 10;
 const MAX_DEFINITION_BYTES: usize = 64 * 1024;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegisterTaskDefinitionRequest {
-    family: String,
-    #[serde(default)]
-    tags: Vec<Tag>,
-    #[serde(flatten)]
-    definition: Map<String, Value>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskDefinitionResponse {
-    task_definition: Map<String, Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tags: Option<Vec<Tag>>,
+/// A stored definition as the model's `TaskDefinition`.
+fn shown(stored: StoredTaskDefinition) -> TaskDefinition {
+    TaskDefinition(Value::Object(stored.definition))
 }
 
 pub async fn register_task_definition(
     ctx: &Ctx,
     req: RegisterTaskDefinitionRequest,
-) -> Result<TaskDefinitionResponse, ApiError> {
-    let RegisterTaskDefinitionRequest {
-        family,
-        tags,
-        mut definition,
-    } = req;
+) -> Result<RegisterTaskDefinitionResponse, ApiError> {
+    // The definition is every member of the request but its tags, kept as the client sent it.
+    let mut definition = members(&req, &["tags"]);
+    let (family, tags) = (req.family, req.tags.unwrap_or_default());
     if !is_valid_name(&family) {
         return Err(ApiError::client(
             "Invalid 'family': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
@@ -58,7 +49,6 @@ pub async fn register_task_definition(
     }
     quantities::check_task_definition(&definition)?;
     fill_defaults(&mut definition)?;
-    definition.insert("family".into(), family.clone().into());
     ctx.store
         .write(&ctx.scope, move |tx| {
             let revision = tx.last_revision(&family)? + 1;
@@ -80,9 +70,9 @@ pub async fn register_task_definition(
                 tags: tags.clone(),
             };
             tx.put(&stored)?;
-            Ok(TaskDefinitionResponse {
-                task_definition: stored.definition,
-                tags: Some(stored.tags),
+            Ok(RegisterTaskDefinitionResponse {
+                tags: Some(stored.tags.clone()),
+                task_definition: Some(shown(stored)),
             })
         })
         .await
@@ -220,28 +210,20 @@ fn check_port_mapping(mapping: &mut Value, network_mode: &str, member: &str) -> 
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DescribeTaskDefinitionRequest {
-    task_definition: String,
-    #[serde(default)]
-    include: Vec<String>,
-}
-
 pub async fn describe_task_definition(
     ctx: &Ctx,
     req: DescribeTaskDefinitionRequest,
-) -> Result<TaskDefinitionResponse, ApiError> {
-    let with_tags = req.include.iter().any(|i| i == "TAGS");
+) -> Result<DescribeTaskDefinitionResponse, ApiError> {
+    let with_tags = req.include.unwrap_or_default().contains(&TaskDefinitionField::Tags);
     let reference = req.task_definition;
     let stored = ctx
         .store
         .read(&ctx.scope, move |tx| find(tx, &reference))
         .await?
         .ok_or_else(|| ApiError::client("Unable to describe task definition."))?;
-    Ok(TaskDefinitionResponse {
-        task_definition: stored.definition,
-        tags: with_tags.then_some(stored.tags),
+    Ok(DescribeTaskDefinitionResponse {
+        tags: with_tags.then(|| stored.tags.clone()),
+        task_definition: Some(shown(stored)),
     })
 }
 
@@ -273,16 +255,10 @@ fn find_revision(tx: &mut Tx<'_>, reference: &str) -> Result<Option<StoredTaskDe
     Ok(tx.task_definition(&family, revision)?)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeregisterTaskDefinitionRequest {
-    task_definition: String,
-}
-
 pub async fn deregister_task_definition(
     ctx: &Ctx,
     req: DeregisterTaskDefinitionRequest,
-) -> Result<TaskDefinitionResponse, ApiError> {
+) -> Result<DeregisterTaskDefinitionResponse, ApiError> {
     ctx.store
         .write(&ctx.scope, move |tx| {
             let mut stored = find_revision(tx, &req.task_definition)?
@@ -298,25 +274,11 @@ pub async fn deregister_task_definition(
                     return Err(ApiError::client("The specified task definition is being deleted."))
                 }
             }
-            Ok(TaskDefinitionResponse {
-                task_definition: stored.definition,
-                tags: None,
+            Ok(DeregisterTaskDefinitionResponse {
+                task_definition: Some(shown(stored)),
             })
         })
         .await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeleteTaskDefinitionsRequest {
-    task_definitions: Vec<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeleteTaskDefinitionsResponse {
-    task_definitions: Vec<Map<String, Value>>,
-    failures: Vec<Value>,
 }
 
 pub async fn delete_task_definitions(
@@ -330,14 +292,15 @@ pub async fn delete_task_definitions(
     }
     ctx.store
         .write(&ctx.scope, move |tx| {
-            let mut out = DeleteTaskDefinitionsResponse {
-                task_definitions: Vec::new(),
-                failures: Vec::new(),
-            };
+            let (mut deleted, mut failures) = (Vec::new(), Vec::new());
             for reference in &req.task_definitions {
-                let fail = |reason: &str, detail: &str| json!({"arn": reference, "reason": reason, "detail": detail});
+                let fail = |reason: &str, detail: &str| Failure {
+                    arn: Some(reference.clone()),
+                    reason: Some(reason.into()),
+                    detail: Some(detail.into()),
+                };
                 let Some(mut stored) = find_revision(tx, reference)? else {
-                    out.failures.push(fail(
+                    failures.push(fail(
                         "TASK_DEFINITION_NOT_FOUND",
                         "The specified task definition does not exist.",
                     ));
@@ -345,7 +308,7 @@ pub async fn delete_task_definitions(
                 };
                 match stored.status() {
                     TaskDefinitionStatus::Active => {
-                        out.failures.push(fail(
+                        failures.push(fail(
                             "TASK_DEFINITION_ACTIVE",
                             "The specified task definition is still in ACTIVE status. Deregister it first.",
                         ));
@@ -358,44 +321,29 @@ pub async fn delete_task_definitions(
                     }
                     TaskDefinitionStatus::DeleteInProgress => {}
                 }
-                out.task_definitions.push(stored.definition);
+                deleted.push(shown(stored));
             }
-            Ok(out)
+            Ok(DeleteTaskDefinitionsResponse {
+                task_definitions: Some(deleted),
+                failures: Some(failures),
+            })
         })
         .await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListTaskDefinitionsRequest {
-    family_prefix: Option<String>,
-    status: Option<String>,
-    sort: Option<String>,
-    max_results: Option<i32>,
-    next_token: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListTaskDefinitionsResponse {
-    task_definition_arns: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_token: Option<String>,
 }
 
 pub async fn list_task_definitions(
     ctx: &Ctx,
     req: ListTaskDefinitionsRequest,
 ) -> Result<ListTaskDefinitionsResponse, ApiError> {
-    let limit = page_size(req.max_results)?;
-    let descending = req.sort.as_deref() == Some("DESC");
+    let descending = req.sort == Some(SortOrder::Desc);
     let kind = if descending {
         "task-definitions-desc"
     } else {
         "task-definitions"
     };
-    let after = decode_token(kind, req.next_token.as_deref())?;
-    let after = match after {
+    let page = Page::new(kind, req.max_results, req.next_token.as_deref())?;
+    let limit = page.fetch();
+    let after = match page.after.as_deref() {
         Some(token) => Some(
             token
                 .rsplit_once(':')
@@ -404,67 +352,53 @@ pub async fn list_task_definitions(
         ),
         None => None,
     };
-    let status = match req.status.as_deref() {
-        None => TaskDefinitionStatus::Active,
-        Some(text) => TaskDefinitionStatus::parse(text)
-            .ok_or_else(|| ApiError::invalid_parameter(format!("Invalid 'status' {text}.")))?,
-    };
+    let status = req
+        .status
+        .map_or(TaskDefinitionStatus::Active, TaskDefinitionStatus::from);
     let found = ctx
         .store
         .read(&ctx.scope, move |tx: &mut Tx<'_>| {
             let after = after.as_ref().map(|(f, r)| (f.as_str(), *r));
-            tx.list_task_definitions(req.family_prefix.as_deref(), status, descending, after, limit + 1)
+            tx.list_task_definitions(req.family_prefix.as_deref(), status, descending, after, limit)
                 .map_err(ApiError::from)
         })
         .await?;
-    let (page, next_token) = paginate(found, limit, kind, |(family, revision)| format!("{family}:{revision}"));
+    let (shown, next_token) = page.finish(found, |(family, revision)| format!("{family}:{revision}"));
     Ok(ListTaskDefinitionsResponse {
-        task_definition_arns: page
-            .iter()
-            .map(|(family, revision)| ctx.scope.task_definition_arn(family, *revision))
-            .collect(),
+        task_definition_arns: Some(
+            shown
+                .iter()
+                .map(|(family, revision)| ctx.scope.task_definition_arn(family, *revision))
+                .collect(),
+        ),
         next_token,
     })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListTaskDefinitionFamiliesRequest {
-    family_prefix: Option<String>,
-    status: Option<String>,
-    max_results: Option<i32>,
-    next_token: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListTaskDefinitionFamiliesResponse {
-    families: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_token: Option<String>,
 }
 
 pub async fn list_task_definition_families(
     ctx: &Ctx,
     req: ListTaskDefinitionFamiliesRequest,
 ) -> Result<ListTaskDefinitionFamiliesResponse, ApiError> {
-    let limit = page_size(req.max_results)?;
-    let after = decode_token("families", req.next_token.as_deref())?;
+    let page = Page::new("families", req.max_results, req.next_token.as_deref())?;
     // Without a status, both ACTIVE and INACTIVE families are listed.
-    let status = match req.status.as_deref() {
-        Some("ACTIVE") => FamilyStatus::Active,
-        Some("INACTIVE") => FamilyStatus::Inactive,
-        _ => FamilyStatus::All,
+    let status = match req.status {
+        Some(TaskDefinitionFamilyStatus::Active) => FamilyStatus::Active,
+        Some(TaskDefinitionFamilyStatus::Inactive) => FamilyStatus::Inactive,
+        Some(TaskDefinitionFamilyStatus::All) | None => FamilyStatus::All,
     };
+    let (after, limit) = (page.after.clone(), page.fetch());
     let families = ctx
         .store
         .read(&ctx.scope, move |tx: &mut Tx<'_>| {
-            tx.list_task_definition_families(req.family_prefix.as_deref(), status, after.as_deref(), limit + 1)
+            tx.list_task_definition_families(req.family_prefix.as_deref(), status, after.as_deref(), limit)
                 .map_err(ApiError::from)
         })
         .await?;
-    let (families, next_token) = paginate(families, limit, "families", Clone::clone);
-    Ok(ListTaskDefinitionFamiliesResponse { families, next_token })
+    let (families, next_token) = page.finish(families, Clone::clone);
+    Ok(ListTaskDefinitionFamiliesResponse {
+        families: Some(families),
+        next_token,
+    })
 }
 
 #[cfg(test)]

@@ -1,13 +1,10 @@
 //! RunTask, StartTask, StopTask, DescribeTasks and ListTasks, and `save_task`, the one place
 //! where an existing task changes: every change bumps its `version` there.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::tags::{check_tags, merge_tags};
-use super::{
-    active_cluster, arn_for, decode_token, failure, page_size, paginate, task_definitions, Ctx, Fingerprinted,
-};
+use super::{active_cluster, arn_for, failure, fingerprint, task_definitions, Ctx, Page};
 use crate::domain::placement::{self, BinpackField, Candidate, Placement, Reservation, Strategy};
 use crate::domain::quantities;
 use crate::domain::query::{self, Expr};
@@ -15,6 +12,11 @@ use crate::domain::records::{Attachment, Container, ContainerInstance, KeyValueP
 use crate::domain::status::{ContainerInstanceStatus, ContainerStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::{events, new_id, now, Scope};
 use crate::error::ApiError;
+use crate::shapes::{
+    self, DescribeTasksRequest, DescribeTasksResponse, Failure, ListTasksRequest, ListTasksResponse,
+    PlacementConstraint, PlacementStrategy, PropagateTags, RunTaskRequest, RunTaskResponse, StartTaskRequest,
+    StartTaskResponse, StopTaskRequest, StopTaskResponse, TaskField,
+};
 use crate::store::{NewTask, StoreError, StoreExt, TaskFilter, Tx};
 
 const MAX_RUN_COUNT: i32 = 10;
@@ -90,20 +92,53 @@ pub(crate) fn id_of(arn: &str) -> &str {
 }
 
 /// What RunTask and StartTask share: how each new task is made.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskRequest {
+struct TaskRequest {
     cluster: Option<String>,
     task_definition: String,
     overrides: Option<Value>,
     started_by: Option<String>,
     group: Option<String>,
     network_configuration: Option<Value>,
-    #[serde(default)]
     tags: Vec<Tag>,
-    propagate_tags: Option<String>,
-    #[serde(default)]
+    propagate_tags: Option<PropagateTags>,
     enable_execute_command: bool,
+}
+
+/// A member ecsd keeps as JSON, as the client sent it.
+fn as_json(member: Option<impl serde::Serialize>) -> Option<Value> {
+    member.and_then(|m| serde_json::to_value(m).ok())
+}
+
+impl From<&RunTaskRequest> for TaskRequest {
+    fn from(req: &RunTaskRequest) -> Self {
+        TaskRequest {
+            cluster: req.cluster.clone(),
+            task_definition: req.task_definition.clone(),
+            overrides: as_json(req.overrides.as_ref()),
+            started_by: req.started_by.clone(),
+            group: req.group.clone(),
+            network_configuration: as_json(req.network_configuration.as_ref()),
+            tags: req.tags.clone().unwrap_or_default(),
+            propagate_tags: req.propagate_tags,
+            enable_execute_command: req.enable_execute_command.unwrap_or(false),
+        }
+    }
+}
+
+impl From<&StartTaskRequest> for TaskRequest {
+    fn from(req: &StartTaskRequest) -> Self {
+        TaskRequest {
+            cluster: req.cluster.clone(),
+            task_definition: req.task_definition.clone(),
+            overrides: as_json(req.overrides.as_ref()),
+            started_by: req.started_by.clone(),
+            group: req.group.clone(),
+            network_configuration: as_json(req.network_configuration.as_ref()),
+            tags: req.tags.clone().unwrap_or_default(),
+            propagate_tags: req.propagate_tags,
+            enable_execute_command: req.enable_execute_command.unwrap_or(false),
+        }
+    }
 }
 
 /// A checked [`TaskRequest`], ready to make tasks from.
@@ -170,8 +205,8 @@ impl TaskRequest {
         }
         let overrides = overrides(self.overrides.clone());
         let need = placement::reservation(&spec, &overrides)?;
-        let tags = match self.propagate_tags.as_deref() {
-            Some("TASK_DEFINITION") => merge_tags(&stored.tags, &self.tags),
+        let tags = match self.propagate_tags {
+            Some(PropagateTags::TaskDefinition) => merge_tags(&stored.tags, &self.tags),
             _ => self.tags.clone(),
         };
         check_tags(&tags)?;
@@ -359,43 +394,16 @@ fn extra_members(platform_version: Option<&str>) -> Map<String, Value> {
     extra
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunTaskRequest {
-    #[serde(flatten)]
-    task: TaskRequest,
-    count: Option<i32>,
-    launch_type: Option<String>,
-    capacity_provider_strategy: Option<Vec<Value>>,
-    #[serde(default)]
-    placement_strategy: Vec<PlacementStrategyRequest>,
-    #[serde(default)]
-    placement_constraints: Vec<PlacementConstraintRequest>,
-    client_token: Option<String>,
-    platform_version: Option<String>,
+/// Tasks as the model's `Task`.
+fn shown(tasks: Vec<Task>) -> Result<Option<Vec<shapes::Task>>, StoreError> {
+    tasks
+        .into_iter()
+        .map(|t| Ok(shapes::Task(serde_json::to_value(t)?)))
+        .collect::<Result<_, StoreError>>()
+        .map(Some)
 }
 
-#[derive(Deserialize)]
-pub struct PlacementStrategyRequest {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    field: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct PlacementConstraintRequest {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    expression: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct TasksResponse {
-    tasks: Vec<Task>,
-    failures: Vec<Value>,
-}
-
-fn strategies(requested: &[PlacementStrategyRequest]) -> Result<Vec<Strategy>, ApiError> {
+fn strategies(requested: &[PlacementStrategy]) -> Result<Vec<Strategy>, ApiError> {
     if requested.len() > MAX_STRATEGIES {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid 'placementStrategy': at most {MAX_STRATEGIES} strategies are allowed."
@@ -406,7 +414,7 @@ fn strategies(requested: &[PlacementStrategyRequest]) -> Result<Vec<Strategy>, A
         .enumerate()
         .map(|(i, s)| {
             let field = s.field.as_deref();
-            match (s.kind.as_deref(), field) {
+            match (s.r#type.map(|t| t.as_str()), field) {
                 (Some("random"), None) => Ok(Strategy::Random),
                 (Some("binpack"), Some("cpu" | "CPU")) => Ok(Strategy::Binpack(BinpackField::Cpu)),
                 (Some("binpack"), Some("memory" | "MEMORY")) => Ok(Strategy::Binpack(BinpackField::Memory)),
@@ -425,7 +433,7 @@ fn strategies(requested: &[PlacementStrategyRequest]) -> Result<Vec<Strategy>, A
 }
 
 /// The `memberOf` expressions and whether `distinctInstance` applies.
-fn constraints(requested: &[PlacementConstraintRequest]) -> Result<(Vec<Expr>, bool), ApiError> {
+fn constraints(requested: &[PlacementConstraint]) -> Result<(Vec<Expr>, bool), ApiError> {
     if requested.len() > MAX_CONSTRAINTS {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid 'placementConstraints': at most {MAX_CONSTRAINTS} constraints are allowed."
@@ -434,7 +442,7 @@ fn constraints(requested: &[PlacementConstraintRequest]) -> Result<(Vec<Expr>, b
     let mut member_of = Vec::new();
     let mut distinct = false;
     for (i, c) in requested.iter().enumerate() {
-        match (c.kind.as_deref(), c.expression.as_deref()) {
+        match (c.r#type.map(|t| t.as_str()), c.expression.as_deref()) {
             (Some("distinctInstance"), None) => distinct = true,
             (Some("memberOf"), Some(expression)) => member_of.push(query::parse(expression)?),
             (Some("distinctInstance"), Some(_)) => {
@@ -476,11 +484,9 @@ fn definition_constraints(tx: &mut Tx<'_>, reference: &str) -> Result<Vec<Expr>,
         .collect()
 }
 
-pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<TasksResponse, ApiError> {
-    let Fingerprinted {
-        request: req,
-        fingerprint,
-    } = req;
+pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse, ApiError> {
+    let fingerprint = fingerprint(&req);
+    let task = TaskRequest::from(&req);
     let count = req.count.unwrap_or(1);
     if !(1..=MAX_RUN_COUNT).contains(&count) {
         return Err(ApiError::invalid_parameter(format!(
@@ -492,7 +498,7 @@ pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<T
             "Specifying both a launch type and capacity provider strategy is not supported.",
         ));
     }
-    let launch_type = check_launch_type(req.launch_type.as_deref())?;
+    let launch_type = check_launch_type(req.launch_type.map(|l| l.as_str()))?;
     if req
         .client_token
         .as_ref()
@@ -502,9 +508,9 @@ pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<T
             "Invalid 'clientToken': it must be 1 to {MAX_CLIENT_TOKEN} characters from the range 33-126."
         )));
     }
-    req.task.check()?;
-    let strategies = strategies(&req.placement_strategy)?;
-    let (mut member_of, distinct_instance) = constraints(&req.placement_constraints)?;
+    task.check()?;
+    let strategies = strategies(req.placement_strategy.as_deref().unwrap_or_default())?;
+    let (mut member_of, distinct_instance) = constraints(req.placement_constraints.as_deref().unwrap_or_default())?;
     ctx.store
         .write(&ctx.scope, move |tx| {
             let extra = extra_members(req.platform_version.as_deref());
@@ -512,7 +518,7 @@ pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<T
                 token,
                 fingerprint: fingerprint.clone(),
             });
-            let template = req.task.template(tx, launch_type.clone(), client_token, extra)?;
+            let template = task.template(tx, launch_type.clone(), client_token, extra)?;
             if let Some(token) = &template.client_token {
                 let earlier = tx.tasks_by_client_token(&template.cluster, &token.token)?;
                 // The same token with the same request answers with what that request made; with
@@ -530,13 +536,13 @@ pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<T
                     ));
                 }
                 if !earlier.is_empty() {
-                    return Ok(TasksResponse {
-                        tasks: earlier.into_iter().map(|(task, _)| task).collect(),
-                        failures: Vec::new(),
+                    return Ok(RunTaskResponse {
+                        tasks: shown(earlier.into_iter().map(|(task, _)| task).collect())?,
+                        failures: Some(Vec::new()),
                     });
                 }
             }
-            member_of.extend(definition_constraints(tx, &req.task.task_definition)?);
+            member_of.extend(definition_constraints(tx, &task.task_definition)?);
             let instances = tx.list_container_instances(
                 &template.cluster,
                 Some(ContainerInstanceStatus::Active),
@@ -569,38 +575,31 @@ pub async fn run_task(ctx: &Ctx, req: Fingerprinted<RunTaskRequest>) -> Result<T
             let (placed, refusals) = placement::place(&mut candidates, &placement);
             let mut tasks = Vec::with_capacity(placed.len());
             for index in placed {
-                tasks.push(req.task.create(tx, &template, &candidates[index].instance)?);
+                tasks.push(task.create(tx, &template, &candidates[index].instance)?);
             }
             let failures = refusals.iter().map(|(arn, why)| failure(arn, why)).collect();
-            Ok(TasksResponse { tasks, failures })
+            Ok(RunTaskResponse {
+                tasks: shown(tasks)?,
+                failures: Some(failures),
+            })
         })
         .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StartTaskRequest {
-    #[serde(flatten)]
-    task: TaskRequest,
-    container_instances: Vec<String>,
-}
-
-pub async fn start_task(ctx: &Ctx, req: StartTaskRequest) -> Result<TasksResponse, ApiError> {
+pub async fn start_task(ctx: &Ctx, req: StartTaskRequest) -> Result<StartTaskResponse, ApiError> {
+    let task = TaskRequest::from(&req);
     if req.container_instances.is_empty() || req.container_instances.len() > MAX_START_INSTANCES {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid 'containerInstances': between 1 and {MAX_START_INSTANCES} container instances are allowed."
         )));
     }
-    req.task.check()?;
+    task.check()?;
     ctx.store
         .write(&ctx.scope, move |tx| {
             let extra = extra_members(None);
-            let template = req.task.template(tx, "EC2".into(), None, extra)?;
+            let template = task.template(tx, "EC2".into(), None, extra)?;
             let scope = tx.scope().clone();
-            let mut out = TasksResponse {
-                tasks: Vec::new(),
-                failures: Vec::new(),
-            };
+            let (mut tasks, mut failures): (Vec<Task>, Vec<Failure>) = (Vec::new(), Vec::new());
             for reference in &req.container_instances {
                 let resolved = scope.id_in(reference, "container-instance", &template.cluster);
                 let arn = scope.container_instance_arn(&template.cluster, resolved.unwrap_or(reference));
@@ -609,36 +608,26 @@ pub async fn start_task(ctx: &Ctx, req: StartTaskRequest) -> Result<TasksRespons
                     None => None,
                 };
                 let Some(instance) = instance else {
-                    out.failures.push(failure(&arn, "MISSING"));
+                    failures.push(failure(&arn, "MISSING"));
                     continue;
                 };
                 if instance.status != ContainerInstanceStatus::Active {
-                    out.failures.push(failure(&arn, instance.status.as_str()));
+                    failures.push(failure(&arn, instance.status.as_str()));
                     continue;
                 }
                 let load = tx.instance_load(&template.cluster, id_of(&arn))?;
                 if let Some(why) = placement::misfit(&instance, &load, &template.need) {
-                    out.failures.push(failure(&arn, why));
+                    failures.push(failure(&arn, why));
                     continue;
                 }
-                out.tasks.push(req.task.create(tx, &template, &instance)?);
+                tasks.push(task.create(tx, &template, &instance)?);
             }
-            Ok(out)
+            Ok(StartTaskResponse {
+                tasks: shown(tasks)?,
+                failures: Some(failures),
+            })
         })
         .await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StopTaskRequest {
-    cluster: Option<String>,
-    task: String,
-    reason: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct StopTaskResponse {
-    task: Task,
 }
 
 pub async fn stop_task(ctx: &Ctx, req: StopTaskRequest) -> Result<StopTaskResponse, ApiError> {
@@ -665,21 +654,14 @@ pub async fn stop_task(ctx: &Ctx, req: StopTaskRequest) -> Result<StopTaskRespon
                 next.stopped_reason = Some(req.reason.clone().unwrap_or_else(|| "Task stopped by user".into()));
             }
             let task = save_task(tx, &cluster, &task, next)?;
-            Ok(StopTaskResponse { task })
+            Ok(StopTaskResponse {
+                task: Some(shapes::Task(serde_json::to_value(task).map_err(StoreError::from)?)),
+            })
         })
         .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DescribeTasksRequest {
-    cluster: Option<String>,
-    tasks: Vec<String>,
-    #[serde(default)]
-    include: Vec<String>,
-}
-
-pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<TasksResponse, ApiError> {
+pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<DescribeTasksResponse, ApiError> {
     if req.tasks.is_empty() {
         return Err(ApiError::invalid_parameter("Tasks cannot be empty."));
     }
@@ -688,15 +670,12 @@ pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<Task
             "Invalid 'tasks': at most {MAX_DESCRIBE} tasks can be described at once."
         )));
     }
-    let with_tags = req.include.iter().any(|i| i == "TAGS");
+    let with_tags = req.include.as_deref().unwrap_or_default().contains(&TaskField::Tags);
     ctx.store
         .read(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
             let scope = tx.scope().clone();
-            let mut out = TasksResponse {
-                tasks: Vec::new(),
-                failures: Vec::new(),
-            };
+            let (mut tasks, mut failures) = (Vec::new(), Vec::new());
             for reference in &req.tasks {
                 let found = match scope.id_in(reference, "task", &cluster) {
                     Some(id) => tx.task(&cluster, id)?,
@@ -707,48 +686,26 @@ pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<Task
                         if !with_tags {
                             task.tags.clear();
                         }
-                        out.tasks.push(task);
+                        tasks.push(task);
                     }
                     None => {
                         let arn = arn_for(reference, |id| scope.task_arn(&cluster, id));
-                        out.failures.push(failure(&arn, "MISSING"));
+                        failures.push(failure(&arn, "MISSING"));
                     }
                 }
             }
-            Ok(out)
+            Ok(DescribeTasksResponse {
+                tasks: shown(tasks)?,
+                failures: Some(failures),
+            })
         })
         .await
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListTasksRequest {
-    cluster: Option<String>,
-    container_instance: Option<String>,
-    family: Option<String>,
-    started_by: Option<String>,
-    service_name: Option<String>,
-    desired_status: Option<String>,
-    launch_type: Option<String>,
-    max_results: Option<i32>,
-    next_token: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListTasksResponse {
-    task_arns: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_token: Option<String>,
-}
-
 pub async fn list_tasks(ctx: &Ctx, req: ListTasksRequest) -> Result<ListTasksResponse, ApiError> {
-    let limit = page_size(req.max_results)?;
-    let after = decode_token("tasks", req.next_token.as_deref())?;
-    let desired_status = match req.desired_status.as_deref() {
-        None => TaskStatus::Running,
-        Some(s) => TaskStatus::parse(s).expect("the model check allows only RUNNING, PENDING and STOPPED"),
-    };
+    let page = Page::new("tasks", req.max_results, req.next_token.as_deref())?;
+    let (limit, after) = (page.fetch(), page.after.clone());
+    let desired_status = req.desired_status.map_or(TaskStatus::Running, TaskStatus::from);
     let ids = ctx
         .store
         .read(&ctx.scope, move |tx| {
@@ -773,16 +730,16 @@ pub async fn list_tasks(ctx: &Ctx, req: ListTasksRequest) -> Result<ListTasksRes
                 container_instance,
                 family: req.family.clone(),
                 started_by: req.started_by.clone(),
-                launch_type: req.launch_type.clone(),
+                launch_type: req.launch_type.map(|l| l.as_str().to_owned()),
             };
-            let ids = tx.list_tasks(&cluster, &filter, after.as_deref(), limit + 1)?;
+            let ids = tx.list_tasks(&cluster, &filter, after.as_deref(), limit)?;
             Ok::<_, ApiError>((cluster, ids))
         })
         .await?;
     let (cluster, ids) = ids;
-    let (page, next_token) = paginate(ids, limit, "tasks", Clone::clone);
+    let (ids, next_token) = page.finish(ids, Clone::clone);
     Ok(ListTasksResponse {
-        task_arns: page.iter().map(|id| ctx.scope.task_arn(&cluster, id)).collect(),
+        task_arns: Some(ids.iter().map(|id| ctx.scope.task_arn(&cluster, id)).collect()),
         next_token,
     })
 }
