@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ecsd::client::{Credentials, EcsClient};
+use ecsd_agent::client::{Credentials, EcsClient};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -202,7 +202,7 @@ fn row(scenario: &str, target: &str, concurrency: usize, f: &Figures, ratio: Opt
     );
 }
 
-async fn ok<T>(r: Result<T, ecsd::client::ClientError>) -> bool {
+async fn ok<T>(r: Result<T, ecsd_agent::client::ClientError>) -> bool {
     r.is_ok()
 }
 
@@ -540,8 +540,8 @@ async fn main() {
     let client = fleet.client();
     setup(&client, "fleet", 0).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let agents = tokio::spawn(ecsd::sim::run(
-        ecsd::sim::SimOptions {
+    let agents = tokio::spawn(ecsd_agent::sim::run(
+        ecsd_agent::sim::SimOptions {
             endpoint: fleet.url.clone(),
             cluster: "fleet".into(),
             instances: args.fleet,

@@ -37,7 +37,6 @@
 
 pub mod auth;
 pub mod channels;
-pub mod client;
 pub mod connections;
 pub mod domain;
 pub mod error;
@@ -48,7 +47,6 @@ pub mod ops;
 pub mod server;
 pub mod sessions;
 pub mod shapes;
-pub mod sim;
 pub mod state;
 pub mod store;
 pub mod throttle;

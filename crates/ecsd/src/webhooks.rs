@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::client;
 use crate::store::{EventQuery, Store};
 
 const BATCH: usize = 100;
@@ -83,9 +85,11 @@ pub fn parse(text: &str) -> Result<Vec<Webhook>, WebhookConfigError> {
     Ok(file.webhooks)
 }
 
+type Http = HttpClient<HttpConnector, Full<Bytes>>;
+
 /// Delivers events to one subscription until `shutdown` becomes true.
 pub async fn deliver(store: Arc<dyn Store>, hook: Webhook, mut shutdown: watch::Receiver<bool>) {
-    let http = client::http();
+    let http: Http = HttpClient::builder(TokioExecutor::new()).build_http();
     let cursor_name = format!("webhook:{}", hook.name);
     let mut commits = store.commits();
     let mut after = loop {
@@ -160,7 +164,7 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
     *shutdown.borrow()
 }
 
-async fn post(http: &client::Http, url: &str, seq: i64, body: &str) -> Result<(), String> {
+async fn post(http: &Http, url: &str, seq: i64, body: &str) -> Result<(), String> {
     let request = hyper::Request::post(url)
         .header("content-type", "application/json")
         .header("x-ecsd-event-seq", seq.to_string())

@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecs::types::ContainerStateChange;
 use ecsd::model::Model;
+use ecsd_agent::acs;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -53,25 +54,6 @@ struct State {
 enum Control {
     Send(Message),
     Freeze,
-}
-
-/// The URL of a channel as the agent builds it from DiscoverPollEndpoint's answer.
-fn channel_url(endpoint: &str, query: &[(&str, &str)]) -> String {
-    let encoded: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", percent(v))).collect();
-    format!("{}/ws?{}", endpoint.trim_end_matches('/'), encoded.join("&"))
-}
-
-/// Encodes a query value as Go's `url.Values` does: a space becomes `+`, everything but the
-/// unreserved characters is percent-encoded.
-fn percent(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The headers that sign a GET of `url` with `body`, as `test`/`test` (or the given keys).
@@ -144,14 +126,16 @@ async fn discover(server: &Running, cluster: &str, instance: &str) -> (String, S
         .send()
         .await
         .unwrap();
-    let ws = |url: Option<&str>| url.unwrap().replacen("http://", "ws://", 1);
-    (ws(found.endpoint()), ws(found.telemetry_endpoint()))
+    (
+        found.endpoint().unwrap().to_owned(),
+        found.telemetry_endpoint().unwrap().to_owned(),
+    )
 }
 
 /// The ACS URL for an instance, found the way the agent finds it.
 pub async fn acs_url(server: &Running, cluster: &str, instance: &str) -> String {
     let (endpoint, _) = discover(server, cluster, instance).await;
-    channel_url(
+    acs::channel_url(
         &endpoint,
         &[
             ("agentHash", "fake"),
@@ -169,7 +153,7 @@ pub async fn acs_url(server: &Running, cluster: &str, instance: &str) -> String 
 /// The TCS URL for an instance, found the way the agent finds it.
 pub async fn tcs_url(server: &Running, cluster: &str, instance: &str) -> String {
     let (_, endpoint) = discover(server, cluster, instance).await;
-    channel_url(
+    acs::channel_url(
         &endpoint,
         &[
             ("agentHash", "fake"),
@@ -238,7 +222,7 @@ impl FakeAgent {
 
     /// Sends a message as the agent, checked against the model first.
     pub fn send(&self, kind: &str, message: Value) {
-        let envelope = json!({"type": kind, "message": message});
+        let envelope = acs::envelope(kind, message);
         check_shape(Model::acs(), &envelope).expect("the fake agent sends what the model describes");
         self.send_raw(Message::Text(envelope.to_string().into()));
     }
@@ -385,7 +369,7 @@ fn handle(
     control: &mpsc::UnboundedSender<Control>,
 ) {
     let reply = |kind: &str, message: Value| {
-        let envelope = json!({"type": kind, "message": message});
+        let envelope = acs::envelope(kind, message);
         check_shape(Model::acs(), &envelope).expect("the fake agent sends what the model describes");
         let _ = control.send(Control::Send(Message::Text(envelope.to_string().into())));
     };
@@ -396,7 +380,7 @@ fn handle(
         shared.violations.push(violation);
     }
     match envelope["type"].as_str().unwrap_or_default() {
-        "HeartbeatMessage" => reply("HeartbeatAckRequest", json!({"messageId": message["messageId"]})),
+        "HeartbeatMessage" => reply("HeartbeatAckRequest", acs::heartbeat_ack(message)),
         "PayloadMessage" => {
             let seq = message["seqNum"].as_i64().unwrap_or_default();
             shared.latest_seq = shared.latest_seq.max(seq);
@@ -447,14 +431,7 @@ fn handle(
                 }
             }
             if state.ack_payloads.load(Ordering::SeqCst) {
-                reply(
-                    "AckRequest",
-                    json!({
-                        "cluster": message["clusterArn"],
-                        "containerInstance": message["containerInstanceArn"],
-                        "messageId": message["messageId"],
-                    }),
-                );
+                reply("AckRequest", acs::ack_request(message));
             }
             for (arn, status, containers) in reports {
                 tokio::spawn(report(client.clone(), cluster.to_owned(), arn, status, containers));
@@ -465,36 +442,19 @@ fn handle(
             // A manifest no newer than what the agent has seen is stale, and dropped.
             if timeline > shared.latest_seq {
                 shared.latest_seq = timeline;
-                reply(
-                    "AckRequest",
-                    json!({
-                        "cluster": message["clusterArn"],
-                        "containerInstance": message["containerInstanceArn"],
-                        "messageId": message["messageId"],
-                    }),
-                );
-                let listed: Vec<(String, String)> = message["tasks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|t| {
-                        (
-                            t["taskArn"].as_str().unwrap_or_default().to_owned(),
-                            t["desiredStatus"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect();
-                let candidates: Vec<Value> = shared
+                reply("AckRequest", acs::ack_request(message));
+                let listed = acs::manifest_tasks(message);
+                let candidates: Vec<String> = shared
                     .tasks
                     .iter()
                     .filter(|(_, t)| t.desired == "RUNNING" && !t.stopped)
                     .filter(|(arn, _)| !listed.iter().any(|(a, d)| a == *arn && d == "RUNNING"))
-                    .map(|(arn, _)| json!({"taskArn": arn, "desiredStatus": "STOPPED"}))
+                    .map(|(arn, _)| arn.clone())
                     .collect();
                 if !candidates.is_empty() {
                     reply(
                         "TaskStopVerificationMessage",
-                        json!({"messageId": message["messageId"], "stopCandidates": candidates}),
+                        acs::stop_verification(message, &candidates),
                     );
                 }
             }
@@ -555,7 +515,7 @@ impl FakeTelemetry {
 
     /// The frame the agent sends: signed header block, blank line, envelope.
     pub fn framed(&self, kind: &str, message: Value, secret: &str) -> Vec<u8> {
-        let envelope = json!({"type": kind, "message": message});
+        let envelope = acs::envelope(kind, message.clone());
         let body = envelope.to_string().into_bytes();
         let mut frame = Vec::new();
         for (k, v) in sign_get(&self.url, &body, "test", secret) {
@@ -569,7 +529,7 @@ impl FakeTelemetry {
     /// Sends a message (checked against the TCS model) and returns the next reply that is not a
     /// heartbeat.
     pub async fn publish(&mut self, kind: &str, message: Value) -> Value {
-        let envelope = json!({"type": kind, "message": message});
+        let envelope = acs::envelope(kind, message.clone());
         check_shape(Model::tcs(), &envelope).expect("the fake agent sends what the model describes");
         let frame = self.framed(kind, message, "test");
         self.send_bytes(frame).await

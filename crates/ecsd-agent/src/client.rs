@@ -1,5 +1,4 @@
-//! A small ECS API client for ecsd's own tools (the simulated agent, `events tail`, webhook
-//! delivery): AWS JSON 1.1 over HTTP/1.1 (hyper), signed with SigV4 by `aws-sigv4`, and the
+//! A small ECS API client for ecsd's own tools (the simulated agent, `events tail`): AWS JSON 1.1 over HTTP/1.1 (hyper), signed with SigV4 by `aws-sigv4`, and the
 //! signed websocket upgrade of the agent channels (tokio-tungstenite).
 //!
 //! The full `aws-sdk-ecs` client is what ecsd is tested with; it is kept out of the server's
@@ -9,7 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use axum::body::Bytes;
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::Request;
@@ -22,8 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::gate::SIGNING_NAME;
-use crate::wire::TARGET_PREFIX;
+use ecsd::gate::SIGNING_NAME;
+use ecsd::wire::TARGET_PREFIX;
 
 /// A websocket opened with [`EcsClient::websocket`].
 pub type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -164,7 +163,10 @@ impl EcsClient {
         let mut request = url
             .into_client_request()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        for (k, v) in self.signature("GET", host, path_and_query, &[], b"")? {
+        // The Go agent's signer reads `+` in a query as a space and signs it as `%20`; so does
+        // the server, and so must this.
+        let signed_path = path_and_query.replace('+', "%20");
+        for (k, v) in self.signature("GET", host, &signed_path, &[], b"")? {
             if k == "host" {
                 continue;
             }
@@ -174,8 +176,8 @@ impl EcsClient {
         }
         // Small buffers: a simulated fleet holds a channel per instance.
         let config = WebSocketConfig::default()
-            .read_buffer_size(crate::channels::BUFFER_SIZE)
-            .write_buffer_size(crate::channels::BUFFER_SIZE);
+            .read_buffer_size(ecsd::channels::BUFFER_SIZE)
+            .write_buffer_size(ecsd::channels::BUFFER_SIZE);
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
         match tokio::time::timeout(self.timeout, connect).await {
             Err(_) => Err(ClientError::Transport(format!("{url} (timed out)"))),

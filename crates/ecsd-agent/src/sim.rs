@@ -23,11 +23,13 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
+use ecsd::domain::acs_task::acs_task;
+use ecsd::domain::now;
+use ecsd::domain::records::Task;
+use ecsd::domain::status::{ContainerStatus, TaskStatus};
+
+use crate::acs;
 use crate::client::{ClientError, Credentials, EcsClient, WebSocket};
-use crate::domain::acs_task::acs_task;
-use crate::domain::now;
-use crate::domain::records::Task;
-use crate::domain::status::{ContainerStatus, TaskStatus};
 
 pub const RUN_SECONDS: &str = "ecsd.simulate.run-seconds";
 pub const EXIT_CODE: &str = "ecsd.simulate.exit-code";
@@ -300,24 +302,20 @@ impl Agent {
         let endpoint = found["endpoint"]
             .as_str()
             .ok_or_else(|| ClientError::Protocol("DiscoverPollEndpoint answered no endpoint".into()))?;
-        let endpoint = endpoint
-            .replacen("https://", "wss://", 1)
-            .replacen("http://", "ws://", 1);
-        let query: Vec<String> = [
-            // As the real agent does, it tells its versions here, not when it registers.
-            ("agentHash", AGENT_HASH),
-            ("agentVersion", AGENT_VERSION),
-            ("clusterArn", self.cluster.as_str()),
-            ("containerInstanceArn", self.instance.as_str()),
-            ("dockerVersion", DOCKER_VERSION),
-            ("protocolVersion", "2"),
-            ("sendCredentials", "true"),
-            ("seqNum", "1"),
-        ]
-        .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
-        .collect();
-        Ok(format!("{}/ws?{}", endpoint.trim_end_matches('/'), query.join("&")))
+        Ok(acs::channel_url(
+            endpoint,
+            &[
+                // As the real agent does, it tells its versions here, not when it registers.
+                ("agentHash", AGENT_HASH),
+                ("agentVersion", AGENT_VERSION),
+                ("clusterArn", self.cluster.as_str()),
+                ("containerInstanceArn", self.instance.as_str()),
+                ("dockerVersion", DOCKER_VERSION),
+                ("protocolVersion", "2"),
+                ("sendCredentials", "true"),
+                ("seqNum", "1"),
+            ],
+        ))
     }
 
     async fn session(
@@ -333,8 +331,8 @@ impl Agent {
             tokio::select! {
                 received = socket.next() => match received {
                     Some(Ok(Message::Text(text))) => {
-                        let envelope: Value = serde_json::from_str(&text).unwrap_or_default();
-                        if self.receive(&mut socket, &envelope).await.is_err() {
+                        let Some((kind, message)) = acs::parse(&text) else { continue };
+                        if self.receive(&mut socket, &kind, &message).await.is_err() {
                             return Ok(SessionEnd::Dropped);
                         }
                     }
@@ -351,28 +349,15 @@ impl Agent {
     }
 
     async fn reply(socket: &mut WebSocket, kind: &str, message: Value) -> Result<(), ()> {
-        let text = json!({"type": kind, "message": message}).to_string();
+        let text = acs::envelope(kind, message).to_string();
         socket.send(Message::Text(text.into())).await.map_err(|_| ())
     }
 
     /// What the real agent does with each ACS message.
-    async fn receive(&mut self, socket: &mut WebSocket, envelope: &Value) -> Result<(), ()> {
-        let message = &envelope["message"];
-        let ack = || {
-            json!({
-                "cluster": message["clusterArn"],
-                "containerInstance": message["containerInstanceArn"],
-                "messageId": message["messageId"],
-            })
-        };
-        match envelope["type"].as_str().unwrap_or_default() {
+    async fn receive(&mut self, socket: &mut WebSocket, kind: &str, message: &Value) -> Result<(), ()> {
+        match kind {
             "HeartbeatMessage" => {
-                Self::reply(
-                    socket,
-                    "HeartbeatAckRequest",
-                    json!({"messageId": message["messageId"]}),
-                )
-                .await?;
+                Self::reply(socket, "HeartbeatAckRequest", acs::heartbeat_ack(message)).await?;
             }
             "PayloadMessage" => {
                 self.latest_seq = self.latest_seq.max(message["seqNum"].as_i64().unwrap_or_default());
@@ -387,7 +372,7 @@ impl Agent {
                     }
                     touched.push(arn);
                 }
-                Self::reply(socket, "AckRequest", ack()).await?;
+                Self::reply(socket, "AckRequest", acs::ack_request(message)).await?;
                 for arn in touched {
                     self.advance(&arn).await;
                 }
@@ -398,18 +383,8 @@ impl Agent {
                     return Ok(());
                 }
                 self.latest_seq = timeline;
-                Self::reply(socket, "AckRequest", ack()).await?;
-                let listed: Vec<(String, String)> = message["tasks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|t| {
-                        (
-                            t["taskArn"].as_str().unwrap_or_default().to_owned(),
-                            t["desiredStatus"].as_str().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect();
+                Self::reply(socket, "AckRequest", acs::ack_request(message)).await?;
+                let listed = acs::manifest_tasks(message);
                 // Tasks this agent was given before it restarted: picked back up.
                 let unknown: Vec<String> = listed
                     .iter()
@@ -421,14 +396,14 @@ impl Agent {
                         tracing::warn!(instance = %self.instance, error = %e, "cannot pick up the manifest's tasks");
                     }
                 }
-                let candidates: Vec<Value> = self
+                let candidates: Vec<String> = self
                     .tasks
                     .values()
                     .filter(|t| !t.stop && !listed.iter().any(|(arn, d)| *arn == t.arn && d == "RUNNING"))
-                    .map(|t| json!({"taskArn": t.arn, "desiredStatus": "STOPPED"}))
+                    .map(|t| t.arn.clone())
                     .collect();
                 if !candidates.is_empty() {
-                    let verification = json!({"messageId": message["messageId"], "stopCandidates": candidates});
+                    let verification = acs::stop_verification(message, &candidates);
                     Self::reply(socket, "TaskStopVerificationMessage", verification).await?;
                 }
             }
@@ -626,7 +601,7 @@ impl Agent {
             }
             running.push(
                 json!({"containerName": c.name, "status": "RUNNING", "networkBindings": bindings,
-                                "runtimeId": uuid::Uuid::new_v4().simple().to_string()}),
+                                "runtimeId": ecsd::domain::new_id()}),
             );
         }
         self.report(task, json!({"status": "RUNNING", "containers": running}))
@@ -689,17 +664,6 @@ impl Agent {
     }
 }
 
-/// Percent-encodes all but the unreserved characters, as query values are sent.
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A stable, made-up image digest for an image name.
 fn digest(image: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -743,13 +707,5 @@ mod tests {
         assert_eq!(c.label::<f64>(RUN_SECONDS), Some(2.0));
         assert_eq!(c.label::<i32>(EXIT_CODE), Some(3));
         assert_eq!(c.ports, vec![(80, 0, "tcp".to_owned())]);
-    }
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(
-            percent_encode("arn:aws:ecs:us-east-1:1:cluster/a b"),
-            "arn%3Aaws%3Aecs%3Aus-east-1%3A1%3Acluster%2Fa%20b"
-        );
     }
 }
