@@ -3,11 +3,20 @@
 //! structure (members under the model's names; required members of shapes a client sends
 //! are plain values, every other member an `Option`), an enum per string enum, the error
 //! codes, and each operation's input and output types ([`OperationShapes`]). Shapes ecsd
-//! renders from its records hold that JSON as it was rendered.
+//! renders from its records hold that JSON as it was rendered. [`acs`] and [`tcs`] hold
+//! the messages ecsd sends on the agent channels.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub mod acs;
+pub mod tcs;
+
+/// A message ecsd sends on an agent channel, under its shape's name.
+pub trait ChannelMessage: Serialize {
+    const KIND: &'static str;
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ApplicationProtocol {
@@ -440,7 +449,7 @@ pub struct CreateClusterRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct CreateClusterResponse {
-    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Cluster>,
 }
 
@@ -454,7 +463,7 @@ pub struct DeleteAttributesRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DeleteAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "attributes", skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Vec<Attribute>>,
 }
 
@@ -466,7 +475,7 @@ pub struct DeleteClusterRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DeleteClusterResponse {
-    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Cluster>,
 }
 
@@ -478,9 +487,9 @@ pub struct DeleteTaskDefinitionsRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DeleteTaskDefinitionsResponse {
-    #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
-    #[serde(rename = "taskDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "taskDefinitions", skip_serializing_if = "Option::is_none")]
     pub task_definitions: Option<Vec<TaskDefinition>>,
 }
 
@@ -496,7 +505,7 @@ pub struct DeregisterContainerInstanceRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DeregisterContainerInstanceResponse {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "containerInstance", skip_serializing_if = "Option::is_none")]
     pub container_instance: Option<ContainerInstance>,
 }
 
@@ -508,7 +517,7 @@ pub struct DeregisterTaskDefinitionRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DeregisterTaskDefinitionResponse {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "taskDefinition", skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<TaskDefinition>,
 }
 
@@ -522,9 +531,9 @@ pub struct DescribeClustersRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DescribeClustersResponse {
-    #[serde(rename = "clusters", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "clusters", skip_serializing_if = "Option::is_none")]
     pub clusters: Option<Vec<Cluster>>,
-    #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
 }
 
@@ -540,9 +549,9 @@ pub struct DescribeContainerInstancesRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DescribeContainerInstancesResponse {
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "containerInstances", skip_serializing_if = "Option::is_none")]
     pub container_instances: Option<Vec<ContainerInstance>>,
-    #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
 }
 
@@ -556,9 +565,9 @@ pub struct DescribeTaskDefinitionRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DescribeTaskDefinitionResponse {
-    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tags", skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "taskDefinition", skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<TaskDefinition>,
 }
 
@@ -574,9 +583,9 @@ pub struct DescribeTasksRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DescribeTasksResponse {
-    #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
-    #[serde(rename = "tasks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tasks", skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<Task>>,
 }
 
@@ -640,11 +649,11 @@ pub struct DiscoverPollEndpointRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct DiscoverPollEndpointResponse {
-    #[serde(rename = "endpoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "endpoint", skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    #[serde(rename = "serviceConnectEndpoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "serviceConnectEndpoint", skip_serializing_if = "Option::is_none")]
     pub service_connect_endpoint: Option<String>,
-    #[serde(rename = "telemetryEndpoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "telemetryEndpoint", skip_serializing_if = "Option::is_none")]
     pub telemetry_endpoint: Option<String>,
 }
 
@@ -838,11 +847,11 @@ pub struct FSxWindowsFileServerVolumeConfiguration {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct Failure {
-    #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "arn", skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "detail", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "detail", skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "reason", skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -1030,9 +1039,9 @@ pub struct ListAttributesRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct ListAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "attributes", skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
 }
 
@@ -1046,9 +1055,9 @@ pub struct ListClustersRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct ListClustersResponse {
-    #[serde(rename = "clusterArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "clusterArns", skip_serializing_if = "Option::is_none")]
     pub cluster_arns: Option<Vec<String>>,
-    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
 }
 
@@ -1068,9 +1077,9 @@ pub struct ListContainerInstancesRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct ListContainerInstancesResponse {
-    #[serde(rename = "containerInstanceArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "containerInstanceArns", skip_serializing_if = "Option::is_none")]
     pub container_instance_arns: Option<Vec<String>>,
-    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
 }
 
@@ -1082,7 +1091,7 @@ pub struct ListTagsForResourceRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct ListTagsForResourceResponse {
-    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tags", skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
 }
 
@@ -1100,9 +1109,9 @@ pub struct ListTaskDefinitionFamiliesRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct ListTaskDefinitionFamiliesResponse {
-    #[serde(rename = "families", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "families", skip_serializing_if = "Option::is_none")]
     pub families: Option<Vec<String>>,
-    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
 }
 
@@ -1122,9 +1131,9 @@ pub struct ListTaskDefinitionsRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct ListTaskDefinitionsResponse {
-    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "taskDefinitionArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "taskDefinitionArns", skip_serializing_if = "Option::is_none")]
     pub task_definition_arns: Option<Vec<String>>,
 }
 
@@ -1154,9 +1163,9 @@ pub struct ListTasksRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct ListTasksResponse {
-    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "taskArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "taskArns", skip_serializing_if = "Option::is_none")]
     pub task_arns: Option<Vec<String>>,
 }
 
@@ -1512,7 +1521,7 @@ pub struct PutAttributesRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct PutAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "attributes", skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Vec<Attribute>>,
 }
 
@@ -1548,7 +1557,7 @@ pub struct RegisterContainerInstanceRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct RegisterContainerInstanceResponse {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "containerInstance", skip_serializing_if = "Option::is_none")]
     pub container_instance: Option<ContainerInstance>,
 }
 
@@ -1600,9 +1609,9 @@ pub struct RegisterTaskDefinitionRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct RegisterTaskDefinitionResponse {
-    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tags", skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "taskDefinition", skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<TaskDefinition>,
 }
 
@@ -1706,9 +1715,9 @@ pub struct RunTaskRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct RunTaskResponse {
-    #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
-    #[serde(rename = "tasks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tasks", skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<Task>>,
 }
 
@@ -1812,9 +1821,9 @@ pub struct StartTaskRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct StartTaskResponse {
-    #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
-    #[serde(rename = "tasks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "tasks", skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<Task>>,
 }
 
@@ -1830,7 +1839,7 @@ pub struct StopTaskRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct StopTaskResponse {
-    #[serde(rename = "task", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "task", skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
 }
 
@@ -1844,7 +1853,7 @@ pub struct SubmitAttachmentStateChangesRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct SubmitAttachmentStateChangesResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "acknowledgment", skip_serializing_if = "Option::is_none")]
     pub acknowledgment: Option<String>,
 }
 
@@ -1870,7 +1879,7 @@ pub struct SubmitContainerStateChangeRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct SubmitContainerStateChangeResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "acknowledgment", skip_serializing_if = "Option::is_none")]
     pub acknowledgment: Option<String>,
 }
 
@@ -1900,7 +1909,7 @@ pub struct SubmitTaskStateChangeRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct SubmitTaskStateChangeResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "acknowledgment", skip_serializing_if = "Option::is_none")]
     pub acknowledgment: Option<String>,
 }
 
@@ -2262,7 +2271,7 @@ pub struct UpdateClusterRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct UpdateClusterResponse {
-    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Cluster>,
 }
 
@@ -2276,7 +2285,7 @@ pub struct UpdateClusterSettingsRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct UpdateClusterSettingsResponse {
-    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Cluster>,
 }
 
@@ -2292,9 +2301,9 @@ pub struct UpdateContainerInstancesStateRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct UpdateContainerInstancesStateResponse {
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "containerInstances", skip_serializing_if = "Option::is_none")]
     pub container_instances: Option<Vec<ContainerInstance>>,
-    #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
 }
 

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::{interval, interval_at, MissedTickBehavior};
 
 use super::{epoch_millis, frame, open, send, Channel, Envelope, QueryParams, Upgrade};
@@ -24,6 +24,7 @@ use crate::domain::status::TaskStatus;
 use crate::model::Model;
 use crate::ops::acs::{self as ops, Instance};
 use crate::sessions::Listener;
+use crate::shapes::{acs, ChannelMessage};
 use crate::state::AppState;
 
 const CHANNEL: Channel = Channel {
@@ -169,14 +170,10 @@ impl Session {
         }
     }
 
-    async fn send(&self, socket: &mut WebSocket, kind: &str, message: Value) -> Result<(), End> {
-        send(
-            socket,
-            frame(Model::acs(), kind, message),
-            self.state.timings.send_timeout,
-        )
-        .await
-        .map_err(|()| End::Gone)
+    async fn send<M: ChannelMessage>(&self, socket: &mut WebSocket, message: &M) -> Result<(), End> {
+        send(socket, frame(Model::acs(), message), self.state.timings.send_timeout)
+            .await
+            .map_err(|()| End::Gone)
     }
 
     /// Sends every task the agent has yet to acknowledge, except those sent too recently to
@@ -216,16 +213,16 @@ impl Session {
         };
         for (i, chunk) in chunks.into_iter().enumerate() {
             let message_id = uuid::Uuid::new_v4().to_string();
-            let tasks: Vec<Value> = chunk.iter().map(|d| d.task.clone()).collect();
-            let message = json!({
-                "clusterArn": self.instance.cluster_arn,
-                "containerInstanceArn": self.instance.arn,
-                "tasks": tasks,
-                "generatedAt": epoch_millis(),
-                "messageId": message_id,
-                "seqNum": first + i as i64,
-            });
-            self.send(socket, "PayloadMessage", message).await?;
+            let message = acs::PayloadMessage {
+                cluster_arn: Some(self.instance.cluster_arn.clone()),
+                container_instance_arn: Some(self.instance.arn.clone()),
+                tasks: Some(chunk.iter().map(|d| acs::Task(d.task.clone())).collect()),
+                generated_at: Some(epoch_millis()),
+                message_id: Some(message_id.clone()),
+                seq_num: Some(i32::try_from(first + i as i64).unwrap_or(i32::MAX)),
+                timeline: None,
+            };
+            self.send(socket, &message).await?;
             let now = Instant::now();
             for d in chunk {
                 self.sent.insert(d.id.clone(), (d.desired, now));
@@ -270,8 +267,11 @@ impl Session {
         if self.last_heard.elapsed() > self.state.timings.idle_timeout {
             return Err(End::Silent);
         }
-        let message = json!({"healthy": true, "messageId": uuid::Uuid::new_v4().to_string()});
-        self.send(socket, "HeartbeatMessage", message).await?;
+        let message = acs::HeartbeatMessage {
+            healthy: Some(true),
+            message_id: Some(uuid::Uuid::new_v4().to_string()),
+        };
+        self.send(socket, &message).await?;
         // Tasks whose acknowledgement did not come in time go out again.
         self.deliver(socket).await
     }
@@ -293,15 +293,15 @@ impl Session {
                 return Ok(());
             }
         };
-        let message = json!({
-            "clusterArn": self.instance.cluster_arn,
-            "containerInstanceArn": self.instance.arn,
-            "tasks": tasks,
-            "generatedAt": epoch_millis(),
-            "messageId": uuid::Uuid::new_v4().to_string(),
-            "timeline": timeline,
-        });
-        self.send(socket, "TaskManifestMessage", message).await
+        let message = acs::TaskManifestMessage {
+            cluster_arn: Some(self.instance.cluster_arn.clone()),
+            container_instance_arn: Some(self.instance.arn.clone()),
+            tasks: Some(tasks),
+            generated_at: Some(epoch_millis()),
+            message_id: Some(uuid::Uuid::new_v4().to_string()),
+            timeline: Some(timeline),
+        };
+        self.send(socket, &message).await
     }
 
     /// One message from the agent.
@@ -396,21 +396,27 @@ impl Session {
                 return Ok(());
             }
         };
-        let stop_tasks: Vec<Value> = confirmed
+        let stop_tasks = confirmed
             .into_iter()
-            .map(|arn| json!({"taskArn": arn, "taskClusterArn": self.instance.cluster_arn, "desiredStatus": "STOPPED"}))
+            .map(|arn| acs::TaskIdentifier {
+                task_arn: Some(arn),
+                task_cluster_arn: Some(self.instance.cluster_arn.clone()),
+                desired_status: Some(TaskStatus::Stopped.as_str().to_owned()),
+            })
             .collect();
-        let ack = json!({
-            "generatedAt": epoch_millis(),
-            "messageId": verification.message_id,
-            "stopTasks": stop_tasks,
-        });
-        self.send(socket, "TaskStopVerificationAck", ack).await
+        let ack = acs::TaskStopVerificationAck {
+            generated_at: Some(epoch_millis()),
+            message_id: verification.message_id,
+            stop_tasks: Some(stop_tasks),
+        };
+        self.send(socket, &ack).await
     }
 
     async fn bad_request(&self, socket: &mut WebSocket, message: &str) -> Result<(), End> {
         tracing::debug!(instance = %self.instance.arn, message, "unusable message from an agent");
-        self.send(socket, "BadRequestException", json!({"message": message}))
-            .await
+        let refusal = acs::BadRequestException {
+            message: Some(message.to_owned()),
+        };
+        self.send(socket, &refusal).await
     }
 }

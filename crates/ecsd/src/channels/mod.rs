@@ -29,6 +29,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::gate::{self, Signed};
 use crate::model::Model;
 use crate::ops::acs::{self as ops, Instance, Refusal};
+use crate::shapes::ChannelMessage;
 use crate::state::AppState;
 use crate::throttle::Family;
 
@@ -50,7 +51,9 @@ struct Envelope {
 
 /// A message of `model` (ACS or TCS) as a text frame. Debug builds check it against its shape in
 /// the model first, as they check API responses: a message an agent cannot decode is our bug.
-fn frame(model: &Model, kind: &str, message: Value) -> Message {
+fn frame<M: ChannelMessage>(model: &Model, message: &M) -> Message {
+    let kind = M::KIND;
+    let message = serde_json::to_value(message).unwrap_or_default();
     if cfg!(debug_assertions) {
         if let Err(e) = model.check_sent(kind, &message) {
             panic!("ecsd sent a {kind} that its model does not describe: {}", e.message);

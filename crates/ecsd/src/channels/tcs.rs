@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::time::{interval, MissedTickBehavior};
 
 use super::{frame, open, send, Channel, Envelope, QueryParams, Refused, Upgrade};
@@ -26,6 +25,7 @@ use crate::gate::SIGNING_NAME;
 use crate::model::Model;
 use crate::ops::acs::Instance;
 use crate::ops::tcs::{self as ops, TaskHealth};
+use crate::shapes::tcs;
 use crate::state::AppState;
 
 const CHANNEL: Channel = Channel {
@@ -71,8 +71,23 @@ struct Telemetry {
 
 /// A message the agent sent, with what it needs answered.
 enum Reply {
-    Ack(&'static str),
-    Error(&'static str, String),
+    Ack(Ack),
+    Error(Refusal, String),
+}
+
+/// What a published message is acknowledged with.
+enum Ack {
+    Health,
+    InstanceStatus,
+    Metric,
+}
+
+/// Why a published message is refused.
+#[derive(Debug)]
+enum Refusal {
+    BadRequest,
+    InvalidParameter,
+    Server,
 }
 
 impl Telemetry {
@@ -104,7 +119,7 @@ impl Telemetry {
                     if last_heard.elapsed() > timings.idle_timeout {
                         break;
                     }
-                    frame(Model::tcs(), "HeartbeatMessage", json!({"healthy": true}))
+                    frame(Model::tcs(), &tcs::HeartbeatMessage { healthy: Some(true) })
                 }
                 _ = shutdown.changed() => break,
             };
@@ -121,16 +136,28 @@ impl Telemetry {
             Ok(reply) | Err(reply) => reply,
         };
         match reply {
-            Reply::Ack(kind) => frame(Model::tcs(), kind, json!({"message": ""})),
-            Reply::Error(kind, message) => {
-                tracing::debug!(instance = %self.instance.arn, kind, %message, "telemetry message refused");
-                frame(Model::tcs(), kind, json!({"message": message}))
+            Reply::Ack(ack) => {
+                let message = Some(String::new());
+                match ack {
+                    Ack::Health => frame(Model::tcs(), &tcs::AckPublishHealth { message }),
+                    Ack::InstanceStatus => frame(Model::tcs(), &tcs::AckPublishInstanceStatus { message }),
+                    Ack::Metric => frame(Model::tcs(), &tcs::AckPublishMetric { message }),
+                }
+            }
+            Reply::Error(why, message) => {
+                tracing::debug!(instance = %self.instance.arn, ?why, %message, "telemetry message refused");
+                let message = Some(message);
+                match why {
+                    Refusal::BadRequest => frame(Model::tcs(), &tcs::BadRequestException { message }),
+                    Refusal::InvalidParameter => frame(Model::tcs(), &tcs::InvalidParameterException { message }),
+                    Refusal::Server => frame(Model::tcs(), &tcs::ServerException { message }),
+                }
             }
         }
     }
 
     async fn handle(&self, data: &[u8]) -> Result<Reply, Reply> {
-        let bad = |m: &str| Reply::Error("BadRequestException", m.to_owned());
+        let bad = |m: &str| Reply::Error(Refusal::BadRequest, m.to_owned());
         let split = data
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
@@ -144,7 +171,7 @@ impl Telemetry {
             body,
         };
         let caller = sigv4::verify(&self.state.keys, SIGNING_NAME, &request, SystemTime::now())
-            .map_err(|e| Reply::Error("BadRequestException", format!("{}: {}", e.code.as_str(), e.message)))?;
+            .map_err(|e| Reply::Error(Refusal::BadRequest, format!("{}: {}", e.code.as_str(), e.message)))?;
         if caller.principal.account_id() != self.scope.account || caller.region != self.scope.region {
             return Err(bad(
                 "The message is signed for another account or region than the connection.",
@@ -162,10 +189,10 @@ impl Telemetry {
         }
         let message = Model::tcs()
             .check_received(&envelope.kind, envelope.message)
-            .map_err(|e| Reply::Error("InvalidParameterException", e.message))?;
-        let invalid = |e: serde_json::Error| Reply::Error("InvalidParameterException", e.to_string());
+            .map_err(|e| Reply::Error(Refusal::InvalidParameter, e.message))?;
+        let invalid = |e: serde_json::Error| Reply::Error(Refusal::InvalidParameter, e.to_string());
         let store = self.state.store.clone();
-        let failed = |e: crate::error::ApiError| Reply::Error("ServerException", e.message);
+        let failed = |e: crate::error::ApiError| Reply::Error(Refusal::Server, e.message);
         match envelope.kind.as_str() {
             "PublishHealthRequest" => {
                 #[derive(Deserialize)]
@@ -177,7 +204,7 @@ impl Telemetry {
                 ops::record_health(store.as_ref(), &self.instance, health.tasks)
                     .await
                     .map_err(failed)?;
-                Ok(Reply::Ack("AckPublishHealth"))
+                Ok(Reply::Ack(Ack::Health))
             }
             "PublishInstanceStatusRequest" => {
                 #[derive(Deserialize)]
@@ -189,9 +216,9 @@ impl Telemetry {
                 ops::record_instance_status(store.as_ref(), &self.instance, statuses.statuses)
                     .await
                     .map_err(failed)?;
-                Ok(Reply::Ack("AckPublishInstanceStatus"))
+                Ok(Reply::Ack(Ack::InstanceStatus))
             }
-            _ => Ok(Reply::Ack("AckPublishMetric")),
+            _ => Ok(Reply::Ack(Ack::Metric)),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::container_instances::save_instance;
 use super::task_definitions;
@@ -18,6 +18,7 @@ use crate::domain::acs_task::acs_task;
 use crate::domain::status::{ClusterStatus, ContainerInstanceStatus, TaskStatus};
 use crate::domain::{now, Scope};
 use crate::error::ApiError;
+use crate::shapes::acs::TaskIdentifier;
 use crate::store::{Store, StoreError, StoreExt, Tx};
 
 /// An agent's container instance, as a channel names it once opened.
@@ -263,19 +264,17 @@ pub async fn acknowledge(
 
 /// The tasks that should be on the instance (ACS `TaskIdentifier`s): every task placed there
 /// that is not yet STOPPED, with its desired status.
-pub async fn manifest(store: &dyn Store, instance: &Instance) -> Result<Vec<Value>, ApiError> {
+pub async fn manifest(store: &dyn Store, instance: &Instance) -> Result<Vec<TaskIdentifier>, ApiError> {
     let (cluster, id) = (instance.cluster.clone(), instance.id.clone());
     store
         .read(&instance.scope, move |tx| {
             Ok(tx
                 .instance_tasks(&cluster, &id)?
                 .into_iter()
-                .map(|(task, _)| {
-                    json!({
-                        "taskArn": task.task_arn,
-                        "taskClusterArn": task.cluster_arn,
-                        "desiredStatus": task.desired_status.as_str(),
-                    })
+                .map(|(task, _)| TaskIdentifier {
+                    task_arn: Some(task.task_arn),
+                    task_cluster_arn: Some(task.cluster_arn),
+                    desired_status: Some(task.desired_status.as_str().to_owned()),
                 })
                 .collect())
         })
