@@ -11,13 +11,15 @@
 //!   [`events_api`] (the event log over HTTP).
 //!   Each lets requests in only through [`gate`] (SigV4 with [`auth`], served regions,
 //!   [`throttle`], permissions, cluster scope); [`state`] is what they are all served with.
-//! - [`ops`]: one module per resource family, one function per operation; knows the domain and
-//!   the store, not HTTP. [`model`] is the ECS API model (and the ACS/TCS models) every request
-//!   and message is checked against; [`error`] the exceptions clients see.
+//! - [`ops`]: one module per resource family, one function per operation, taking and returning
+//!   the [`shapes`] generated from the model; knows the domain and the store, not HTTP.
+//!   [`model`] is the ECS API model (and the ACS/TCS models) every request and message is
+//!   checked against; [`error`] the exceptions clients see.
 //! - [`domain`]: records, ARNs, the status machine, placement, validation; pure, no I/O.
-//! - [`store`]: the storage trait and its backends (SQLite embedded, PostgreSQL shared).
-//! - Clients of a server, built into the same binary: [`client`] (a small SigV4 client),
-//!   [`sim`] (simulated agents), [`webhooks`] (event delivery).
+//! - [`store`]: records declared once, every query written once in the SQL both backends run
+//!   (SQLite embedded, PostgreSQL shared), the backends only running transactions.
+//! - [`webhooks`]: event delivery. The server's clients (the SigV4 client, simulated agents,
+//!   `events tail`) are the `ecsd-agent` crate; the `ecsd` command is `ecsd-cli`.
 //!
 //! # One request, from bytes to disk: SubmitTaskStateChange
 //!
@@ -32,6 +34,8 @@
 //!    applies the report with [`domain::task_change::apply`] (statuses only move forward), and
 //!    saves it with [`ops::tasks`]' `save_task`, which bumps the version, moves the instance's
 //!    resource usage and appends the task's event.
+//!    The closure reads and writes through [`store::Tx`], whose queries [`store::sql`] renders
+//!    for the backend's database.
 //! 5. The store commits ([`store::sqlite`]: a group commit with one fsync; [`store::postgres`]:
 //!    one transaction under the write lock); only then is the answer written back.
 

@@ -737,19 +737,7 @@ async fn telemetry_is_acknowledged_and_health_recorded() {
 /// The cluster with a task definition `job` and one registered instance (returned).
 async fn job_cluster(client: &Client) -> String {
     client.create_cluster().cluster_name(CLUSTER).send().await.unwrap();
-    client
-        .register_task_definition()
-        .family("job")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("main")
-                .image("busybox")
-                .memory(64)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    common::register_definition(client, "job", "main", 64).await;
     register_instance(client, CLUSTER).await
 }
 

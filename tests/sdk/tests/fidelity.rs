@@ -4,24 +4,12 @@
 mod common;
 
 use aws_sdk_ecs::operation::run_task::RunTaskError;
-use aws_sdk_ecs::types::{ContainerDefinition, ContainerInstanceStatus, TaskDefinitionFamilyStatus};
+use aws_sdk_ecs::types::{ContainerInstanceStatus, TaskDefinitionFamilyStatus};
 use aws_sdk_ecs::Client;
 use common::{agent_resources, error_code, error_message, register_instance, Running, ACCOUNT};
 
 async fn register_definition(client: &Client, family: &str) {
-    client
-        .register_task_definition()
-        .family(family)
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("app")
-                .image("busybox")
-                .memory(64)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    common::register_definition(client, family, "app", 64).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

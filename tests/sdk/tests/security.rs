@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_ecs::types::{ContainerDefinition, Tag};
+use aws_sdk_ecs::types::Tag;
 use common::{agent_resources, error_code, error_message, Running, REGION, TARGET};
 use ecsd::auth::{Keys, Regions};
 use ecsd::server::{Limits, Options};
@@ -225,12 +225,7 @@ async fn permissions_and_cluster_limits_are_enforced() {
         "AccessDeniedException",
         "no cluster named means 'default'"
     );
-    ci.register_task_definition()
-        .family("job")
-        .container_definitions(ContainerDefinition::builder().name("c").image("i").memory(8).build())
-        .send()
-        .await
-        .unwrap();
+    common::register_definition(&ci, "job", "c", 8).await;
     server.stop().await;
 }
 
@@ -264,13 +259,7 @@ async fn a_cluster_scope_holds_for_resources_named_by_arn() {
         .unwrap()
         .container_instance_arn
         .unwrap();
-    alice
-        .register_task_definition()
-        .family("svc")
-        .container_definitions(ContainerDefinition::builder().name("c").image("i").memory(8).build())
-        .send()
-        .await
-        .unwrap();
+    common::register_definition(&alice, "svc", "c", 8).await;
     let task = alice
         .run_task()
         .cluster("prod")

@@ -484,19 +484,7 @@ async fn run_task_refuses_and_reports_like_ecs() {
     let server = Running::start(dir.path()).await;
     let client = server.client();
     client.create_cluster().cluster_name("empty").send().await.unwrap();
-    client
-        .register_task_definition()
-        .family("big")
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("c")
-                .image("busybox")
-                .memory(3000)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    common::register_definition(&client, "big", "c", 3000).await;
 
     let none = client
         .run_task()

@@ -109,37 +109,28 @@ fn as_json(member: Option<impl serde::Serialize>) -> Option<Value> {
     member.and_then(|m| serde_json::to_value(m).ok())
 }
 
-impl From<&RunTaskRequest> for TaskRequest {
-    fn from(req: &RunTaskRequest) -> Self {
-        TaskRequest {
-            cluster: req.cluster.clone(),
-            task_definition: req.task_definition.clone(),
-            overrides: as_json(req.overrides.as_ref()),
-            started_by: req.started_by.clone(),
-            group: req.group.clone(),
-            network_configuration: as_json(req.network_configuration.as_ref()),
-            tags: req.tags.clone().unwrap_or_default(),
-            propagate_tags: req.propagate_tags,
-            enable_execute_command: req.enable_execute_command.unwrap_or(false),
+/// RunTask and StartTask name the members they share alike.
+macro_rules! task_request_from {
+    ($($request:ty),*) => {$(
+        impl From<&$request> for TaskRequest {
+            fn from(req: &$request) -> Self {
+                TaskRequest {
+                    cluster: req.cluster.clone(),
+                    task_definition: req.task_definition.clone(),
+                    overrides: as_json(req.overrides.as_ref()),
+                    started_by: req.started_by.clone(),
+                    group: req.group.clone(),
+                    network_configuration: as_json(req.network_configuration.as_ref()),
+                    tags: req.tags.clone().unwrap_or_default(),
+                    propagate_tags: req.propagate_tags,
+                    enable_execute_command: req.enable_execute_command.unwrap_or(false),
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl From<&StartTaskRequest> for TaskRequest {
-    fn from(req: &StartTaskRequest) -> Self {
-        TaskRequest {
-            cluster: req.cluster.clone(),
-            task_definition: req.task_definition.clone(),
-            overrides: as_json(req.overrides.as_ref()),
-            started_by: req.started_by.clone(),
-            group: req.group.clone(),
-            network_configuration: as_json(req.network_configuration.as_ref()),
-            tags: req.tags.clone().unwrap_or_default(),
-            propagate_tags: req.propagate_tags,
-            enable_execute_command: req.enable_execute_command.unwrap_or(false),
-        }
-    }
-}
+task_request_from!(RunTaskRequest, StartTaskRequest);
 
 /// A checked [`TaskRequest`], ready to make tasks from.
 struct Template {

@@ -1,4 +1,8 @@
-//! Storage: one trait for every backend (the embedded SQLite store is the default).
+//! Storage. A backend ([`Backend`]: the embedded SQLite store, the default, or PostgreSQL) only
+//! runs transactions over its [`sql::Sql`]; everything else is written once above it: the
+//! stored kinds (`records`, a [`Record`] declaration each), every query of a transaction
+//! ([`Tx`], in `tx`), the event log, cursors, sweeps and agent leases ([`Store`], implemented
+//! for every backend here) and the schema (`schema`).
 //!
 //! A handler's work runs as a closure over a [`Tx`], a transaction bound to one account and
 //! region: everything the closure reads and writes commits together or not at all, and the

@@ -158,6 +158,30 @@ impl Running {
 
 /// Registers a container instance in `cluster` as an agent does (see [`agent_resources`]) and
 /// returns its ARN.
+/// Registers a task definition of one busybox container, `container`, holding `memory` MiB.
+pub async fn register_definition(
+    client: &Client,
+    family: &str,
+    container: &str,
+    memory: i32,
+) -> aws_sdk_ecs::types::TaskDefinition {
+    client
+        .register_task_definition()
+        .family(family)
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name(container)
+                .image("busybox")
+                .memory(memory)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("the task definition registers")
+        .task_definition
+        .expect("a registered task definition")
+}
+
 pub async fn register_instance(client: &Client, cluster: &str) -> String {
     client
         .register_container_instance()
