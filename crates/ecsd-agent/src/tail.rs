@@ -7,17 +7,48 @@ use http_body_util::BodyExt;
 
 use crate::client::{ClientError, EcsClient};
 
-/// Prints the events after `after` (of `cluster`, or of every cluster) until the server refuses
-/// the stream.
-pub async fn run(client: &EcsClient, cluster: Option<&str>, after: i64) -> Result<(), ClientError> {
-    let path = match cluster {
-        Some(cluster) => format!("/events/stream?cluster={cluster}"),
-        None => "/events/stream".to_owned(),
+/// Which events to print.
+#[derive(Clone, Debug, Default)]
+pub struct Tail {
+    /// Only those of this cluster.
+    pub cluster: Option<String>,
+    /// Only those of this kind (`detail-type`, e.g. `ECS Task State Change`).
+    pub detail_type: Option<String>,
+    /// Those after this sequence number; `None`: those from now on.
+    pub after: Option<i64>,
+}
+
+/// Prints the events `tail` asks for until the server refuses the stream, resuming after the
+/// last one printed when the connection drops.
+pub async fn run(client: &EcsClient, tail: &Tail) -> Result<(), ClientError> {
+    let mut query = Vec::new();
+    if let Some(cluster) = &tail.cluster {
+        query.push(format!(
+            "cluster={}",
+            crate::acs::query_value(cluster).replace('+', "%20")
+        ));
+    }
+    if let Some(kind) = &tail.detail_type {
+        query.push(format!(
+            "detail-type={}",
+            crate::acs::query_value(kind).replace('+', "%20")
+        ));
+    }
+    let path = |from_now: bool| {
+        let mut query = query.clone();
+        if from_now {
+            query.push("from=now".into());
+        }
+        match query.is_empty() {
+            true => "/events/stream".to_owned(),
+            false => format!("/events/stream?{}", query.join("&")),
+        }
     };
-    let mut after = after;
+    let mut after = tail.after;
     loop {
-        let last = after.to_string();
-        match client.get(&path, &[("last-event-id", &last)]).await {
+        let last = after.map(|seq| seq.to_string());
+        let headers: Vec<(&str, &str)> = last.iter().map(|l| ("last-event-id", l.as_str())).collect();
+        match client.get(&path(after.is_none()), &headers).await {
             Ok(response) if response.status().is_success() => {
                 let mut body = response.into_body();
                 let mut buffer = String::new();
@@ -27,7 +58,7 @@ pub async fn run(client: &EcsClient, cluster: Option<&str>, after: i64) -> Resul
                     while let Some(end) = buffer.find("\n\n") {
                         let block: String = buffer.drain(..end + 2).collect();
                         if let Some((seq, line)) = summarize(&block) {
-                            after = seq;
+                            after = Some(seq);
                             println!("{line}");
                         }
                     }

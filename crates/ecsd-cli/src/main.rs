@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
+
+mod config;
 
 use ecsd::auth::{Keys, Regions};
 use ecsd::server::{Limits, Options, Retention, Server};
@@ -23,11 +25,20 @@ use ecsd_agent::sim::{self, SimOptions};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "ecsd", version, about = "An Amazon ECS-compatible control plane")]
 struct Cli {
+    /// How log lines are written to stderr: text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ECSD_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -50,10 +61,13 @@ enum EventsCommand {
 /// Who ecsd's own clients sign as.
 #[derive(clap::Args, Clone)]
 struct SigningArgs {
+    /// The access key to sign requests with.
     #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "test")]
     access_key_id: String,
+    /// Its secret.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "test", hide_env_values = true)]
     secret_access_key: String,
+    /// The region to sign requests for.
     #[arg(long = "signing-region", env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
     signing_region: String,
 }
@@ -104,20 +118,34 @@ struct AgentArgs {
 
 #[derive(clap::Args)]
 struct TailArgs {
+    /// The ecsd to read from.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     endpoint: String,
     /// Only events of this cluster.
     #[arg(long)]
     cluster: Option<String>,
-    /// Start after this sequence number (default: the beginning).
-    #[arg(long, default_value_t = 0)]
-    after: i64,
+    /// Only events of this kind, e.g. "ECS Task State Change" or "ECS Container Instance State Change".
+    #[arg(long)]
+    detail_type: Option<String>,
+    /// Start with the oldest event kept (by default, with the next one to happen).
+    #[arg(long, conflicts_with = "after")]
+    from_start: bool,
+    /// Start after this sequence number.
+    #[arg(long)]
+    after: Option<i64>,
     #[command(flatten)]
     signing: SigningArgs,
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// A TOML file of settings, keyed by option name (`listen = "127.0.0.1:8091"`,
+    /// `simulate-agents = 2`); options and environment variables given as well win.
+    #[arg(long, env = "ECSD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log no line per API call (they are logged at INFO, target `ecsd::requests`).
+    #[arg(long, env = "ECSD_NO_REQUEST_LOG")]
+    no_request_log: bool,
     #[command(flatten, next_help_heading = "Listening and limits")]
     listen: ListenArgs,
     #[command(flatten, next_help_heading = "Store")]
@@ -137,7 +165,7 @@ struct ServeArgs {
 struct ListenArgs {
     /// Address to listen on; port 0 picks a free port (the address is printed once ready).
     #[arg(long, env = "ECSD_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    listen: String,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -206,7 +234,9 @@ struct AccessArgs {
 impl AccessArgs {
     fn keys(&self, listen: SocketAddr) -> Result<Keys, Box<dyn std::error::Error>> {
         match &self.credentials {
-            Some(path) => Ok(Keys::load(path)?),
+            Some(path) => {
+                Keys::load(path).map_err(|e| format!("cannot use the credentials file {}: {e}", path.display()).into())
+            }
             None if listen.ip().is_loopback() => Ok(Keys::development(&self.account_id)),
             None => Err(format!(
                 "refusing to listen on {listen} with the development credentials: give --credentials FILE"
@@ -328,12 +358,46 @@ fn family_rate(s: &str) -> Result<(Family, Rate), String> {
     Ok((family, rate.parse()?))
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("ECSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+/// The log filter: `ECSD_LOG` as a tracing filter (`ecsd=debug,hyper=info`); a bare level
+/// (`debug`) applies to ecsd's own targets only, the libraries staying at `warn`.
+fn log_filter(request_log: bool) -> EnvFilter {
+    let own = ["ecsd", "ecsd_agent"];
+    let mut filter = match std::env::var("ECSD_LOG") {
+        Ok(spec) if spec.contains('=') || spec.contains(',') => EnvFilter::new(spec),
+        Ok(level) if !level.trim().is_empty() => {
+            EnvFilter::new(own.iter().map(|t| format!("{t}={level}")).collect::<Vec<_>>().join(",") + ",warn")
+        }
+        _ => EnvFilter::new("warn,ecsd=info,ecsd_agent=info"),
+    };
+    if !request_log {
+        filter = filter.add_directive(
+            format!("{}=off", ecsd::wire::REQUEST_LOG)
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
+    filter
+}
+
+fn init_logging(format: LogFormat, request_log: bool) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(request_log))
         .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match config::parse() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let request_log = !matches!(&cli.command, Command::Serve(args) if args.no_request_log);
+    init_logging(cli.log_format, request_log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -357,8 +421,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// The address `--listen` names, resolved like any server's (`localhost:8091`, `[::1]:80`).
+async fn resolve(listen: &str) -> Result<SocketAddr, String> {
+    let mut found = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}; give --listen HOST:PORT, e.g. 127.0.0.1:8080"))?;
+    found
+        .next()
+        .ok_or_else(|| format!("cannot listen on {listen}: the name resolves to no address"))
+}
+
+/// Binds the listener, saying what to do when the address is taken.
+async fn bind(listen: &str, address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {listen}: the address is already in use (another ecsd?); \
+             choose another with --listen HOST:PORT (port 0 picks a free one)"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("cannot listen on {listen}: permission denied; choose a port above 1023 with --listen")
+        }
+        _ => format!("cannot listen on {listen}: {e}"),
+    })
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let listen = args.listen.listen;
+    let listen = resolve(&args.listen.listen).await?;
+    // Bound first: a taken address is found before the store is opened or migrated.
+    let listener = bind(&args.listen.listen, listen).await?;
     let options = Options {
         data_dir: args.store.data_dir.clone(),
         store_url: args.store.url.clone(),
@@ -369,7 +459,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         advertise_url: args.channels.advertise_url.clone(),
         retention: args.events.retention(),
         webhooks: match &args.events.webhooks {
-            Some(path) => webhooks::load(path)?,
+            Some(path) => {
+                webhooks::load(path).map_err(|e| format!("cannot use the webhooks file {}: {e}", path.display()))?
+            }
             None => Vec::new(),
         },
         channels: args.channels.timings(),
@@ -386,7 +478,6 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         })
         .unwrap_or_else(|| "us-east-1".into());
     let server = Server::open(options).await?;
-    let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let simulation = (sim.simulate_agents > 0).then(|| {
@@ -447,7 +538,12 @@ async fn agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn tail(args: TailArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client = EcsClient::new(&args.endpoint, args.signing.credentials());
-    ecsd_agent::tail::run(&client, args.cluster.as_deref(), args.after).await?;
+    let tail = ecsd_agent::tail::Tail {
+        cluster: args.cluster,
+        detail_type: args.detail_type,
+        after: if args.from_start { Some(0) } else { args.after },
+    };
+    ecsd_agent::tail::run(&client, &tail).await?;
     Ok(())
 }
 

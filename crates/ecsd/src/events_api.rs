@@ -1,8 +1,9 @@
 //! Reading the event log over HTTP, signed with SigV4 like every API call:
 //! `GET /events?after=SEQ&limit=N` answers a JSON page, and `GET /events/stream` the same events
 //! as Server-Sent Events (`id:` the sequence number, `data:` the envelope), resumable with
-//! `Last-Event-ID`. Both see only the caller's account and region, optionally one cluster
-//! (`cluster=`) and one kind of event (`detail-type=`).
+//! `Last-Event-ID`, or from the newest event on with `from=now` (as `tail -f` starts). Both see only the caller's account and region, optionally one cluster
+//! (`cluster=`) and one kind of event (`detail-type=`); a principal limited to some clusters
+//! sees the events of those clusters only.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -17,6 +18,7 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::gate::{self, Signed};
 use crate::state::AppState;
@@ -39,10 +41,27 @@ pub struct EventsParams {
     cluster: Option<String>,
     #[serde(rename = "detail-type")]
     detail_type: Option<String>,
+    /// `now`: a stream starts after the newest event committed.
+    from: Option<String>,
+}
+
+/// A query of the event log, and which clusters' events the caller may see of what it reads.
+struct Read {
+    query: EventQuery,
+    /// Set for a principal limited to some clusters that named none.
+    principal: Option<Arc<Principal>>,
+}
+
+impl Read {
+    fn visible(&self, event: &StoredEvent) -> bool {
+        self.principal
+            .as_ref()
+            .is_none_or(|p| p.may_use_cluster(&event.cluster))
+    }
 }
 
 /// Lets a read of the event log through the gate and turns its parameters into a query.
-fn authorize(state: &AppState, request: &Request, params: &EventsParams) -> Result<EventQuery, ApiError> {
+fn authorize(state: &AppState, request: &Request, params: &EventsParams) -> Result<Read, ApiError> {
     let signed = Signed {
         method: request.method().as_str(),
         path_and_query: request.uri().path_and_query().map_or("/", |p| p.as_str()),
@@ -55,12 +74,15 @@ fn authorize(state: &AppState, request: &Request, params: &EventsParams) -> Resu
         .cluster
         .as_deref()
         .map(|c| scope.cluster_name(c).unwrap_or(c).to_owned());
-    match &cluster {
-        Some(name) => admitted.check_cluster(name)?,
-        None if !admitted.sees_every_cluster() => return Err(admitted.denied("every cluster")),
-        None => {}
-    }
-    Ok(EventQuery {
+    let principal = match &cluster {
+        Some(name) => {
+            admitted.check_cluster(name)?;
+            None
+        }
+        None if !admitted.sees_every_cluster() => Some(admitted.caller.principal.clone()),
+        None => None,
+    };
+    let query = EventQuery {
         after: params.after.unwrap_or(0).max(0),
         limit: params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
         account: Some(admitted.scope.account.clone()),
@@ -68,7 +90,8 @@ fn authorize(state: &AppState, request: &Request, params: &EventsParams) -> Resu
         cluster,
         detail_type: params.detail_type.clone(),
         noticed: false,
-    })
+    };
+    Ok(Read { query, principal })
 }
 
 #[derive(serde::Serialize)]
@@ -91,30 +114,31 @@ pub async fn page(
     request: Request,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let query = match authorize(&state, &request, &params) {
-        Ok(q) => q,
+    let read = match authorize(&state, &request, &params) {
+        Ok(read) => read,
         Err(e) => return error_response(&request_id, &e),
     };
-    let limit = query.limit;
-    let after = query.after;
-    let page = match state.store.events(query).await {
+    let limit = read.query.limit;
+    let after = read.query.after;
+    let page = match state.store.events(read.query.clone()).await {
         Ok(page) => page,
         Err(e) => {
             tracing::error!(%request_id, error = %e, "cannot read the event log");
             return error_response(&request_id, &ApiError::from(e));
         }
     };
+    // A full page resumes after its last event; a short one after everything committed so far,
+    // which skips what the filters left out.
+    let last_seq = match page.events.last() {
+        Some(event) if page.events.len() == limit => event.seq,
+        _ => page.last_seq.max(after),
+    };
     let raw: Vec<(i64, Box<RawValue>)> = page
         .events
         .iter()
+        .filter(|e| read.visible(e))
         .filter_map(|e| RawValue::from_string(e.body.clone()).ok().map(|r| (e.seq, r)))
         .collect();
-    // A full page resumes after its last event; a short one after everything committed so far,
-    // which skips what the filters left out.
-    let last_seq = match raw.last() {
-        Some((seq, _)) if raw.len() == limit => *seq,
-        _ => page.last_seq.max(after),
-    };
     let body = Page {
         events: raw.iter().map(|(seq, event)| Entry { seq: *seq, event }).collect(),
         last_seq,
@@ -134,33 +158,49 @@ pub async fn stream(
     request: Request,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut query = match authorize(&state, &request, &params) {
-        Ok(q) => q,
+    let mut read = match authorize(&state, &request, &params) {
+        Ok(read) => read,
         Err(e) => return error_response(&request_id, &e),
     };
     if let Some(seq) = last_event_id(request.headers()) {
-        query.after = seq;
+        read.query.after = seq;
+    } else if params.from.as_deref() == Some("now") {
+        let head = EventQuery {
+            after: i64::MAX,
+            limit: 1,
+            ..EventQuery::default()
+        };
+        match state.store.events(head).await {
+            Ok(page) => read.query.after = page.last_seq,
+            Err(e) => {
+                tracing::error!(%request_id, error = %e, "cannot read the event log");
+                return error_response(&request_id, &ApiError::from(e));
+            }
+        }
+    } else if let Some(from) = &params.from {
+        let refusal = ApiError::invalid_parameter(format!("Invalid 'from' '{from}': the only value is 'now'."));
+        return error_response(&request_id, &refusal);
     }
-    query.limit = STREAM_BATCH;
-    Sse::new(events(state, query))
+    read.query.limit = STREAM_BATCH;
+    Sse::new(events(state, read))
         .keep_alive(KeepAlive::new().interval(STREAM_POLL))
         .into_response()
 }
 
 struct Cursor {
     state: Arc<AppState>,
-    query: EventQuery,
+    read: Read,
     buffered: VecDeque<StoredEvent>,
     commits: tokio::sync::watch::Receiver<u64>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-fn events(state: Arc<AppState>, query: EventQuery) -> impl Stream<Item = Result<Event, Infallible>> {
+fn events(state: Arc<AppState>, read: Read) -> impl Stream<Item = Result<Event, Infallible>> {
     let cursor = Cursor {
         commits: state.store.commits(),
         shutdown: state.shutdown.clone(),
         state,
-        query,
+        read,
         buffered: VecDeque::new(),
     };
     stream::unfold(cursor, |mut c| async move {
@@ -169,14 +209,17 @@ fn events(state: Arc<AppState>, query: EventQuery) -> impl Stream<Item = Result<
                 return None;
             }
             if let Some(event) = c.buffered.pop_front() {
-                c.query.after = event.seq;
+                c.read.query.after = event.seq;
+                if !c.read.visible(&event) {
+                    continue;
+                }
                 let sse = Event::default().id(event.seq.to_string()).data(event.body);
                 return Some((Ok(sse), c));
             }
             // Mark what is seen before reading, so a commit between the read and the wait is
             // not missed.
             c.commits.borrow_and_update();
-            match c.state.store.events(c.query.clone()).await {
+            match c.state.store.events(c.read.query.clone()).await {
                 Ok(page) if !page.events.is_empty() => c.buffered.extend(page.events),
                 Ok(_) => {
                     tokio::select! {

@@ -227,6 +227,7 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
+            tracing::debug!(%peer, "connection accepted");
             let admitted = match connections.admit(peer.ip()) {
                 Ok(admitted) => admitted,
                 Err(refusal) => {

@@ -138,7 +138,7 @@ pub async fn deliver(store: Arc<dyn Store>, hook: Webhook, mut shutdown: watch::
                 match post(&http, &hook.url, event.seq, &event.body).await {
                     Ok(()) => break,
                     Err(why) => {
-                        tracing::debug!(webhook = %hook.name, seq = event.seq, %why, "delivery failed; will retry");
+                        tracing::warn!(webhook = %hook.name, seq = event.seq, %why, "delivery failed; will retry");
                         if wait(&mut shutdown, retry).await {
                             return;
                         }

@@ -130,12 +130,17 @@ pub async fn discard_body(mut body: hyper::body::Incoming, limits: Limits) {
     let _ = tokio::time::timeout(limits.body_timeout, drain).await;
 }
 
+/// The target of the one line logged per API call (`ecsd::requests=off` silences it).
+pub const REQUEST_LOG: &str = "ecsd::requests";
+
 /// `POST /`: one ECS API call.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
     let (parts, body) = request.into_parts();
-    let mut op_name = "-";
+    // Named for the log even when the call is refused before it is routed.
+    let op_name = route(&parts.headers).map_or("-", Operation::name);
+    let mut principal = None;
     let result = async {
         let body = read_body(body, &state.limits).await?;
         let signed = Signed {
@@ -145,28 +150,29 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             body: &body,
         };
         let caller = gate::authenticate(&state, &signed)?;
+        principal = Some(caller.principal.clone());
         let operation = route(&parts.headers)?;
-        op_name = operation.name();
         call(&state, caller, operation, &body).await
     }
     .await;
-    let response = match result {
-        Ok(value) => answer(StatusCode::OK, &request_id, None, &value),
+    let (response, code) = match result {
+        Ok(value) => (answer(StatusCode::OK, &request_id, None, &value), None),
         Err(err) => {
             if err.code.http_status() >= 500 {
                 tracing::error!(%request_id, operation = op_name, error = %err, "request failed");
-            } else {
-                tracing::debug!(%request_id, operation = op_name, error = %err, "request refused");
             }
-            error_response(&request_id, &err)
+            (error_response(&request_id, &err), Some(err.code))
         }
     };
-    tracing::debug!(
+    tracing::info!(
+        target: REQUEST_LOG,
         %request_id,
         operation = op_name,
         status = response.status().as_u16(),
+        code = code.map_or("-", ErrorCode::as_str),
         micros = started.elapsed().as_micros() as u64,
-        "handled"
+        principal = principal.as_ref().map_or("-", |p| p.name()),
+        "request"
     );
     response
 }

@@ -379,3 +379,62 @@ async fn throttling_and_limits_answer_like_aws_and_keep_data() {
     assert_eq!(client.list_clusters().send().await.unwrap().cluster_arns().len(), 2);
     server.stop().await;
 }
+
+/// `GET /events` signed with the given keys, as status and JSON body.
+async fn read_events(server: &Running, path: &str, key: &str, secret: &str) -> (u16, serde_json::Value) {
+    let url = format!("{}{path}", server.url);
+    let mut request = reqwest::Client::new().get(&url);
+    for (k, v) in common::fake_agent::sign_get(&url, b"", key, secret) {
+        request = request.header(k, v);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_limited_to_some_clusters_reads_the_events_of_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start_with(options(dir.path()).await).await;
+    let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
+    for cluster in ["ci-1", "prod"] {
+        alice.create_cluster().cluster_name(cluster).send().await.unwrap();
+        common::register_instance(&alice, cluster).await;
+    }
+    let clusters_of = |body: &serde_json::Value| -> Vec<String> {
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e["event"]["detail"]["clusterArn"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let (status, everything) = read_events(&server, "/events", "AKIAALICE", "alice-secret").await;
+    assert_eq!(status, 200);
+    assert_eq!(clusters_of(&everything), ["ci-1", "prod"]);
+
+    let (status, scoped) = read_events(&server, "/events", "AKIACI", "ci-secret").await;
+    assert_eq!(status, 200, "{scoped}");
+    assert_eq!(
+        clusters_of(&scoped),
+        ["ci-1"],
+        "only the clusters the principal may see"
+    );
+    assert_eq!(
+        scoped["lastSeq"], everything["lastSeq"],
+        "the page still resumes after what it read"
+    );
+
+    let (status, refused) = read_events(&server, "/events?cluster=prod", "AKIACI", "ci-secret").await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["__type"], "AccessDeniedException");
+    server.stop().await;
+}

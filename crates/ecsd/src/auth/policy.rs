@@ -112,6 +112,11 @@ impl Principal {
         self.session_token.as_deref().map(String::as_str)
     }
 
+    /// The principal's name in the credentials file.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The principal's ARN, as AccessDenied messages name it.
     pub fn arn(&self) -> String {
         format!("arn:aws:iam::{}:user/{}", self.account_id, self.name)

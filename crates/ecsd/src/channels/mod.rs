@@ -127,7 +127,7 @@ impl Refused {
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        tracing::debug!(status = self.status.as_u16(), kind = self.kind, message = %self.message, "channel refused");
+        tracing::warn!(status = self.status.as_u16(), kind = self.kind, message = %self.message, "agent channel refused");
         let body = json!({"type": self.kind, "message": {"message": self.message}});
         (
             self.status,

@@ -47,6 +47,8 @@ pub enum StoreError {
     Missing(String),
     #[error("the store is shut down")]
     Closed,
+    #[error("cannot reach PostgreSQL at {target}: {cause}")]
+    Connect { target: String, cause: String },
     #[error("the store's worker failed: {0}")]
     Worker(String),
 }
@@ -150,6 +152,8 @@ pub struct EventQuery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
     pub seq: i64,
+    /// The cluster it is of.
+    pub cluster: String,
     pub body: String,
     /// The notice for the agent channels, as stored.
     pub notice: Option<String>,
@@ -239,7 +243,7 @@ impl<B: Backend> Store for B {
                 .query_one("SELECT value FROM counters WHERE name = 'event'", &[])?
                 .int(0)?;
             let rows = sql.query(
-                "SELECT seq, body, notice FROM events
+                "SELECT seq, body, notice, cluster FROM events
                  WHERE seq > $1 AND seq <= $7 AND (CAST($2 AS TEXT) IS NULL OR account = $2)
                    AND (CAST($3 AS TEXT) IS NULL OR region = $3)
                    AND (CAST($4 AS TEXT) IS NULL OR cluster = $4) AND (CAST($5 AS TEXT) IS NULL OR detail_type = $5)
@@ -263,6 +267,7 @@ impl<B: Backend> Store for B {
                         seq: r.int(0)?,
                         body: r.text(1)?.to_owned(),
                         notice: r.opt_text(2)?.map(str::to_owned),
+                        cluster: r.text(3)?.to_owned(),
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;

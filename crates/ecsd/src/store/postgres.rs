@@ -38,7 +38,14 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and migrates the schema.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let config: tokio_postgres::Config = url.parse()?;
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Connect {
+            target: format!("{url:?}"),
+            cause: format!(
+                "not a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE): {}",
+                causes(&e)
+            ),
+        })?;
+        let target = describe(&config);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -50,7 +57,17 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Worker(e.to_string()))?;
-        migrate(&pool).await?;
+        migrate(&pool).await.map_err(|e| match e {
+            StoreError::Postgres(e) => StoreError::Connect {
+                target: target.clone(),
+                cause: causes(&e),
+            },
+            StoreError::Worker(cause) => StoreError::Connect {
+                target: target.clone(),
+                cause,
+            },
+            other => other,
+        })?;
         let (commits, _) = watch::channel(0);
         let poller = tokio::spawn(poll_events(pool.clone(), commits.clone()));
         Ok(PostgresStore { pool, commits, poller })
@@ -76,8 +93,40 @@ impl Drop for PostgresStore {
     }
 }
 
+/// Where a configuration points: host, port, database and user.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}, database {:?} as user {:?}",
+        config.get_dbname().unwrap_or("(the user's)"),
+        config.get_user().unwrap_or("(none given)")
+    )
+}
+
+/// An error with every cause under it, as the database put it ("db error: ERROR: database
+/// \"x\" does not exist"), not only the driver's summary.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 async fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(|e| StoreError::Worker(e.to_string()))?;
+    let mut client = pool.get().await.map_err(|e| StoreError::Worker(causes(&e)))?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
