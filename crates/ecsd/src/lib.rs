@@ -47,6 +47,7 @@ pub mod error;
 pub mod events_api;
 pub mod gate;
 pub mod model;
+pub mod monitoring;
 pub mod ops;
 pub mod server;
 pub mod sessions;

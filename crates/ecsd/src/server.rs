@@ -123,6 +123,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/events", get(events_api::page))
         .route("/events/stream", get(events_api::stream))
+        .route("/metrics", get(crate::monitoring::scrape))
         .fallback(|| async {
             let err = ApiError::from(wire::RouteError::NotTheApi);
             let mut response = wire::error_response(&uuid::Uuid::new_v4().to_string(), &err);
@@ -142,6 +143,7 @@ impl Server {
     /// Opens (creating and migrating if needed) the store: PostgreSQL if a URL is given, else
     /// the embedded store in the data directory.
     pub async fn open(options: Options) -> Result<Server, ServeError> {
+        crate::monitoring::handle();
         std::fs::create_dir_all(&options.data_dir).map_err(|source| ServeError::DataDir {
             path: options.data_dir.clone(),
             source,
@@ -239,6 +241,7 @@ impl Server {
                 }
             };
             let service = RequestService {
+                peer,
                 app: TowerToHyperService::new(app.clone()),
                 connections: connections.clone(),
                 connection: admitted.connection.clone(),
@@ -328,6 +331,8 @@ async fn unavailable(stream: tokio::net::TcpStream, refusal: Refusal, _permit: t
 /// router sees a request, and counts the connection busy until each response is sent.
 #[derive(Clone)]
 struct RequestService {
+    /// The client's address, for handlers that trust loopback callers (`/metrics`).
+    peer: std::net::SocketAddr,
     app: TowerToHyperService<Router>,
     connections: Arc<Connections>,
     connection: Arc<Connection>,
@@ -339,7 +344,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
     type Error = std::convert::Infallible;
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
         let busy = self.connection.busy(&self.connections);
         let limits = self.limits.clone();
         let app = self.app.clone();

@@ -106,7 +106,10 @@ impl Throttle {
         };
         limiter
             .check_key(&(account.to_owned(), region.to_owned()))
-            .map_err(|_| ApiError::new(ErrorCode::ThrottlingException, "Rate exceeded"))
+            .map_err(|_| {
+                metrics::counter!(crate::monitoring::THROTTLED, "family" => family.name()).increment(1);
+                ApiError::new(ErrorCode::ThrottlingException, "Rate exceeded")
+            })
     }
 }
 

@@ -124,6 +124,8 @@ pub async fn deliver(store: Arc<dyn Store>, hook: Webhook, mut shutdown: watch::
                 continue;
             }
         };
+        let backlog = (page.last_seq - after).max(0);
+        metrics::gauge!(crate::monitoring::WEBHOOK_BACKLOG, "webhook" => hook.name.clone()).set(backlog as f64);
         if page.events.is_empty() {
             tokio::select! {
                 _ = commits.changed() => {}

@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::gate::{self, Signed};
 use crate::model::Model;
+use crate::monitoring;
 use crate::ops::{Ctx, Operation};
 use crate::state::{AppState, Limits};
 
@@ -164,13 +165,17 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             (error_response(&request_id, &err), Some(err.code))
         }
     };
+    let elapsed = started.elapsed();
+    let code_name = code.map_or("OK", ErrorCode::as_str);
+    metrics::counter!(monitoring::REQUESTS, "operation" => op_name, "code" => code_name).increment(1);
+    metrics::histogram!(monitoring::REQUEST_SECONDS, "operation" => op_name).record(elapsed.as_secs_f64());
     tracing::info!(
         target: REQUEST_LOG,
         %request_id,
         operation = op_name,
         status = response.status().as_u16(),
         code = code.map_or("-", ErrorCode::as_str),
-        micros = started.elapsed().as_micros() as u64,
+        micros = elapsed.as_micros() as u64,
         principal = principal.as_ref().map_or("-", |p| p.name()),
         "request"
     );

@@ -45,6 +45,7 @@ pub const OPERATOR: &[&str] = &[
     "ecs:UntagResource",
     "ecs:Update*",
     "ecs:ReadEvents",
+    "ecsd:ReadMetrics",
 ];
 
 pub const DEVELOPMENT_KEY: &str = "test";
@@ -182,11 +183,13 @@ impl Keys {
                 match permission.as_str() {
                     "agent" => actions.extend(AGENT.iter().map(|a| a.to_ascii_lowercase())),
                     "operator" => actions.extend(OPERATOR.iter().map(|a| a.to_ascii_lowercase())),
-                    "admin" => actions.push("ecs:*".into()),
-                    glob if glob.starts_with("ecs:") => actions.push(glob.to_ascii_lowercase()),
+                    "admin" => actions.extend(["ecs:*".into(), "ecsd:*".into()]),
+                    glob if glob.starts_with("ecs:") || glob.starts_with("ecsd:") => {
+                        actions.push(glob.to_ascii_lowercase())
+                    }
                     other => {
                         return Err(problem(format!(
-                        "permission '{other}' is neither a set (agent, operator, admin) nor an action glob (ecs:...)"
+                        "permission '{other}' is neither a set (agent, operator, admin) nor an action glob (ecs:... or ecsd:...)"
                     )))
                     }
                 }

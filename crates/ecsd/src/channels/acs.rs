@@ -22,6 +22,7 @@ use tokio::time::{interval, interval_at, MissedTickBehavior};
 use super::{epoch_millis, frame, open, send, Channel, Envelope, QueryParams, Upgrade};
 use crate::domain::status::TaskStatus;
 use crate::model::Model;
+use crate::monitoring;
 use crate::ops::acs::{self as ops, Instance};
 use crate::sessions::Listener;
 use crate::shapes::{acs, ChannelMessage};
@@ -105,6 +106,7 @@ async fn session(state: Arc<AppState>, instance: Instance, versions: Option<Valu
         listener
     };
     tracing::info!(instance = %instance.arn, "agent connected (ACS)");
+    metrics::gauge!(monitoring::AGENTS_CONNECTED).increment(1.0);
     let mut session = Session {
         state: state.clone(),
         instance: instance.clone(),
@@ -129,6 +131,7 @@ async fn session(state: Arc<AppState>, instance: Instance, versions: Option<Valu
         let _ = send(&mut socket, close, state.timings.send_timeout).await;
     }
     drop(socket);
+    metrics::gauge!(monitoring::AGENTS_CONNECTED).decrement(1.0);
     let _order = transitions.lock().await;
     if hub.unregister(&instance.arn, &listener) {
         if let Err(e) = ops::set_disconnected(state.store.as_ref(), &instance, hub.process()).await {
@@ -171,6 +174,7 @@ impl Session {
     }
 
     async fn send<M: ChannelMessage>(&self, socket: &mut WebSocket, message: &M) -> Result<(), End> {
+        metrics::counter!(monitoring::ACS_SENT, "kind" => M::KIND).increment(1);
         send(socket, frame(Model::acs(), message), self.state.timings.send_timeout)
             .await
             .map_err(|()| End::Gone)
@@ -188,6 +192,12 @@ impl Session {
             }
         };
         let resend_after = self.state.timings.resend_after;
+        let expired: Vec<String> = self
+            .sent
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() >= resend_after)
+            .map(|(id, _)| id.clone())
+            .collect();
         self.sent.retain(|_, (_, at)| at.elapsed() < resend_after);
         // Acknowledgements that did not come in time are forgotten: their tasks are sent again.
         let sent = &self.sent;
@@ -203,6 +213,8 @@ impl Session {
         if due.is_empty() {
             return Ok(());
         }
+        let resent = due.iter().filter(|d| expired.contains(&d.id)).count();
+        metrics::counter!(monitoring::ACS_RESENT).increment(resent as u64);
         let chunks: Vec<_> = due.chunks(TASKS_PER_PAYLOAD).collect();
         let first = match ops::next_seq(store.as_ref(), &self.instance, chunks.len() as i64).await {
             Ok(first) => first,
@@ -349,6 +361,7 @@ impl Session {
                 };
                 // Acknowledgements of manifests and heartbeats need nothing more.
                 if let Some(acked) = self.outstanding.remove(id) {
+                    metrics::counter!(monitoring::ACS_ACKNOWLEDGED).increment(1);
                     let store = self.state.store.clone();
                     if let Err(e) = ops::acknowledge(store.as_ref(), &self.instance, acked).await {
                         tracing::warn!(instance = %self.instance.arn, error = %e, "cannot record an acknowledgement");

@@ -182,6 +182,7 @@ impl Backend for PostgresStore {
     fn run(&self, write: bool, f: SqlFn) -> BoxFuture<TxOutcome> {
         let commits = self.commits.clone();
         self.blocking(move |rt, mut client| {
+            let started = std::time::Instant::now();
             let tx = if write {
                 let tx = rt.block_on(
                     client
@@ -209,6 +210,8 @@ impl Backend for PostgresStore {
                 Ok(Ok(value)) => {
                     rt.block_on(tx.commit())?;
                     if write {
+                        metrics::histogram!(crate::monitoring::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+                        metrics::histogram!(crate::monitoring::COMMIT_GROUP).record(1.0);
                         commits.send_modify(|n| *n += 1);
                     }
                     Ok(Ok(value))

@@ -186,6 +186,8 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, commits: &watch::Sender<
             return;
         }
     };
+    let started = std::time::Instant::now();
+    let size = group.len();
     let mut answers = Vec::with_capacity(group.len());
     for Job { work, reply } in group {
         let outcome = (|| {
@@ -205,6 +207,8 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, commits: &watch::Sender<
     }
     match tx.commit() {
         Ok(()) => {
+            metrics::histogram!(crate::monitoring::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::monitoring::COMMIT_GROUP).record(size as f64);
             commits.send_modify(|n| *n += 1);
             for (reply, outcome) in answers {
                 let _ = reply.send(outcome);

@@ -283,6 +283,7 @@ impl<'a> Tx<'a> {
         body: &str,
         notice: Option<&str>,
     ) -> Result<(), StoreError> {
+        metrics::counter!(crate::monitoring::EVENTS_APPENDED, "detail_type" => detail_type.to_owned()).increment(1);
         // Writers run one at a time, so sequence numbers are taken and committed in order.
         let seq = self
             .sql
