@@ -306,22 +306,45 @@ def test_stopped_tasks_are_swept_after_their_retention(tmp_path):
         server.stop()
 
 
+def tail_lines(args, count, timeout=30):
+    """The first `count` lines `ecsd events tail ARGS` prints (fails rather than waits forever)."""
+    tail = subprocess.Popen([ecsd_binary(), "events", "tail", *args], stdout=subprocess.PIPE, text=True, env=cli_env())
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(tail.stdout.readline().rstrip("\n") for _ in range(count)))
+    reader.start()
+    reader.join(timeout)
+    tail.kill()
+    reader.join()
+    assert len(lines) == count, f"tail printed {lines}"
+    return lines
+
+
 def test_events_tail_prints_a_line_per_event(simulated):
     ecs = simulated.client()
     register(ecs, "tailed", {"ecsd.simulate.run-seconds": "0.2"})
     task = ecs.run_task(taskDefinition="tailed")["tasks"][0]["taskArn"]
     ecs.get_waiter("tasks_stopped").wait(tasks=[task], WaiterConfig=FAST)
     count = len(all_events(simulated.url))
-    tail = subprocess.Popen(
-        [ecsd_binary(), "events", "tail", "--endpoint", simulated.url],
-        stdout=subprocess.PIPE, text=True, env=cli_env(),
-    )
-    try:
-        lines = [tail.stdout.readline().rstrip("\n") for _ in range(count)]
-    finally:
-        tail.kill()
+    lines = tail_lines(["--endpoint", simulated.url, "--from-start"], count)
     assert [int(line.split("\t")[0]) for line in lines] == list(range(1, count + 1))
     assert lines[-1].split("\t")[3] == task and "STOPPED" in lines[-1]
+
+
+def test_events_tail_starts_from_now_and_filters_by_kind(simulated):
+    ecs = simulated.client()
+    register(ecs, "later", {"ecsd.simulate.run-seconds": "0.2"})
+    before = events_page(simulated.url, after=0, limit=1000)["lastSeq"]
+    assert before > 0, "events happened before the tail starts"
+    task = {}
+
+    def run_soon():
+        time.sleep(1.5)
+        task["arn"] = ecs.run_task(taskDefinition="later")["tasks"][0]["taskArn"]
+
+    threading.Thread(target=run_soon).start()
+    lines = tail_lines(["--endpoint", simulated.url, "--detail-type", TASK_CHANGE], 2)
+    assert all(int(line.split("\t")[0]) > before for line in lines), lines
+    assert all(line.split("\t")[2] == TASK_CHANGE and line.split("\t")[3] == task["arn"] for line in lines), lines
 
 
 def test_unsigned_event_reads_are_refused(simulated):

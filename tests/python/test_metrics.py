@@ -44,7 +44,12 @@ def test_metrics_count_calls_commits_agents_and_events(tmp_path):
     try:
         ecs = server.client()
         deadline = time.time() + 30
-        while not ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+        while True:
+            try:
+                if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+                    break
+            except ecs.exceptions.ClusterNotFoundException:
+                pass  # the simulated agent has yet to create it
             assert time.time() < deadline, "the simulated agent registers"
             time.sleep(0.2)
         ecs.register_task_definition(
