@@ -215,6 +215,12 @@ impl Model {
         matches!(input.map(|i| &self.shapes[i].kind), Some(Kind::Structure { members, .. }) if members.iter().any(|(m, _)| m == member))
     }
 
+    /// Whether the structure `shape` has a member of that name.
+    pub fn shape_has_member(&self, shape: &str, member: &str) -> bool {
+        let id = self.names.get(shape).copied();
+        matches!(id.map(|i| &self.shapes[i].kind), Some(Kind::Structure { members, .. }) if members.iter().any(|(m, _)| m == member))
+    }
+
     /// Checks a request body against the operation's input shape and returns it normalised:
     /// unknown members and nulls removed.
     pub fn check_input(&self, operation: &str, body: &[u8]) -> Result<Value, ApiError> {

@@ -133,6 +133,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The scheduler's safety net: a pass this often even when nothing is committed.
+const SCHEDULE_EVERY: Duration = Duration::from_secs(1);
+/// The least time between two scheduler passes.
+const SCHEDULE_SPACING: Duration = Duration::from_millis(100);
+
 /// A server whose store is open, ready to serve.
 pub struct Server {
     store: Arc<dyn Store>,
@@ -184,6 +189,7 @@ impl Server {
         for hook in options.webhooks {
             background.push(tokio::spawn(webhooks::deliver(store.clone(), hook, stopped.clone())));
         }
+        background.push(tokio::spawn(schedule(store.clone(), stopped.clone())));
         let hub = Arc::new(Hub::default());
         background.push(tokio::spawn(hub.clone().follow(store.clone(), stopped.clone())));
         // Held before the first agent connects, so that no other process takes its connections
@@ -446,6 +452,40 @@ fn head_size(request: &Request<Incoming>) -> usize {
         .map(|(name, value)| name.as_str().len() + ": ".len() + value.len() + "\r\n".len())
         .sum();
     line + headers + "\r\n".len()
+}
+
+/// The service scheduler: a pass over every service not yet INACTIVE whenever something is
+/// committed (a task moved, a service changed), at most every [`SCHEDULE_SPACING`], and every
+/// [`SCHEDULE_EVERY`] regardless. Each pass over a service is one write transaction, so every
+/// process sharing a store can run this: their passes are serialized by the store.
+async fn schedule(store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
+    use crate::store::StoreExt;
+    let mut commits = store.commits();
+    loop {
+        tokio::select! {
+            _ = commits.changed() => {}
+            _ = tokio::time::sleep(SCHEDULE_EVERY) => {}
+            _ = stopped.changed() => return,
+        }
+        commits.borrow_and_update();
+        match store.scheduled_services().await {
+            Ok(services) => {
+                for service in services {
+                    let (cluster, name) = (service.cluster.clone(), service.name.clone());
+                    let pass = store
+                        .write(&service.scope, move |tx| {
+                            crate::ops::services::reconcile(tx, &cluster, &name)
+                        })
+                        .await;
+                    if let Err(e) = pass {
+                        tracing::warn!(service = %service.name, error = %e, "a scheduler pass failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the scheduler cannot list the services"),
+        }
+        tokio::time::sleep(SCHEDULE_SPACING).await;
+    }
 }
 
 /// Removes what retention no longer keeps, every `sweep_every`, until the server stops.

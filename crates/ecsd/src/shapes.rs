@@ -19,6 +19,35 @@ pub trait ChannelMessage: Serialize {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccessType {
+    #[serde(rename = "PUBLIC")]
+    Public,
+    #[serde(rename = "PRIVATE")]
+    Private,
+}
+
+impl AccessType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccessType::Public => "PUBLIC",
+            AccessType::Private => "PRIVATE",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct AdvancedConfiguration {
+    #[serde(rename = "alternateTargetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    pub alternate_target_group_arn: Option<String>,
+    #[serde(rename = "productionListenerRule", default, skip_serializing_if = "Option::is_none")]
+    pub production_listener_rule: Option<String>,
+    #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    #[serde(rename = "testListenerRule", default, skip_serializing_if = "Option::is_none")]
+    pub test_listener_rule: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ApplicationProtocol {
     #[serde(rename = "http")]
     Http,
@@ -75,6 +104,23 @@ pub struct Attribute {
     pub value: Option<String>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AvailabilityZoneRebalancing {
+    #[serde(rename = "ENABLED")]
+    Enabled,
+    #[serde(rename = "DISABLED")]
+    Disabled,
+}
+
+impl AvailabilityZoneRebalancing {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AvailabilityZoneRebalancing::Enabled => "ENABLED",
+            AvailabilityZoneRebalancing::Disabled => "DISABLED",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct AwsVpcConfiguration {
     #[serde(rename = "assignPublicIp", default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +146,14 @@ impl CPUArchitecture {
             CPUArchitecture::Arm64 => "ARM64",
         }
     }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct CanaryConfiguration {
+    #[serde(rename = "canaryBakeTimeInMinutes", default, skip_serializing_if = "Option::is_none")]
+    pub canary_bake_time_in_minutes: Option<i32>,
+    #[serde(rename = "canaryPercent", default, skip_serializing_if = "Option::is_none")]
+    pub canary_percent: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -454,6 +508,92 @@ pub struct CreateClusterResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct CreateServiceRequest {
+    #[serde(
+        rename = "availabilityZoneRebalancing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub availability_zone_rebalancing: Option<AvailabilityZoneRebalancing>,
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+    #[serde(rename = "deploymentController", default, skip_serializing_if = "Option::is_none")]
+    pub deployment_controller: Option<DeploymentController>,
+    #[serde(rename = "desiredCount", default, skip_serializing_if = "Option::is_none")]
+    pub desired_count: Option<i32>,
+    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    pub enable_ecs_managed_tags: Option<bool>,
+    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    pub enable_execute_command: Option<bool>,
+    #[serde(rename = "gatewayConnectors", default, skip_serializing_if = "Option::is_none")]
+    pub gateway_connectors: Option<Vec<GatewayConnector>>,
+    #[serde(
+        rename = "healthCheckGracePeriodSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub health_check_grace_period_seconds: Option<i32>,
+    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<LaunchType>,
+    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    pub load_balancers: Option<Vec<LoadBalancer>>,
+    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringConfiguration>,
+    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    pub placement_constraints: Option<Vec<PlacementConstraint>>,
+    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    pub placement_strategy: Option<Vec<PlacementStrategy>>,
+    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<PropagateTags>,
+    #[serde(rename = "role", default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(rename = "schedulingStrategy", default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_strategy: Option<SchedulingStrategy>,
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_connect_configuration: Option<ServiceConnectConfiguration>,
+    #[serde(rename = "serviceName")]
+    pub service_name: String,
+    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    pub service_registries: Option<Vec<ServiceRegistry>>,
+    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
+    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct CreateServiceResponse {
+    #[serde(rename = "service", skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct DeleteAttributesRequest {
     #[serde(rename = "attributes")]
     pub attributes: Vec<Attribute>,
@@ -480,6 +620,22 @@ pub struct DeleteClusterResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeleteServiceRequest {
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(rename = "force", default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    #[serde(rename = "service")]
+    pub service: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DeleteServiceResponse {
+    #[serde(rename = "service", skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct DeleteTaskDefinitionsRequest {
     #[serde(rename = "taskDefinitions")]
     pub task_definitions: Vec<String>,
@@ -491,6 +647,212 @@ pub struct DeleteTaskDefinitionsResponse {
     pub failures: Option<Vec<Failure>>,
     #[serde(rename = "taskDefinitions", skip_serializing_if = "Option::is_none")]
     pub task_definitions: Option<Vec<TaskDefinition>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeploymentAlarms {
+    #[serde(rename = "alarmNames")]
+    pub alarm_names: Vec<String>,
+    #[serde(rename = "enable")]
+    pub enable: bool,
+    #[serde(rename = "rollback")]
+    pub rollback: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeploymentCircuitBreaker {
+    #[serde(rename = "enable")]
+    pub enable: bool,
+    #[serde(rename = "resetOnHealthyTask", default, skip_serializing_if = "Option::is_none")]
+    pub reset_on_healthy_task: Option<bool>,
+    #[serde(rename = "rollback")]
+    pub rollback: bool,
+    #[serde(rename = "thresholdConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub threshold_configuration: Option<ThresholdConfiguration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeploymentConfiguration {
+    #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
+    pub alarms: Option<DeploymentAlarms>,
+    #[serde(rename = "bakeTimeInMinutes", default, skip_serializing_if = "Option::is_none")]
+    pub bake_time_in_minutes: Option<i32>,
+    #[serde(rename = "canaryConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub canary_configuration: Option<CanaryConfiguration>,
+    #[serde(
+        rename = "deploymentCircuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deployment_circuit_breaker: Option<DeploymentCircuitBreaker>,
+    #[serde(rename = "earlySuccessCriteria", default, skip_serializing_if = "Option::is_none")]
+    pub early_success_criteria: Option<DeploymentEarlySuccessCriteria>,
+    #[serde(rename = "lifecycleHooks", default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_hooks: Option<Vec<DeploymentLifecycleHook>>,
+    #[serde(rename = "linearConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub linear_configuration: Option<LinearConfiguration>,
+    #[serde(rename = "maximumPercent", default, skip_serializing_if = "Option::is_none")]
+    pub maximum_percent: Option<i32>,
+    #[serde(rename = "minimumHealthyPercent", default, skip_serializing_if = "Option::is_none")]
+    pub minimum_healthy_percent: Option<i32>,
+    #[serde(rename = "strategy", default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<DeploymentStrategy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentController {
+    #[serde(rename = "type")]
+    pub r#type: DeploymentControllerType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeploymentControllerType {
+    #[serde(rename = "ECS")]
+    Ecs,
+    #[serde(rename = "CODE_DEPLOY")]
+    CodeDeploy,
+    #[serde(rename = "EXTERNAL")]
+    External,
+}
+
+impl DeploymentControllerType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeploymentControllerType::Ecs => "ECS",
+            DeploymentControllerType::CodeDeploy => "CODE_DEPLOY",
+            DeploymentControllerType::External => "EXTERNAL",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeploymentEarlySuccessCriteria {
+    #[serde(rename = "enable")]
+    pub enable: bool,
+    #[serde(rename = "healthyPercent", default, skip_serializing_if = "Option::is_none")]
+    pub healthy_percent: Option<i32>,
+    #[serde(
+        rename = "sourceServiceRevisionCleanup",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_service_revision_cleanup: Option<ServiceRevisionCleanup>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeploymentLifecycleHook {
+    #[serde(rename = "hookDetails", default, skip_serializing_if = "Option::is_none")]
+    pub hook_details: Option<HookDetails>,
+    #[serde(rename = "hookTargetArn", default, skip_serializing_if = "Option::is_none")]
+    pub hook_target_arn: Option<String>,
+    #[serde(rename = "lifecycleStages", default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_stages: Option<Vec<DeploymentLifecycleHookStage>>,
+    #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    pub target_type: Option<DeploymentLifecycleHookTargetType>,
+    #[serde(rename = "timeoutConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub timeout_configuration: Option<DeploymentLifecycleHookTimeoutConfiguration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeploymentLifecycleHookAction {
+    #[serde(rename = "ROLLBACK")]
+    Rollback,
+    #[serde(rename = "CONTINUE")]
+    Continue,
+}
+
+impl DeploymentLifecycleHookAction {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeploymentLifecycleHookAction::Rollback => "ROLLBACK",
+            DeploymentLifecycleHookAction::Continue => "CONTINUE",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeploymentLifecycleHookStage {
+    #[serde(rename = "RECONCILE_SERVICE")]
+    ReconcileService,
+    #[serde(rename = "PRE_SCALE_UP")]
+    PreScaleUp,
+    #[serde(rename = "POST_SCALE_UP")]
+    PostScaleUp,
+    #[serde(rename = "TEST_TRAFFIC_SHIFT")]
+    TestTrafficShift,
+    #[serde(rename = "POST_TEST_TRAFFIC_SHIFT")]
+    PostTestTrafficShift,
+    #[serde(rename = "PRE_PRODUCTION_TRAFFIC_SHIFT")]
+    PreProductionTrafficShift,
+    #[serde(rename = "PRODUCTION_TRAFFIC_SHIFT")]
+    ProductionTrafficShift,
+    #[serde(rename = "POST_PRODUCTION_TRAFFIC_SHIFT")]
+    PostProductionTrafficShift,
+}
+
+impl DeploymentLifecycleHookStage {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeploymentLifecycleHookStage::ReconcileService => "RECONCILE_SERVICE",
+            DeploymentLifecycleHookStage::PreScaleUp => "PRE_SCALE_UP",
+            DeploymentLifecycleHookStage::PostScaleUp => "POST_SCALE_UP",
+            DeploymentLifecycleHookStage::TestTrafficShift => "TEST_TRAFFIC_SHIFT",
+            DeploymentLifecycleHookStage::PostTestTrafficShift => "POST_TEST_TRAFFIC_SHIFT",
+            DeploymentLifecycleHookStage::PreProductionTrafficShift => "PRE_PRODUCTION_TRAFFIC_SHIFT",
+            DeploymentLifecycleHookStage::ProductionTrafficShift => "PRODUCTION_TRAFFIC_SHIFT",
+            DeploymentLifecycleHookStage::PostProductionTrafficShift => "POST_PRODUCTION_TRAFFIC_SHIFT",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeploymentLifecycleHookTargetType {
+    #[serde(rename = "AWS_LAMBDA")]
+    AwsLambda,
+    #[serde(rename = "PAUSE")]
+    Pause,
+}
+
+impl DeploymentLifecycleHookTargetType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeploymentLifecycleHookTargetType::AwsLambda => "AWS_LAMBDA",
+            DeploymentLifecycleHookTargetType::Pause => "PAUSE",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeploymentLifecycleHookTimeoutConfiguration {
+    #[serde(rename = "action", default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<DeploymentLifecycleHookAction>,
+    #[serde(rename = "timeoutInMinutes", default, skip_serializing_if = "Option::is_none")]
+    pub timeout_in_minutes: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeploymentStrategy {
+    #[serde(rename = "ROLLING")]
+    Rolling,
+    #[serde(rename = "BLUE_GREEN")]
+    BlueGreen,
+    #[serde(rename = "LINEAR")]
+    Linear,
+    #[serde(rename = "CANARY")]
+    Canary,
+}
+
+impl DeploymentStrategy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStrategy::Rolling => "ROLLING",
+            DeploymentStrategy::BlueGreen => "BLUE_GREEN",
+            DeploymentStrategy::Linear => "LINEAR",
+            DeploymentStrategy::Canary => "CANARY",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -553,6 +915,24 @@ pub struct DescribeContainerInstancesResponse {
     pub container_instances: Option<Vec<ContainerInstance>>,
     #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DescribeServicesRequest {
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<ServiceField>>,
+    #[serde(rename = "services")]
+    pub services: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DescribeServicesResponse {
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+    #[serde(rename = "services", skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<Service>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -881,6 +1261,83 @@ impl FirelensConfigurationType {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct GatewayConnector {
+    #[serde(rename = "deregistrationDelay", default, skip_serializing_if = "Option::is_none")]
+    pub deregistration_delay: Option<GatewayConnectorDeregistrationDelay>,
+    #[serde(rename = "filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<GatewayConnectorFilters>,
+    #[serde(rename = "healthCheck", default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<GatewayConnectorHealthCheck>,
+    #[serde(rename = "portName")]
+    pub port_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct GatewayConnectorDeregistrationDelay {
+    #[serde(rename = "timeoutSeconds", default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct GatewayConnectorFilters {
+    #[serde(rename = "accessTypes", default, skip_serializing_if = "Option::is_none")]
+    pub access_types: Option<Vec<AccessType>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct GatewayConnectorHealthCheck {
+    #[serde(
+        rename = "healthCheckIntervalSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub health_check_interval_seconds: Option<i32>,
+    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Option<String>,
+    #[serde(rename = "healthCheckPort", default, skip_serializing_if = "Option::is_none")]
+    pub health_check_port: Option<i32>,
+    #[serde(rename = "healthCheckProtocol", default, skip_serializing_if = "Option::is_none")]
+    pub health_check_protocol: Option<GatewayConnectorHealthCheckProtocol>,
+    #[serde(
+        rename = "healthCheckTimeoutSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub health_check_timeout_seconds: Option<i32>,
+    #[serde(rename = "healthyThresholdCount", default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold_count: Option<i32>,
+    #[serde(rename = "matcher", default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<GatewayConnectorHealthCheckMatcher>,
+    #[serde(rename = "unhealthyThresholdCount", default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold_count: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct GatewayConnectorHealthCheckMatcher {
+    #[serde(rename = "grpcCode", default, skip_serializing_if = "Option::is_none")]
+    pub grpc_code: Option<String>,
+    #[serde(rename = "httpCode", default, skip_serializing_if = "Option::is_none")]
+    pub http_code: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GatewayConnectorHealthCheckProtocol {
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "HTTPS")]
+    Https,
+}
+
+impl GatewayConnectorHealthCheckProtocol {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GatewayConnectorHealthCheckProtocol::Http => "HTTP",
+            GatewayConnectorHealthCheckProtocol::Https => "HTTPS",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct HealthCheck {
     #[serde(rename = "command")]
     pub command: Vec<String>,
@@ -893,6 +1350,9 @@ pub struct HealthCheck {
     #[serde(rename = "timeout", default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i32>,
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct HookDetails {}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct HostEntry {
@@ -1004,6 +1464,14 @@ impl LaunchType {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct LinearConfiguration {
+    #[serde(rename = "stepBakeTimeInMinutes", default, skip_serializing_if = "Option::is_none")]
+    pub step_bake_time_in_minutes: Option<i32>,
+    #[serde(rename = "stepPercent", default, skip_serializing_if = "Option::is_none")]
+    pub step_percent: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct LinuxParameters {
     #[serde(rename = "capabilities", default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<KernelCapabilities>,
@@ -1081,6 +1549,30 @@ pub struct ListContainerInstancesResponse {
     pub container_instance_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ListServicesRequest {
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<LaunchType>,
+    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<i32>,
+    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    #[serde(rename = "resourceManagementType", default, skip_serializing_if = "Option::is_none")]
+    pub resource_management_type: Option<ResourceManagementType>,
+    #[serde(rename = "schedulingStrategy", default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_strategy: Option<SchedulingStrategy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct ListServicesResponse {
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    #[serde(rename = "serviceArns", skip_serializing_if = "Option::is_none")]
+    pub service_arns: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -1169,6 +1661,20 @@ pub struct ListTasksResponse {
     pub task_arns: Option<Vec<String>>,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoadBalancer {
+    #[serde(rename = "advancedConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub advanced_configuration: Option<AdvancedConfiguration>,
+    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<i32>,
+    #[serde(rename = "loadBalancerName", default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_name: Option<String>,
+    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    pub target_group_arn: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogConfiguration {
     #[serde(rename = "logDriver")]
@@ -1250,6 +1756,20 @@ pub struct ManagedStorageConfiguration {
     pub fargate_ephemeral_storage_kms_key_id: Option<String>,
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct MetricConfiguration {
+    #[serde(rename = "metricNames")]
+    pub metric_names: Vec<String>,
+    #[serde(rename = "resolutionSeconds")]
+    pub resolution_seconds: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct MonitoringConfiguration {
+    #[serde(rename = "metricConfigurations", default, skip_serializing_if = "Option::is_none")]
+    pub metric_configurations: Option<Vec<MetricConfiguration>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -1637,6 +2157,23 @@ pub struct Resource {
     pub r#type: Option<String>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResourceManagementType {
+    #[serde(rename = "CUSTOMER")]
+    Customer,
+    #[serde(rename = "ECS")]
+    Ecs,
+}
+
+impl ResourceManagementType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResourceManagementType::Customer => "CUSTOMER",
+            ResourceManagementType::Ecs => "ECS",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceRequirement {
     #[serde(rename = "sharingStrategy", default, skip_serializing_if = "Option::is_none")]
@@ -1742,6 +2279,23 @@ pub struct S3FilesVolumeConfiguration {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SchedulingStrategy {
+    #[serde(rename = "REPLICA")]
+    Replica,
+    #[serde(rename = "DAEMON")]
+    Daemon,
+}
+
+impl SchedulingStrategy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SchedulingStrategy::Replica => "REPLICA",
+            SchedulingStrategy::Daemon => "DAEMON",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Scope {
     #[serde(rename = "task")]
     Task,
@@ -1764,6 +2318,235 @@ pub struct Secret {
     pub name: String,
     #[serde(rename = "valueFrom")]
     pub value_from: String,
+}
+
+/// `Service`, as ecsd renders it from its record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Service(pub serde_json::Value);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceConnectAccessLogConfiguration {
+    #[serde(rename = "format")]
+    pub format: ServiceConnectAccessLoggingFormat,
+    #[serde(rename = "includeQueryParameters", default, skip_serializing_if = "Option::is_none")]
+    pub include_query_parameters: Option<ServiceConnectIncludeQueryParameters>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceConnectAccessLoggingFormat {
+    #[serde(rename = "TEXT")]
+    Text,
+    #[serde(rename = "JSON")]
+    Json,
+}
+
+impl ServiceConnectAccessLoggingFormat {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceConnectAccessLoggingFormat::Text => "TEXT",
+            ServiceConnectAccessLoggingFormat::Json => "JSON",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectClientAlias {
+    #[serde(rename = "dnsName", default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    #[serde(rename = "port")]
+    pub port: i32,
+    #[serde(rename = "testTrafficRules", default, skip_serializing_if = "Option::is_none")]
+    pub test_traffic_rules: Option<ServiceConnectTestTrafficRules>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectConfiguration {
+    #[serde(rename = "accessLogConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub access_log_configuration: Option<ServiceConnectAccessLogConfiguration>,
+    #[serde(rename = "containerConfigurations", default, skip_serializing_if = "Option::is_none")]
+    pub container_configurations: Option<Vec<ServiceConnectContainerConfiguration>>,
+    #[serde(rename = "enabled")]
+    pub enabled: bool,
+    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub log_configuration: Option<LogConfiguration>,
+    #[serde(rename = "namespace", default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(rename = "services", default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<ServiceConnectService>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectContainerConfiguration {
+    #[serde(rename = "logLevel", default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<ServiceConnectContainerLogLevel>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceConnectContainerLogLevel {
+    #[serde(rename = "debug")]
+    Debug,
+    #[serde(rename = "info")]
+    Info,
+}
+
+impl ServiceConnectContainerLogLevel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceConnectContainerLogLevel::Debug => "debug",
+            ServiceConnectContainerLogLevel::Info => "info",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceConnectIncludeQueryParameters {
+    #[serde(rename = "DISABLED")]
+    Disabled,
+    #[serde(rename = "ENABLED")]
+    Enabled,
+}
+
+impl ServiceConnectIncludeQueryParameters {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceConnectIncludeQueryParameters::Disabled => "DISABLED",
+            ServiceConnectIncludeQueryParameters::Enabled => "ENABLED",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectService {
+    #[serde(rename = "clientAliases", default, skip_serializing_if = "Option::is_none")]
+    pub client_aliases: Option<Vec<ServiceConnectClientAlias>>,
+    #[serde(rename = "discoveryName", default, skip_serializing_if = "Option::is_none")]
+    pub discovery_name: Option<String>,
+    #[serde(rename = "ingressPortOverride", default, skip_serializing_if = "Option::is_none")]
+    pub ingress_port_override: Option<i32>,
+    #[serde(rename = "portName")]
+    pub port_name: String,
+    #[serde(rename = "timeout", default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TimeoutConfiguration>,
+    #[serde(rename = "tls", default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServiceConnectTlsConfiguration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectTestTrafficHeaderMatchRules {
+    #[serde(rename = "exact")]
+    pub exact: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectTestTrafficHeaderRules {
+    #[serde(rename = "name")]
+    pub name: String,
+    #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ServiceConnectTestTrafficHeaderMatchRules>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectTestTrafficRules {
+    #[serde(rename = "header")]
+    pub header: ServiceConnectTestTrafficHeaderRules,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectTlsCertificateAuthority {
+    #[serde(rename = "awsPcaAuthorityArn", default, skip_serializing_if = "Option::is_none")]
+    pub aws_pca_authority_arn: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceConnectTlsConfiguration {
+    #[serde(rename = "issuerCertificateAuthority")]
+    pub issuer_certificate_authority: ServiceConnectTlsCertificateAuthority,
+    #[serde(rename = "kmsKey", default, skip_serializing_if = "Option::is_none")]
+    pub kms_key: Option<String>,
+    #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceField {
+    #[serde(rename = "TAGS")]
+    Tags,
+}
+
+impl ServiceField {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceField::Tags => "TAGS",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceManagedEBSVolumeConfiguration {
+    #[serde(rename = "encrypted", default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
+    #[serde(rename = "filesystemType", default, skip_serializing_if = "Option::is_none")]
+    pub filesystem_type: Option<TaskFilesystemType>,
+    #[serde(rename = "iops", default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<i32>,
+    #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(rename = "roleArn")]
+    pub role_arn: String,
+    #[serde(rename = "sizeInGiB", default, skip_serializing_if = "Option::is_none")]
+    pub size_in_gi_b: Option<i32>,
+    #[serde(rename = "snapshotId", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    #[serde(rename = "tagSpecifications", default, skip_serializing_if = "Option::is_none")]
+    pub tag_specifications: Option<Vec<EBSTagSpecification>>,
+    #[serde(rename = "throughput", default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<i32>,
+    #[serde(
+        rename = "volumeInitializationRate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub volume_initialization_rate: Option<i32>,
+    #[serde(rename = "volumeType", default, skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceRegistry {
+    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<i32>,
+    #[serde(rename = "port", default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    #[serde(rename = "registryArn", default, skip_serializing_if = "Option::is_none")]
+    pub registry_arn: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceRevisionCleanup {
+    #[serde(rename = "BLOCKING")]
+    Blocking,
+    #[serde(rename = "DEFERRED")]
+    Deferred,
+}
+
+impl ServiceRevisionCleanup {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceRevisionCleanup::Blocking => "BLOCKING",
+            ServiceRevisionCleanup::Deferred => "DEFERRED",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServiceVolumeConfiguration {
+    #[serde(rename = "managedEBSVolume", default, skip_serializing_if = "Option::is_none")]
+    pub managed_ebs_volume: Option<ServiceManagedEBSVolumeConfiguration>,
+    #[serde(rename = "name")]
+    pub name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -2145,6 +2928,46 @@ pub struct TaskVolumeConfiguration {
     pub name: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdConfiguration {
+    #[serde(rename = "type")]
+    pub r#type: ThresholdType,
+    #[serde(rename = "value")]
+    pub value: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ThresholdType {
+    #[serde(rename = "COUNT")]
+    Count,
+    #[serde(rename = "BOUNDED_PERCENT")]
+    BoundedPercent,
+    #[serde(rename = "UNBOUNDED_PERCENT")]
+    UnboundedPercent,
+}
+
+impl ThresholdType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ThresholdType::Count => "COUNT",
+            ThresholdType::BoundedPercent => "BOUNDED_PERCENT",
+            ThresholdType::UnboundedPercent => "UNBOUNDED_PERCENT",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct TimeoutConfiguration {
+    #[serde(rename = "idleTimeoutSeconds", default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<i32>,
+    #[serde(
+        rename = "perRequestTimeoutSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub per_request_timeout_seconds: Option<i32>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Tmpfs {
     #[serde(rename = "containerPath")]
@@ -2307,6 +3130,84 @@ pub struct UpdateContainerInstancesStateResponse {
     pub failures: Option<Vec<Failure>>,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct UpdateServiceRequest {
+    #[serde(
+        rename = "availabilityZoneRebalancing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub availability_zone_rebalancing: Option<AvailabilityZoneRebalancing>,
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+    #[serde(rename = "deploymentController", default, skip_serializing_if = "Option::is_none")]
+    pub deployment_controller: Option<DeploymentController>,
+    #[serde(rename = "desiredCount", default, skip_serializing_if = "Option::is_none")]
+    pub desired_count: Option<i32>,
+    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    pub enable_ecs_managed_tags: Option<bool>,
+    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    pub enable_execute_command: Option<bool>,
+    #[serde(rename = "forceNewDeployment", default, skip_serializing_if = "Option::is_none")]
+    pub force_new_deployment: Option<bool>,
+    #[serde(rename = "gatewayConnectors", default, skip_serializing_if = "Option::is_none")]
+    pub gateway_connectors: Option<Vec<GatewayConnector>>,
+    #[serde(
+        rename = "healthCheckGracePeriodSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub health_check_grace_period_seconds: Option<i32>,
+    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    pub load_balancers: Option<Vec<LoadBalancer>>,
+    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringConfiguration>,
+    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    pub placement_constraints: Option<Vec<PlacementConstraint>>,
+    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    pub placement_strategy: Option<Vec<PlacementStrategy>>,
+    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<PropagateTags>,
+    #[serde(rename = "service")]
+    pub service: String,
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_connect_configuration: Option<ServiceConnectConfiguration>,
+    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    pub service_registries: Option<Vec<ServiceRegistry>>,
+    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
+    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct UpdateServiceResponse {
+    #[serde(rename = "service", skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum VersionConsistency {
     #[serde(rename = "enabled")]
@@ -2372,6 +3273,28 @@ pub struct VolumeFrom {
     pub source_container: Option<String>,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct VpcLatticeAdvancedConfiguration {
+    #[serde(rename = "alternateTargetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    pub alternate_target_group_arn: Option<String>,
+    #[serde(rename = "productionListenerRule", default, skip_serializing_if = "Option::is_none")]
+    pub production_listener_rule: Option<String>,
+    #[serde(rename = "testListenerRule", default, skip_serializing_if = "Option::is_none")]
+    pub test_listener_rule: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct VpcLatticeConfiguration {
+    #[serde(rename = "advancedConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub advanced_configuration: Option<VpcLatticeAdvancedConfiguration>,
+    #[serde(rename = "portName")]
+    pub port_name: String,
+    #[serde(rename = "roleArn")]
+    pub role_arn: String,
+    #[serde(rename = "targetGroupArn")]
+    pub target_group_arn: String,
+}
+
 /// An error ecsd answers with: an exception shape of the model, or an error of the
 /// protocol that every AWS JSON service shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -2400,6 +3323,7 @@ pub enum ErrorCode {
     ResourceNotFoundException,
     SerializationException,
     ServerException,
+    ServiceNotActiveException,
     ServiceNotFoundException,
     ServiceUnavailableException,
     TargetNotFoundException,
@@ -2439,6 +3363,7 @@ impl ErrorCode {
             ErrorCode::ResourceNotFoundException => "ResourceNotFoundException",
             ErrorCode::SerializationException => "SerializationException",
             ErrorCode::ServerException => "ServerException",
+            ErrorCode::ServiceNotActiveException => "ServiceNotActiveException",
             ErrorCode::ServiceNotFoundException => "ServiceNotFoundException",
             ErrorCode::ServiceUnavailableException => "ServiceUnavailableException",
             ErrorCode::TargetNotFoundException => "TargetNotFoundException",
@@ -2477,6 +3402,11 @@ pub mod operation {
         type Input = super::CreateClusterRequest;
         type Output = super::CreateClusterResponse;
     }
+    pub struct CreateService;
+    impl super::OperationShapes for CreateService {
+        type Input = super::CreateServiceRequest;
+        type Output = super::CreateServiceResponse;
+    }
     pub struct DeleteAttributes;
     impl super::OperationShapes for DeleteAttributes {
         type Input = super::DeleteAttributesRequest;
@@ -2486,6 +3416,11 @@ pub mod operation {
     impl super::OperationShapes for DeleteCluster {
         type Input = super::DeleteClusterRequest;
         type Output = super::DeleteClusterResponse;
+    }
+    pub struct DeleteService;
+    impl super::OperationShapes for DeleteService {
+        type Input = super::DeleteServiceRequest;
+        type Output = super::DeleteServiceResponse;
     }
     pub struct DeleteTaskDefinitions;
     impl super::OperationShapes for DeleteTaskDefinitions {
@@ -2511,6 +3446,11 @@ pub mod operation {
     impl super::OperationShapes for DescribeContainerInstances {
         type Input = super::DescribeContainerInstancesRequest;
         type Output = super::DescribeContainerInstancesResponse;
+    }
+    pub struct DescribeServices;
+    impl super::OperationShapes for DescribeServices {
+        type Input = super::DescribeServicesRequest;
+        type Output = super::DescribeServicesResponse;
     }
     pub struct DescribeTaskDefinition;
     impl super::OperationShapes for DescribeTaskDefinition {
@@ -2541,6 +3481,11 @@ pub mod operation {
     impl super::OperationShapes for ListContainerInstances {
         type Input = super::ListContainerInstancesRequest;
         type Output = super::ListContainerInstancesResponse;
+    }
+    pub struct ListServices;
+    impl super::OperationShapes for ListServices {
+        type Input = super::ListServicesRequest;
+        type Output = super::ListServicesResponse;
     }
     pub struct ListTagsForResource;
     impl super::OperationShapes for ListTagsForResource {
@@ -2631,5 +3576,10 @@ pub mod operation {
     impl super::OperationShapes for UpdateContainerInstancesState {
         type Input = super::UpdateContainerInstancesStateRequest;
         type Output = super::UpdateContainerInstancesStateResponse;
+    }
+    pub struct UpdateService;
+    impl super::OperationShapes for UpdateService {
+        type Input = super::UpdateServiceRequest;
+        type Output = super::UpdateServiceResponse;
     }
 }

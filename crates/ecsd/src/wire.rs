@@ -228,8 +228,10 @@ fn named_clusters(operation: Operation, input: &Value) -> Vec<String> {
 }
 
 /// The members, at any depth of a request, that name resources (by ARN or otherwise).
-const REFERENCE_MEMBERS: [&str; 9] = [
+const REFERENCE_MEMBERS: [&str; 11] = [
     "resourceArn",
+    "service",
+    "services",
     "task",
     "tasks",
     "taskArn",

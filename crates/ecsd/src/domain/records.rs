@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::status::{ClusterStatus, ContainerInstanceStatus, ContainerStatus, TaskDefinitionStatus, TaskStatus};
+use super::status::{
+    ClusterStatus, ContainerInstanceStatus, ContainerStatus, ServiceStatus, TaskDefinitionStatus, TaskStatus,
+};
 
 /// Tags, attributes and resources are stored as the model has them.
 pub use crate::shapes::{Attribute, KeyValuePair, NetworkBinding, Resource, Tag};
@@ -240,4 +242,76 @@ impl StoredTaskDefinition {
     pub fn set_status(&mut self, status: TaskDefinitionStatus) {
         self.definition.insert("status".into(), status.as_str().into());
     }
+}
+
+/// A service (`Service` in the model) as stored: what the scheduler works from, with every
+/// other member the client set kept as sent. Counts are derived from its tasks when shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub service_arn: String,
+    pub service_name: String,
+    pub cluster_arn: String,
+    pub status: ServiceStatus,
+    pub desired_count: i64,
+    pub task_definition: String,
+    pub launch_type: String,
+    pub scheduling_strategy: String,
+    /// `maximumPercent`, `minimumHealthyPercent`, `deploymentCircuitBreaker`, with ECS's defaults.
+    pub deployment_configuration: Value,
+    /// Newest (PRIMARY) first.
+    pub deployments: Vec<Deployment>,
+    /// Newest first, at most 100.
+    pub events: Vec<ServiceEvent>,
+    pub created_at: f64,
+    pub created_by: String,
+    /// What the scheduler keeps between passes; not part of the model's shape.
+    #[serde(default)]
+    pub scheduler: SchedulerState,
+    /// `placementStrategy`, `placementConstraints`, `networkConfiguration`, `tags`,
+    /// `propagateTags`, `enableECSManagedTags`, `platformVersion`, ...: as the client set them.
+    #[serde(flatten)]
+    pub options: Map<String, Value>,
+}
+
+/// `Deployment` in the model, without the counts (derived from the tasks when shown).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// `ecs-svc/` and digits; the tasks it starts say so in `startedBy`.
+    pub id: String,
+    /// PRIMARY (the newest) or ACTIVE.
+    pub status: String,
+    pub task_definition: String,
+    pub desired_count: i64,
+    pub failed_tasks: i64,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub launch_type: String,
+    pub rollout_state: String,
+    pub rollout_state_reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<Value>,
+}
+
+/// `ServiceEvent` in the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: f64,
+    pub message: String,
+}
+
+/// The scheduler's memory of a service, kept in its record so that a restart (or another
+/// process) carries on where it left off.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerState {
+    /// Until when no task is started (back-off after tasks that failed to start).
+    pub hold_until: f64,
+    /// Tasks of the PRIMARY deployment that stopped before running, one after another.
+    pub failed_starts: u32,
+    /// Stopped tasks up to this time have been looked at.
+    pub checked_until: f64,
 }

@@ -166,6 +166,15 @@ statuses! {
 }
 
 statuses! {
+    /// A service's `status`: DRAINING while DeleteService stops its tasks, then INACTIVE.
+    ServiceStatus {
+        Active => "ACTIVE",
+        Draining => "DRAINING",
+        Inactive => "INACTIVE",
+    }
+}
+
+statuses! {
     /// A container instance's `status`; deregistered instances are INACTIVE.
     ContainerInstanceStatus {
         Active => "ACTIVE",

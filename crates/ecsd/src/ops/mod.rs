@@ -9,6 +9,7 @@ pub mod acs;
 pub mod agent;
 pub mod clusters;
 pub mod container_instances;
+pub mod services;
 pub mod tags;
 pub mod task_definitions;
 pub mod tasks;
@@ -114,6 +115,11 @@ operations! {
     StopTask(Write) => tasks::stop_task,
     DescribeTasks(Read) => tasks::describe_tasks,
     ListTasks(Read) => tasks::list_tasks,
+    CreateService(Write) => services::create_service,
+    UpdateService(Write) => services::update_service,
+    DeleteService(Write) => services::delete_service,
+    DescribeServices(Read) => services::describe_services,
+    ListServices(Read) => services::list_services,
     TagResource(Write) => tags::tag_resource,
     UntagResource(Write) => tags::untag_resource,
     ListTagsForResource(Read) => tags::list_tags_for_resource,

@@ -1,13 +1,13 @@
 //! TagResource, UntagResource and ListTagsForResource for clusters, task definitions, container
-//! instances and tasks, and the tag rules every operation that takes tags applies.
+//! instances, tasks and services, and the tag rules every operation that takes tags applies.
 
 use std::collections::HashSet;
 
 use serde_json::Value;
 
 use super::Ctx;
-use crate::domain::records::Tag;
-use crate::domain::status::ClusterStatus;
+use crate::domain::records::{Service, Tag};
+use crate::domain::status::{ClusterStatus, ServiceStatus};
 use crate::error::{ApiError, ErrorCode};
 use crate::shapes::{
     ListTagsForResourceRequest, ListTagsForResourceResponse, TagResourceRequest, TagResourceResponse,
@@ -96,6 +96,7 @@ enum Resource {
     TaskDefinition(String, i64),
     ContainerInstance(String, String),
     Task(String, String),
+    Service(String, String),
 }
 
 fn resolve(tx: &mut Tx<'_>, arn: &str) -> Result<Resource, ApiError> {
@@ -117,6 +118,7 @@ fn resolve(tx: &mut Tx<'_>, arn: &str) -> Result<Resource, ApiError> {
             Resource::ContainerInstance as fn(String, String) -> Resource,
         ),
         ("task", Resource::Task),
+        ("service", Resource::Service),
     ] {
         if let Some(r) = scope.resource_id(arn, kind) {
             let cluster = r.cluster.ok_or_else(not_found)?;
@@ -190,6 +192,29 @@ fn edit_tags(
                 tx.put(&task)?;
             }
             Ok(task.tags)
+        }
+        Resource::Service(cluster, name) => {
+            cluster_exists(tx, &cluster)?;
+            let mut service = tx
+                .get::<Service>(&[cluster.as_str().into(), name.as_str().into()])?
+                .filter(|s| s.status != ServiceStatus::Inactive)
+                .ok_or_else(not_found)?;
+            let mut tags: Vec<Tag> = service
+                .options
+                .get("tags")
+                .map(|t| serde_json::from_value(t.clone()))
+                .transpose()
+                .map_err(crate::store::StoreError::from)?
+                .unwrap_or_default();
+            let before = tags.clone();
+            change(&mut tags)?;
+            if tags != before {
+                service
+                    .options
+                    .insert("tags".into(), serde_json::to_value(&tags).unwrap_or(Value::Null));
+                tx.put(&service)?;
+            }
+            Ok(tags)
         }
     }
 }

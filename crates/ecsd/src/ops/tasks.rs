@@ -91,17 +91,17 @@ pub(crate) fn id_of(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or_default()
 }
 
-/// What RunTask and StartTask share: how each new task is made.
-struct TaskRequest {
-    cluster: Option<String>,
-    task_definition: String,
-    overrides: Option<Value>,
-    started_by: Option<String>,
-    group: Option<String>,
-    network_configuration: Option<Value>,
-    tags: Vec<Tag>,
-    propagate_tags: Option<PropagateTags>,
-    enable_execute_command: bool,
+/// What RunTask, StartTask and the service scheduler share: how each new task is made.
+pub(crate) struct TaskRequest {
+    pub(crate) cluster: Option<String>,
+    pub(crate) task_definition: String,
+    pub(crate) overrides: Option<Value>,
+    pub(crate) started_by: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) network_configuration: Option<Value>,
+    pub(crate) tags: Vec<Tag>,
+    pub(crate) propagate_tags: Option<PropagateTags>,
+    pub(crate) enable_execute_command: bool,
 }
 
 /// A member ecsd keeps as JSON, as the client sent it.
@@ -133,13 +133,13 @@ macro_rules! task_request_from {
 task_request_from!(RunTaskRequest, StartTaskRequest);
 
 /// A checked [`TaskRequest`], ready to make tasks from.
-struct Template {
-    cluster: String,
+pub(crate) struct Template {
+    pub(crate) cluster: String,
     spec: TaskDefinitionSpec,
     overrides: Value,
     need: Reservation,
     group: String,
-    tags: Vec<Tag>,
+    pub(crate) tags: Vec<Tag>,
     subnet: Option<String>,
     launch_type: String,
     client_token: Option<ClientToken>,
@@ -147,13 +147,13 @@ struct Template {
 }
 
 /// RunTask's idempotency token and the fingerprint of the request it came with.
-struct ClientToken {
+pub(crate) struct ClientToken {
     token: String,
     fingerprint: String,
 }
 
 impl TaskRequest {
-    fn check(&self) -> Result<(), ApiError> {
+    pub(crate) fn check(&self) -> Result<(), ApiError> {
         if let Some(overrides) = &self.overrides {
             quantities::check_overrides(overrides)?;
         }
@@ -166,7 +166,7 @@ impl TaskRequest {
     }
 
     /// Resolves the cluster and task definition and works out what each task needs.
-    fn template(
+    pub(crate) fn template(
         &self,
         tx: &mut Tx<'_>,
         launch_type: String,
@@ -365,7 +365,7 @@ fn containers(
         .collect()
 }
 
-fn check_launch_type(launch_type: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn check_launch_type(launch_type: Option<&str>) -> Result<String, ApiError> {
     let launch_type = launch_type.unwrap_or("EC2");
     if matches!(launch_type, "EC2" | "EXTERNAL") {
         Ok(launch_type.to_owned())
@@ -377,7 +377,7 @@ fn check_launch_type(launch_type: Option<&str>) -> Result<String, ApiError> {
 }
 
 /// Task members copied from the request as sent.
-fn extra_members(platform_version: Option<&str>) -> Map<String, Value> {
+pub(crate) fn extra_members(platform_version: Option<&str>) -> Map<String, Value> {
     let mut extra = Map::new();
     if let Some(version) = platform_version {
         extra.insert("platformVersion".into(), version.into());
@@ -394,7 +394,7 @@ fn shown(tasks: Vec<Task>) -> Result<Option<Vec<shapes::Task>>, StoreError> {
         .map(Some)
 }
 
-fn strategies(requested: &[PlacementStrategy]) -> Result<Vec<Strategy>, ApiError> {
+pub(crate) fn strategies(requested: &[PlacementStrategy]) -> Result<Vec<Strategy>, ApiError> {
     if requested.len() > MAX_STRATEGIES {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid 'placementStrategy': at most {MAX_STRATEGIES} strategies are allowed."
@@ -424,7 +424,7 @@ fn strategies(requested: &[PlacementStrategy]) -> Result<Vec<Strategy>, ApiError
 }
 
 /// The `memberOf` expressions and whether `distinctInstance` applies.
-fn constraints(requested: &[PlacementConstraint]) -> Result<(Vec<Expr>, bool), ApiError> {
+pub(crate) fn constraints(requested: &[PlacementConstraint]) -> Result<(Vec<Expr>, bool), ApiError> {
     if requested.len() > MAX_CONSTRAINTS {
         return Err(ApiError::invalid_parameter(format!(
             "Invalid 'placementConstraints': at most {MAX_CONSTRAINTS} constraints are allowed."
@@ -458,7 +458,7 @@ fn constraints(requested: &[PlacementConstraint]) -> Result<(Vec<Expr>, bool), A
 }
 
 /// The task definition's own `memberOf` constraints.
-fn definition_constraints(tx: &mut Tx<'_>, reference: &str) -> Result<Vec<Expr>, ApiError> {
+pub(crate) fn definition_constraints(tx: &mut Tx<'_>, reference: &str) -> Result<Vec<Expr>, ApiError> {
     let Some(stored) = task_definitions::find(tx, reference)? else {
         return Ok(Vec::new());
     };
@@ -473,6 +473,62 @@ fn definition_constraints(tx: &mut Tx<'_>, reference: &str) -> Result<Vec<Expr>,
         .filter_map(|c| c.get("expression").and_then(Value::as_str))
         .map(query::parse)
         .collect()
+}
+
+/// Where new tasks may go: strategies, `memberOf` expressions and `distinctInstance`.
+pub(crate) struct Rules<'a> {
+    pub strategies: &'a [Strategy],
+    pub member_of: &'a [Expr],
+    pub distinct_instance: bool,
+}
+
+/// The tasks placed, and the instances refused with why.
+pub(crate) type Placed = (Vec<Task>, Vec<(String, &'static str)>);
+
+/// Places `count` tasks of `template` on the cluster's ACTIVE instances and stores them:
+/// the tasks made, and why the others could not be placed.
+pub(crate) fn place_tasks(
+    tx: &mut Tx<'_>,
+    task: &TaskRequest,
+    template: &Template,
+    count: usize,
+    rules: &Rules<'_>,
+) -> Result<Placed, ApiError> {
+    let instances = tx.list_container_instances(
+        &template.cluster,
+        Some(ContainerInstanceStatus::Active),
+        None,
+        usize::MAX,
+    )?;
+    if instances.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "No Container Instances were found in your cluster.",
+        ));
+    }
+    let mut loads = tx.cluster_loads(&template.cluster)?;
+    let mut candidates: Vec<Candidate> = instances
+        .into_iter()
+        .map(|instance| {
+            let load = loads
+                .remove(id_of(&instance.container_instance_arn))
+                .unwrap_or_default();
+            Candidate { instance, load }
+        })
+        .collect();
+    let placement = Placement {
+        need: &template.need,
+        count,
+        strategies: rules.strategies,
+        member_of: rules.member_of,
+        distinct_instance: rules.distinct_instance,
+        group: &template.group,
+    };
+    let (placed, refusals) = placement::place(&mut candidates, &placement);
+    let mut tasks = Vec::with_capacity(placed.len());
+    for index in placed {
+        tasks.push(task.create(tx, template, &candidates[index].instance)?);
+    }
+    Ok((tasks, refusals))
 }
 
 pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse, ApiError> {
@@ -534,40 +590,12 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
                 }
             }
             member_of.extend(definition_constraints(tx, &task.task_definition)?);
-            let instances = tx.list_container_instances(
-                &template.cluster,
-                Some(ContainerInstanceStatus::Active),
-                None,
-                usize::MAX,
-            )?;
-            if instances.is_empty() {
-                return Err(ApiError::invalid_parameter(
-                    "No Container Instances were found in your cluster.",
-                ));
-            }
-            let mut loads = tx.cluster_loads(&template.cluster)?;
-            let mut candidates: Vec<Candidate> = instances
-                .into_iter()
-                .map(|instance| {
-                    let load = loads
-                        .remove(id_of(&instance.container_instance_arn))
-                        .unwrap_or_default();
-                    Candidate { instance, load }
-                })
-                .collect();
-            let placement = Placement {
-                need: &template.need,
-                count: count as usize,
+            let rules = Rules {
                 strategies: &strategies,
                 member_of: &member_of,
                 distinct_instance,
-                group: &template.group,
             };
-            let (placed, refusals) = placement::place(&mut candidates, &placement);
-            let mut tasks = Vec::with_capacity(placed.len());
-            for index in placed {
-                tasks.push(task.create(tx, &template, &candidates[index].instance)?);
-            }
+            let (tasks, refusals) = place_tasks(tx, &task, &template, count as usize, &rules)?;
             let failures = refusals.iter().map(|(arn, why)| failure(arn, why)).collect();
             Ok(RunTaskResponse {
                 tasks: shown(tasks)?,
@@ -701,10 +729,6 @@ pub async fn list_tasks(ctx: &Ctx, req: ListTasksRequest) -> Result<ListTasksRes
         .store
         .read(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
-            // ecsd runs no services, so no task belongs to one.
-            if req.service_name.is_some() {
-                return Ok((cluster, Vec::new()));
-            }
             let container_instance = match &req.container_instance {
                 Some(reference) => Some(
                     tx.scope()
@@ -722,6 +746,11 @@ pub async fn list_tasks(ctx: &Ctx, req: ListTasksRequest) -> Result<ListTasksRes
                 family: req.family.clone(),
                 started_by: req.started_by.clone(),
                 launch_type: req.launch_type.map(|l| l.as_str().to_owned()),
+                // A service's tasks are its group's.
+                group: req.service_name.as_deref().map(|name| {
+                    let name = name.rsplit('/').next().unwrap_or(name);
+                    format!("service:{name}")
+                }),
             };
             let ids = tx.list_tasks(&cluster, &filter, after.as_deref(), limit)?;
             Ok::<_, ApiError>((cluster, ids))

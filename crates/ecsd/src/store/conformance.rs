@@ -121,6 +121,7 @@ fn running() -> TaskFilter {
         family: None,
         started_by: None,
         launch_type: None,
+        group: None,
     }
 }
 

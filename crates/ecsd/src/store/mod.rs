@@ -93,6 +93,8 @@ pub struct TaskFilter {
     pub family: Option<String>,
     pub started_by: Option<String>,
     pub launch_type: Option<String>,
+    /// A service's tasks: the group `service:NAME`.
+    pub group: Option<String>,
 }
 
 /// Which families ListTaskDefinitionFamilies wants.
@@ -146,6 +148,14 @@ pub struct EventQuery {
     pub detail_type: Option<String>,
     /// Only events that carry a notice for the agent channels.
     pub noticed: bool,
+}
+
+/// A service the scheduler looks after: one not yet INACTIVE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledService {
+    pub scope: Scope,
+    pub cluster: String,
+    pub name: String,
 }
 
 /// An event as stored: its sequence number and its envelope as JSON text.
@@ -207,6 +217,8 @@ pub trait Store: Send + Sync + 'static {
     fn end_lease(&self, process: String) -> BoxFuture<Result<(), StoreError>>;
     /// The instances whose agent connection is held by a process without a live lease.
     fn lapsed_agents(&self) -> BoxFuture<Result<Vec<LapsedAgent>, StoreError>>;
+    /// Every service of every account and region that is not INACTIVE.
+    fn scheduled_services(&self) -> BoxFuture<Result<Vec<ScheduledService>, StoreError>>;
     /// Changes whenever a write is committed, so that readers of events can wait for more.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Finishes what is queued and releases the store; later transactions fail. Blocking.
@@ -343,6 +355,24 @@ impl<B: Backend> Store for B {
                     cluster: r.text(2)?.to_owned(),
                     id: r.text(3)?.to_owned(),
                     process: r.text(4)?.to_owned(),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn scheduled_services(&self) -> BoxFuture<Result<Vec<ScheduledService>, StoreError>> {
+        run_sql(self, false, move |sql| {
+            sql.query(
+                "SELECT account, region, cluster, name FROM services WHERE status <> 'INACTIVE'",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(ScheduledService {
+                    scope: Scope::new(r.text(0)?, r.text(1)?),
+                    cluster: r.text(2)?.to_owned(),
+                    name: r.text(3)?.to_owned(),
                 })
             })
             .collect()

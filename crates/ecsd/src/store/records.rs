@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::sql::Param;
 use super::{StoreError, Tx};
 use crate::domain::arn::cluster_of;
-use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
+use crate::domain::records::{Cluster, ContainerInstance, Service, StoredTaskDefinition, Task};
 
 /// Where a kind is stored. Every table is keyed by account and region first, then by `key`.
 pub struct Table {
@@ -83,6 +83,20 @@ impl Record for ContainerInstance {
     fn key(&self) -> Vec<Param<'_>> {
         let arn = &self.container_instance_arn;
         vec![cluster_of(arn).into(), Param::Text(last_segment(arn))]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(self.status.as_str())]
+    }
+}
+
+impl Record for Service {
+    const TABLE: Table = Table {
+        name: "services",
+        key: &["cluster", "name"],
+        columns: &["status"],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        vec![cluster_of(&self.service_arn).into(), Param::Text(&self.service_name)]
     }
     fn columns(&self) -> Vec<Param<'_>> {
         vec![Param::Text(self.status.as_str())]

@@ -14,6 +14,14 @@ pub struct Migration {
 }
 
 impl Migration {
+    /// A step both databases run as it is.
+    const fn same(sql: &'static str) -> Self {
+        Migration {
+            sqlite: sql,
+            postgres: sql,
+        }
+    }
+
     /// A step with a text for each database.
     const fn each(sqlite: &'static str, postgres: &'static str) -> Self {
         Migration { sqlite, postgres }
@@ -223,6 +231,17 @@ INSERT INTO counters (name, value)
     VALUES ('event', COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0));
 "#,
         "",
+    ),
+    Migration::same(
+        r#"
+CREATE TABLE services (
+    account TEXT NOT NULL, region TEXT NOT NULL, cluster TEXT NOT NULL, name TEXT NOT NULL,
+    status TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, cluster, name)
+);
+CREATE INDEX services_to_schedule ON services (status) WHERE status <> 'INACTIVE';
+CREATE INDEX tasks_by_group ON tasks (account, region, cluster, group_name, stopped_at);
+"#,
     ),
 ];
 

@@ -307,6 +307,20 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// The tasks of a group (a service's `service:NAME`) not yet STOPPED, and those that
+    /// stopped after `stopped_after`.
+    pub fn group_tasks(&mut self, cluster: &str, group: &str, stopped_after: f64) -> Result<Vec<Task>, StoreError> {
+        self.query(
+            "SELECT doc FROM tasks WHERE account = $1 AND region = $2 AND cluster = $3 AND group_name = $4
+               AND (last_status <> 'STOPPED' OR stopped_at > $5)
+             ORDER BY id",
+            &[cluster.into(), group.into(), stopped_after.into()],
+        )?
+        .iter()
+        .map(|r| r.doc(0))
+        .collect()
+    }
+
     /// The task that holds an attachment (an ENI, say), by the attachment's id.
     pub fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError> {
         self.query(
@@ -353,6 +367,7 @@ impl<'a> Tx<'a> {
                 Filter::EqIf("family", filter.family.as_deref()),
                 Filter::EqIf("started_by", filter.started_by.as_deref()),
                 Filter::EqIf("launch_type", filter.launch_type.as_deref()),
+                Filter::EqIf("group_name", filter.group.as_deref()),
             ],
             after,
             n,

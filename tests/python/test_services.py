@@ -1,0 +1,185 @@
+"""Services on simulated agents: the scheduler starts, replaces, scales and rolls tasks as ECS
+does, and the waiters (services_stable, services_inactive) converge."""
+
+import threading
+import time
+
+import pytest
+
+from conftest import Ecsd
+
+FAST = {"Delay": 1, "MaxAttempts": 60}
+CLUSTER = "default"
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    server = Ecsd(tmp_path / "data", extra_args=["--simulate-agents", "3", "--no-throttle"]).start()
+    ecs = server.client()
+    deadline = time.time() + 30
+    while True:
+        try:
+            if len(ecs.list_container_instances(cluster=CLUSTER)["containerInstanceArns"]) == 3:
+                break
+        except ecs.exceptions.ClusterNotFoundException:
+            pass  # the simulated agents have yet to create it
+        assert time.time() < deadline, "the simulated agents register"
+        time.sleep(0.2)
+    yield server
+    server.stop()
+
+
+def register(ecs, family, image="nginx:1", **labels):
+    definition = {"name": "web", "image": image, "memory": 64, "dockerLabels": labels}
+    return ecs.register_task_definition(family=family, containerDefinitions=[definition])["taskDefinition"]
+
+
+def service(ecs, name="web"):
+    return ecs.describe_services(cluster=CLUSTER, services=[name])["services"][0]
+
+
+def test_a_service_reaches_a_steady_state_and_replaces_tasks_that_stop(fleet):
+    ecs = fleet.client()
+    register(ecs, "web")
+    created = ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=3)["service"]
+    assert created["status"] == "ACTIVE"
+    assert created["deploymentConfiguration"]["maximumPercent"] == 200
+    assert created["deploymentConfiguration"]["minimumHealthyPercent"] == 100
+    assert created["schedulingStrategy"] == "REPLICA"
+    assert [d["status"] for d in created["deployments"]] == ["PRIMARY"]
+    assert created["deployments"][0]["id"].startswith("ecs-svc/")
+
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    steady = service(ecs)
+    assert steady["runningCount"] == 3 and steady["pendingCount"] == 0
+    assert steady["deployments"][0]["rolloutState"] == "COMPLETED"
+    messages = [e["message"] for e in steady["events"]]
+    assert "(service web) has reached a steady state." in messages
+    assert any(m.startswith("(service web) has started 3 tasks:") for m in messages), messages
+
+    tasks = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
+    assert len(tasks) == 3
+    described = ecs.describe_tasks(cluster=CLUSTER, tasks=tasks)["tasks"]
+    assert {t["group"] for t in described} == {"service:web"}
+    assert {t["startedBy"] for t in described} == {steady["deployments"][0]["id"]}
+    assert len({t["containerInstanceArn"] for t in described}) == 3, "spread across the instances"
+
+    ecs.stop_task(cluster=CLUSTER, task=tasks[0])
+    ecs.get_waiter("tasks_stopped").wait(cluster=CLUSTER, tasks=[tasks[0]], WaiterConfig=FAST)
+    deadline = time.time() + 30
+    while True:
+        now = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
+        if len(now) == 3 and tasks[0] not in now:
+            break
+        assert time.time() < deadline, "the stopped task is replaced"
+        time.sleep(0.2)
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+
+
+def test_scaling_and_deleting_a_service(fleet):
+    ecs = fleet.client()
+    register(ecs, "web")
+    ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1)
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    ecs.update_service(cluster=CLUSTER, service="web", desiredCount=4)
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    assert service(ecs)["runningCount"] == 4
+    assert len(service(ecs)["deployments"]) == 1, "a desired count alone is no new deployment"
+    ecs.update_service(cluster=CLUSTER, service="web", desiredCount=2)
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    assert service(ecs)["runningCount"] == 2
+
+    with pytest.raises(ecs.exceptions.InvalidParameterException):
+        ecs.delete_service(cluster=CLUSTER, service="web")
+    deleted = ecs.delete_service(cluster=CLUSTER, service="web", force=True)["service"]
+    assert deleted["status"] == "DRAINING"
+    ecs.get_waiter("services_inactive").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    assert ecs.list_services(cluster=CLUSTER)["serviceArns"] == []
+    assert ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"] == []
+    with pytest.raises(ecs.exceptions.ServiceNotActiveException):
+        ecs.update_service(cluster=CLUSTER, service="web", desiredCount=1)
+    # The name is free again.
+    again = ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=0)["service"]
+    assert again["status"] == "ACTIVE"
+
+
+def test_a_new_task_definition_rolls_within_the_deployment_configuration(fleet):
+    ecs = fleet.client()
+    register(ecs, "web", image="nginx:1")
+    ecs.create_service(
+        cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=3,
+        deploymentConfiguration={"maximumPercent": 150, "minimumHealthyPercent": 100},
+    )
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    first = service(ecs)["deployments"][0]["id"]
+    second_definition = register(ecs, "web", image="nginx:2")["taskDefinitionArn"]
+
+    samples, done = [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            arns = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
+            if arns:
+                tasks = ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]
+                running = sum(1 for t in tasks if t["lastStatus"] == "RUNNING" and t["desiredStatus"] == "RUNNING")
+                samples.append((running, len(tasks)))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        updated = ecs.update_service(cluster=CLUSTER, service="web", taskDefinition="web")["service"]
+        assert [d["status"] for d in updated["deployments"]] == ["PRIMARY", "ACTIVE"]
+        ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    finally:
+        done.set()
+        sampler.join()
+    after = service(ecs)
+    assert len(after["deployments"]) == 1 and after["deployments"][0]["id"] != first
+    assert after["taskDefinition"] == second_definition
+    tasks = ecs.describe_tasks(cluster=CLUSTER, tasks=ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"])["tasks"]
+    assert {t["taskDefinitionArn"] for t in tasks} == {second_definition}
+    assert samples, "the rollout was sampled"
+    # Never fewer than 100% running, never more than 150% (4 of 3) alive, at every sample.
+    assert min(running for running, _ in samples) >= 3, samples
+    assert max(alive for _, alive in samples) <= 4, samples
+
+
+def test_service_errors_are_the_ones_ecs_gives(fleet):
+    ecs = fleet.client()
+    register(ecs, "web")
+    with pytest.raises(ecs.exceptions.ServiceNotFoundException):
+        ecs.update_service(cluster=CLUSTER, service="ghost", desiredCount=1)
+    missing = ecs.describe_services(cluster=CLUSTER, services=["ghost"])
+    assert missing["failures"][0]["reason"] == "MISSING"
+    with pytest.raises(ecs.exceptions.ClusterNotFoundException):
+        ecs.create_service(cluster="nowhere", serviceName="web", taskDefinition="web")
+    ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1)
+    ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1)
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="not idempotent"):
+        ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=2)
+
+
+def test_services_are_tagged_and_listed_with_filters(fleet):
+    ecs = fleet.client()
+    register(ecs, "web")
+    arn = ecs.create_service(
+        cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1,
+        tags=[{"key": "team", "value": "edge"}], propagateTags="SERVICE", enableECSManagedTags=True,
+    )["service"]["serviceArn"]
+    assert arn.endswith(":service/default/web")
+    ecs.tag_resource(resourceArn=arn, tags=[{"key": "env", "value": "ci"}])
+    tags = {t["key"]: t["value"] for t in ecs.list_tags_for_resource(resourceArn=arn)["tags"]}
+    assert tags == {"team": "edge", "env": "ci"}
+    described = ecs.describe_services(cluster=CLUSTER, services=[arn], include=["TAGS"])["services"][0]
+    assert {t["key"] for t in described["tags"]} == {"team", "env"}
+    assert "tags" not in ecs.describe_services(cluster=CLUSTER, services=["web"])["services"][0]
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    task = ecs.describe_tasks(cluster=CLUSTER, tasks=ecs.list_tasks(cluster=CLUSTER, serviceName=arn)["taskArns"],
+                              include=["TAGS"])["tasks"][0]
+    task_tags = {t["key"]: t["value"] for t in task["tags"]}
+    assert task_tags["aws:ecs:serviceName"] == "web" and task_tags["aws:ecs:clusterName"] == CLUSTER
+    assert task_tags["env"] == "ci", "the service's tags propagate"
+    assert ecs.list_services(cluster=CLUSTER, launchType="EC2")["serviceArns"] == [arn]
+    assert ecs.list_services(cluster=CLUSTER, launchType="EXTERNAL")["serviceArns"] == []
+    assert ecs.list_services(cluster=CLUSTER, schedulingStrategy="REPLICA")["serviceArns"] == [arn]
