@@ -183,3 +183,94 @@ def test_services_are_tagged_and_listed_with_filters(fleet):
     assert ecs.list_services(cluster=CLUSTER, launchType="EC2")["serviceArns"] == [arn]
     assert ecs.list_services(cluster=CLUSTER, launchType="EXTERNAL")["serviceArns"] == []
     assert ecs.list_services(cluster=CLUSTER, schedulingStrategy="REPLICA")["serviceArns"] == [arn]
+
+
+def deployment_status(ecs, arn):
+    return ecs.describe_service_deployments(serviceDeploymentArns=[arn])["serviceDeployments"][0]
+
+
+def wait_for_status(ecs, arn, wanted, timeout=60):
+    deadline = time.time() + timeout
+    while True:
+        found = deployment_status(ecs, arn)
+        if found["status"] in wanted:
+            return found
+        assert time.time() < deadline, f"still {found['status']}, waiting for {wanted}"
+        time.sleep(0.5)
+
+
+def test_the_terraform_deployment_flow_finds_and_follows_the_service_deployment(fleet):
+    ecs = fleet.client()
+    register(ecs, "web", image="nginx:1")
+    ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=2)
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    second = register(ecs, "web", image="nginx:2")["taskDefinitionArn"]
+    started = time.time() - 1
+    primary = ecs.update_service(cluster=CLUSTER, service="web", taskDefinition="web")["service"]["deployments"][0]
+    # As terraform-provider-aws does: the service deployment created since the update whose
+    # target revision carries the id after `ecs-svc/` of the PRIMARY deployment.
+    listed = ecs.list_service_deployments(cluster=CLUSTER, service="web", createdAt={"after": started})["serviceDeployments"]
+    revision_id = primary["id"].removeprefix("ecs-svc/")
+    ours = [d for d in listed if d["targetServiceRevisionArn"].endswith("/" + revision_id)]
+    assert len(ours) == 1, listed
+    assert ours[0]["targetServiceRevisionArn"].startswith("arn:aws:ecs:us-east-1:123456789012:service-revision/default/web/")
+    done = wait_for_status(ecs, ours[0]["serviceDeploymentArn"], {"SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"})
+    assert done["status"] == "SUCCESSFUL"
+    assert done["finishedAt"] >= done["startedAt"]
+    revision = ecs.describe_service_revisions(serviceRevisionArns=[ours[0]["targetServiceRevisionArn"]])["serviceRevisions"][0]
+    assert revision["taskDefinition"] == second
+    described = service(ecs)
+    assert described["currentServiceDeployment"] == ours[0]["serviceDeploymentArn"]
+    assert all_deployments(ecs) == 2, "the creation's and the update's"
+    missing = ecs.describe_service_deployments(serviceDeploymentArns=[ours[0]["serviceDeploymentArn"] + "x"])
+    assert missing["failures"][0]["reason"] == "MISSING"
+
+
+def all_deployments(ecs):
+    return len(ecs.list_service_deployments(cluster=CLUSTER, service="web")["serviceDeployments"])
+
+
+def test_the_circuit_breaker_fails_a_deployment_whose_tasks_do_not_start_and_rolls_back(fleet):
+    ecs = fleet.client()
+    first = register(ecs, "web", image="nginx:1")["taskDefinitionArn"]
+    ecs.create_service(
+        cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=3,
+        deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+    )
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    register(ecs, "web", image="nginx:broken", **{"ecsd.simulate.pull-error": "CannotPullContainerError: not found"})
+    failing = ecs.update_service(cluster=CLUSTER, service="web", taskDefinition="web")["service"]
+    arn = failing["currentServiceDeployment"]
+    done = wait_for_status(ecs, arn, {"ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED", "SUCCESSFUL", "STOPPED"}, timeout=90)
+    assert done["status"] == "ROLLBACK_SUCCESSFUL", done
+    assert done["deploymentCircuitBreaker"]["status"] == "TRIGGERED"
+    assert done["deploymentCircuitBreaker"]["threshold"] == 3
+    assert done["rollback"]["reason"] == "ECS deployment circuit breaker: tasks failed to start."
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    after = service(ecs)
+    assert after["taskDefinition"] == first, "rolled back to the revision that ran"
+    assert any("deployment failed: tasks failed to start." in e["message"] for e in after["events"])
+    arns = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
+    assert {t["taskDefinitionArn"] for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]} == {first}
+    from test_events import all_events
+    changes = [e["event"]["detail"]["eventName"] for e in all_events(fleet.url, **{"detail-type": "ECS Deployment State Change"})]
+    assert "SERVICE_DEPLOYMENT_FAILED" in changes and changes.count("SERVICE_DEPLOYMENT_COMPLETED") >= 2, changes
+
+
+def test_stop_service_deployment_rolls_back_on_request(fleet):
+    ecs = fleet.client()
+    first = register(ecs, "web", image="nginx:1")["taskDefinitionArn"]
+    ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=2)
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    # A revision no instance can hold: its deployment stays in progress.
+    ecs.register_task_definition(family="web", containerDefinitions=[
+        {"name": "web", "image": "nginx:huge", "memory": 1_000_000}])
+    arn = ecs.update_service(cluster=CLUSTER, service="web", taskDefinition="web")["service"]["currentServiceDeployment"]
+    time.sleep(1)
+    assert deployment_status(ecs, arn)["status"] == "IN_PROGRESS"
+    assert service(ecs)["runningCount"] == 2, "the old tasks keep running meanwhile"
+    ecs.stop_service_deployment(serviceDeploymentArn=arn)
+    assert wait_for_status(ecs, arn, {"ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"})["status"] == "ROLLBACK_SUCCESSFUL"
+    assert service(ecs)["taskDefinition"] == first
+    with pytest.raises(ecs.exceptions.ConflictException):
+        ecs.stop_service_deployment(serviceDeploymentArn=arn)

@@ -594,6 +594,14 @@ pub struct CreateServiceResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct CreatedAt {
+    #[serde(rename = "after", default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<f64>,
+    #[serde(rename = "before", default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct DeleteAttributesRequest {
     #[serde(rename = "attributes")]
     pub attributes: Vec<Attribute>,
@@ -915,6 +923,34 @@ pub struct DescribeContainerInstancesResponse {
     pub container_instances: Option<Vec<ContainerInstance>>,
     #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DescribeServiceDeploymentsRequest {
+    #[serde(rename = "serviceDeploymentArns")]
+    pub service_deployment_arns: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DescribeServiceDeploymentsResponse {
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+    #[serde(rename = "serviceDeployments", skip_serializing_if = "Option::is_none")]
+    pub service_deployments: Option<Vec<ServiceDeployment>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DescribeServiceRevisionsRequest {
+    #[serde(rename = "serviceRevisionArns")]
+    pub service_revision_arns: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DescribeServiceRevisionsResponse {
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+    #[serde(rename = "serviceRevisions", skip_serializing_if = "Option::is_none")]
+    pub service_revisions: Option<Vec<ServiceRevision>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -1549,6 +1585,30 @@ pub struct ListContainerInstancesResponse {
     pub container_instance_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ListServiceDeploymentsRequest {
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<CreatedAt>,
+    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<i32>,
+    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    #[serde(rename = "service")]
+    pub service: String,
+    #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Vec<ServiceDeploymentStatus>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct ListServiceDeploymentsResponse {
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    #[serde(rename = "serviceDeployments", skip_serializing_if = "Option::is_none")]
+    pub service_deployments: Option<Vec<ServiceDeploymentBrief>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -2468,6 +2528,71 @@ pub struct ServiceConnectTlsConfiguration {
     pub role_arn: Option<String>,
 }
 
+/// `ServiceDeployment`, as ecsd renders it from its record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ServiceDeployment(pub serde_json::Value);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct ServiceDeploymentBrief {
+    #[serde(rename = "clusterArn", skip_serializing_if = "Option::is_none")]
+    pub cluster_arn: Option<String>,
+    #[serde(rename = "createdAt", skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<f64>,
+    #[serde(rename = "finishedAt", skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<f64>,
+    #[serde(rename = "serviceArn", skip_serializing_if = "Option::is_none")]
+    pub service_arn: Option<String>,
+    #[serde(rename = "serviceDeploymentArn", skip_serializing_if = "Option::is_none")]
+    pub service_deployment_arn: Option<String>,
+    #[serde(rename = "startedAt", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    #[serde(rename = "status", skip_serializing_if = "Option::is_none")]
+    pub status: Option<ServiceDeploymentStatus>,
+    #[serde(rename = "statusReason", skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    #[serde(rename = "targetServiceRevisionArn", skip_serializing_if = "Option::is_none")]
+    pub target_service_revision_arn: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceDeploymentStatus {
+    #[serde(rename = "PENDING")]
+    Pending,
+    #[serde(rename = "SUCCESSFUL")]
+    Successful,
+    #[serde(rename = "STOPPED")]
+    Stopped,
+    #[serde(rename = "STOP_REQUESTED")]
+    StopRequested,
+    #[serde(rename = "IN_PROGRESS")]
+    InProgress,
+    #[serde(rename = "ROLLBACK_REQUESTED")]
+    RollbackRequested,
+    #[serde(rename = "ROLLBACK_IN_PROGRESS")]
+    RollbackInProgress,
+    #[serde(rename = "ROLLBACK_SUCCESSFUL")]
+    RollbackSuccessful,
+    #[serde(rename = "ROLLBACK_FAILED")]
+    RollbackFailed,
+}
+
+impl ServiceDeploymentStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceDeploymentStatus::Pending => "PENDING",
+            ServiceDeploymentStatus::Successful => "SUCCESSFUL",
+            ServiceDeploymentStatus::Stopped => "STOPPED",
+            ServiceDeploymentStatus::StopRequested => "STOP_REQUESTED",
+            ServiceDeploymentStatus::InProgress => "IN_PROGRESS",
+            ServiceDeploymentStatus::RollbackRequested => "ROLLBACK_REQUESTED",
+            ServiceDeploymentStatus::RollbackInProgress => "ROLLBACK_IN_PROGRESS",
+            ServiceDeploymentStatus::RollbackSuccessful => "ROLLBACK_SUCCESSFUL",
+            ServiceDeploymentStatus::RollbackFailed => "ROLLBACK_FAILED",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ServiceField {
     #[serde(rename = "TAGS")]
@@ -2523,6 +2648,11 @@ pub struct ServiceRegistry {
     #[serde(rename = "registryArn", default, skip_serializing_if = "Option::is_none")]
     pub registry_arn: Option<String>,
 }
+
+/// `ServiceRevision`, as ecsd renders it from its record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ServiceRevision(pub serde_json::Value);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ServiceRevisionCleanup {
@@ -2608,6 +2738,37 @@ pub struct StartTaskResponse {
     pub failures: Option<Vec<Failure>>,
     #[serde(rename = "tasks", skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<Task>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct StopServiceDeploymentRequest {
+    #[serde(rename = "serviceDeploymentArn")]
+    pub service_deployment_arn: String,
+    #[serde(rename = "stopType", default, skip_serializing_if = "Option::is_none")]
+    pub stop_type: Option<StopServiceDeploymentStopType>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct StopServiceDeploymentResponse {
+    #[serde(rename = "serviceDeploymentArn", skip_serializing_if = "Option::is_none")]
+    pub service_deployment_arn: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StopServiceDeploymentStopType {
+    #[serde(rename = "ABORT")]
+    Abort,
+    #[serde(rename = "ROLLBACK")]
+    Rollback,
+}
+
+impl StopServiceDeploymentStopType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StopServiceDeploymentStopType::Abort => "ABORT",
+            StopServiceDeploymentStopType::Rollback => "ROLLBACK",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -3323,6 +3484,7 @@ pub enum ErrorCode {
     ResourceNotFoundException,
     SerializationException,
     ServerException,
+    ServiceDeploymentNotFoundException,
     ServiceNotActiveException,
     ServiceNotFoundException,
     ServiceUnavailableException,
@@ -3363,6 +3525,7 @@ impl ErrorCode {
             ErrorCode::ResourceNotFoundException => "ResourceNotFoundException",
             ErrorCode::SerializationException => "SerializationException",
             ErrorCode::ServerException => "ServerException",
+            ErrorCode::ServiceDeploymentNotFoundException => "ServiceDeploymentNotFoundException",
             ErrorCode::ServiceNotActiveException => "ServiceNotActiveException",
             ErrorCode::ServiceNotFoundException => "ServiceNotFoundException",
             ErrorCode::ServiceUnavailableException => "ServiceUnavailableException",
@@ -3447,6 +3610,16 @@ pub mod operation {
         type Input = super::DescribeContainerInstancesRequest;
         type Output = super::DescribeContainerInstancesResponse;
     }
+    pub struct DescribeServiceDeployments;
+    impl super::OperationShapes for DescribeServiceDeployments {
+        type Input = super::DescribeServiceDeploymentsRequest;
+        type Output = super::DescribeServiceDeploymentsResponse;
+    }
+    pub struct DescribeServiceRevisions;
+    impl super::OperationShapes for DescribeServiceRevisions {
+        type Input = super::DescribeServiceRevisionsRequest;
+        type Output = super::DescribeServiceRevisionsResponse;
+    }
     pub struct DescribeServices;
     impl super::OperationShapes for DescribeServices {
         type Input = super::DescribeServicesRequest;
@@ -3481,6 +3654,11 @@ pub mod operation {
     impl super::OperationShapes for ListContainerInstances {
         type Input = super::ListContainerInstancesRequest;
         type Output = super::ListContainerInstancesResponse;
+    }
+    pub struct ListServiceDeployments;
+    impl super::OperationShapes for ListServiceDeployments {
+        type Input = super::ListServiceDeploymentsRequest;
+        type Output = super::ListServiceDeploymentsResponse;
     }
     pub struct ListServices;
     impl super::OperationShapes for ListServices {
@@ -3531,6 +3709,11 @@ pub mod operation {
     impl super::OperationShapes for StartTask {
         type Input = super::StartTaskRequest;
         type Output = super::StartTaskResponse;
+    }
+    pub struct StopServiceDeployment;
+    impl super::OperationShapes for StopServiceDeployment {
+        type Input = super::StopServiceDeploymentRequest;
+        type Output = super::StopServiceDeploymentResponse;
     }
     pub struct StopTask;
     impl super::OperationShapes for StopTask {

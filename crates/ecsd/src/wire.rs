@@ -228,10 +228,13 @@ fn named_clusters(operation: Operation, input: &Value) -> Vec<String> {
 }
 
 /// The members, at any depth of a request, that name resources (by ARN or otherwise).
-const REFERENCE_MEMBERS: [&str; 11] = [
+const REFERENCE_MEMBERS: [&str; 14] = [
     "resourceArn",
     "service",
     "services",
+    "serviceDeploymentArn",
+    "serviceDeploymentArns",
+    "serviceRevisionArns",
     "task",
     "tasks",
     "taskArn",

@@ -136,7 +136,8 @@ pub fn cluster_of(arn: &str) -> Option<&str> {
     let (kind, path) = resource.split_once('/')?;
     match kind {
         "cluster" => Some(path).filter(|name| !name.is_empty() && !name.contains('/')),
-        "task" | "container-instance" | "container" | "service" | "task-set" => {
+        "task" | "container-instance" | "container" | "service" | "task-set" | "service-deployment"
+        | "service-revision" => {
             let (cluster, rest) = path.split_once('/')?;
             (!cluster.is_empty() && !rest.is_empty()).then_some(cluster)
         }

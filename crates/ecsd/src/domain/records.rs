@@ -268,6 +268,9 @@ pub struct Service {
     /// What the scheduler keeps between passes; not part of the model's shape.
     #[serde(default)]
     pub scheduler: SchedulerState,
+    /// The service deployments and revisions, newest first; not part of the model's shape.
+    #[serde(default)]
+    pub history: History,
     /// `placementStrategy`, `placementConstraints`, `networkConfiguration`, `tags`,
     /// `propagateTags`, `enableECSManagedTags`, `platformVersion`, ...: as the client set them.
     #[serde(flatten)]
@@ -292,6 +295,44 @@ pub struct Deployment {
     pub rollout_state_reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_configuration: Option<Value>,
+    /// The service deployment it carries out.
+    #[serde(default)]
+    pub service_deployment: String,
+}
+
+/// A service's recent service deployments and revisions, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    pub deployments: Vec<ServiceDeploymentRecord>,
+    /// Each a `ServiceRevision` as shown, keyed by its id.
+    pub revisions: Vec<(String, Value)>,
+}
+
+/// A service deployment (`ServiceDeployment` in the model), by ids.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDeploymentRecord {
+    pub id: String,
+    /// PENDING, IN_PROGRESS, SUCCESSFUL, STOP_REQUESTED, STOPPED, ROLLBACK_REQUESTED,
+    /// ROLLBACK_IN_PROGRESS, ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED.
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub created_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub stopped_at: Option<f64>,
+    pub updated_at: f64,
+    /// Revision ids it moves tasks from, and the one it moves them to.
+    pub source_revisions: Vec<String>,
+    pub target_revision: String,
+    pub deployment_configuration: Value,
+    /// Where a rollback went: (reason, started at, revision id).
+    pub rollback: Option<(String, f64, String)>,
+    pub breaker_failures: i64,
+    pub breaker_threshold: i64,
+    /// DISABLED, MONITORING or TRIGGERED.
+    pub breaker_status: String,
 }
 
 /// `ServiceEvent` in the model.
@@ -314,4 +355,7 @@ pub struct SchedulerState {
     pub failed_starts: u32,
     /// Stopped tasks up to this time have been looked at.
     pub checked_until: f64,
+    /// A task of the PRIMARY deployment has run (the circuit breaker's first stage is over).
+    #[serde(default)]
+    pub primary_ran: bool,
 }

@@ -14,20 +14,30 @@ use serde_json::{json, Map, Value};
 
 use super::tasks::{self, save_task, Rules, TaskRequest};
 use super::{active_cluster, arn_for, failure, members, Ctx, Page};
+use crate::domain::events;
 use crate::domain::placement::Strategy;
-use crate::domain::records::{Deployment, SchedulerState, Service, ServiceEvent, Tag, Task};
+use crate::domain::records::{
+    Deployment, History, SchedulerState, Service, ServiceDeploymentRecord, ServiceEvent, Tag, Task,
+};
 use crate::domain::status::{ServiceStatus, TaskStatus};
 use crate::domain::{is_valid_name, new_id, now};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Model;
 use crate::shapes::{
     self, CreateServiceRequest, CreateServiceResponse, DeleteServiceRequest, DeleteServiceResponse,
-    DescribeServicesRequest, DescribeServicesResponse, ListServicesRequest, ListServicesResponse, SchedulingStrategy,
-    ServiceField, UpdateServiceRequest, UpdateServiceResponse,
+    DescribeServiceDeploymentsRequest, DescribeServiceDeploymentsResponse, DescribeServiceRevisionsRequest,
+    DescribeServiceRevisionsResponse, DescribeServicesRequest, DescribeServicesResponse, ListServiceDeploymentsRequest,
+    ListServiceDeploymentsResponse, ListServicesRequest, ListServicesResponse, SchedulingStrategy,
+    ServiceDeploymentBrief, ServiceDeploymentStatus, ServiceField, StopServiceDeploymentRequest,
+    StopServiceDeploymentResponse, StopServiceDeploymentStopType, UpdateServiceRequest, UpdateServiceResponse,
 };
 use crate::store::{StoreError, StoreExt, Tx};
 
 const MAX_EVENTS: usize = 100;
+/// Service deployments and revisions kept per service.
+const MAX_HISTORY: usize = 25;
+pub const DEPLOYMENT_STATE_CHANGE: &str = "ECS Deployment State Change";
+pub const SERVICE_ACTION: &str = "ECS Service Action";
 const MAX_DESCRIBE: usize = 10;
 /// The longest back-off after tasks that failed to start.
 const MAX_HOLD_SECS: f64 = 900.0;
@@ -96,19 +106,164 @@ fn new_deployment(service: &Service, now: f64) -> Deployment {
         rollout_state: "IN_PROGRESS".into(),
         rollout_state_reason: "ECS deployment in progress.".into(),
         network_configuration: service.options.get("networkConfiguration").cloned(),
+        service_deployment: String::new(),
     }
 }
 
-/// Makes `deployment` the PRIMARY one; the others become ACTIVE.
-fn start_deployment(service: &mut Service, now: f64) {
+/// The service revision a deployment rolls out: the digits of its `ecs-svc/` id.
+fn revision_id(deployment: &str) -> &str {
+    deployment.strip_prefix("ecs-svc/").unwrap_or(deployment)
+}
+
+/// The ARN of a service's `kind` (service-deployment, service-revision) `id`.
+fn child_arn(service: &Service, kind: &str, id: &str) -> String {
+    format!(
+        "{}/{id}",
+        service.service_arn.replacen(":service/", &format!(":{kind}/"), 1)
+    )
+}
+
+/// The circuit breaker's threshold: half the desired count, within [3, 200].
+fn breaker_threshold(desired: i64) -> i64 {
+    ((desired + 1) / 2).clamp(3, 200)
+}
+
+fn breaker(service: &Service) -> (bool, bool) {
+    let b = &service.deployment_configuration["deploymentCircuitBreaker"];
+    (
+        b["enable"].as_bool().unwrap_or(false),
+        b["rollback"].as_bool().unwrap_or(false),
+    )
+}
+
+/// Makes a new deployment the PRIMARY one; the others become ACTIVE. It carries out a new
+/// service deployment, or `continuing` (a rollback's), whose target it becomes.
+fn start_deployment(service: &mut Service, now: f64, continuing: Option<String>) {
+    let sources: Vec<String> = service
+        .deployments
+        .iter()
+        .map(|d| revision_id(&d.id).to_owned())
+        .collect();
     for d in &mut service.deployments {
         d.status = "ACTIVE".into();
         d.updated_at = now;
     }
-    let deployment = new_deployment(service, now);
+    let mut deployment = new_deployment(service, now);
+    let revision = revision_id(&deployment.id).to_owned();
+    let mut shown = json!({
+        "serviceRevisionArn": child_arn(service, "service-revision", &revision),
+        "serviceArn": service.service_arn,
+        "clusterArn": service.cluster_arn,
+        "taskDefinition": service.task_definition,
+        "launchType": service.launch_type,
+        "loadBalancers": service.options.get("loadBalancers").cloned().unwrap_or(json!([])),
+        "serviceRegistries": service.options.get("serviceRegistries").cloned().unwrap_or(json!([])),
+        "guardDutyEnabled": false,
+        "createdAt": now,
+    });
+    for member in ["networkConfiguration", "platformVersion"] {
+        if let Some(value) = service.options.get(member) {
+            shown[member] = value.clone();
+        }
+    }
+    service.history.revisions.insert(0, (revision.clone(), shown));
+    let (enabled, _) = breaker(service);
+    let id = match continuing {
+        Some(id) => {
+            if let Some(record) = service.history.deployments.iter_mut().find(|r| r.id == id) {
+                record.target_revision = revision;
+                record.updated_at = now;
+            }
+            id
+        }
+        None => {
+            // A newer service deployment supersedes those still under way.
+            for record in &mut service.history.deployments {
+                if matches!(
+                    record.status.as_str(),
+                    "PENDING" | "IN_PROGRESS" | "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS"
+                ) {
+                    record.status = "STOPPED".into();
+                    record.status_reason = Some("Superseded by a newer service deployment.".into());
+                    record.stopped_at = Some(now);
+                    record.updated_at = now;
+                }
+            }
+            let id: String = new_id().chars().take(21).collect();
+            service.history.deployments.insert(
+                0,
+                ServiceDeploymentRecord {
+                    id: id.clone(),
+                    status: "IN_PROGRESS".into(),
+                    status_reason: None,
+                    created_at: now,
+                    started_at: Some(now),
+                    finished_at: None,
+                    stopped_at: None,
+                    updated_at: now,
+                    source_revisions: sources,
+                    target_revision: revision,
+                    deployment_configuration: service.deployment_configuration.clone(),
+                    rollback: None,
+                    breaker_failures: 0,
+                    breaker_threshold: breaker_threshold(service.desired_count),
+                    breaker_status: if enabled { "MONITORING" } else { "DISABLED" }.into(),
+                },
+            );
+            id
+        }
+    };
+    deployment.service_deployment = id;
     service.deployments.insert(0, deployment);
+    service.history.deployments.truncate(MAX_HISTORY);
+    service.history.revisions.truncate(MAX_HISTORY);
     service.scheduler.failed_starts = 0;
     service.scheduler.hold_until = 0.0;
+    service.scheduler.primary_ran = false;
+}
+
+/// The record of a deployment's service deployment.
+fn record_of<'a>(history: &'a mut History, deployment: &Deployment) -> Option<&'a mut ServiceDeploymentRecord> {
+    history
+        .deployments
+        .iter_mut()
+        .find(|r| r.id == deployment.service_deployment)
+}
+
+/// Rolls the PRIMARY deployment back to the revision its service deployment started from: a
+/// new deployment of that configuration, under the same service deployment.
+fn roll_back(service: &mut Service, at: f64, reason: &str) -> bool {
+    let Some(primary) = service.deployments.first().cloned() else {
+        return false;
+    };
+    let Some(record) = record_of(&mut service.history, &primary).cloned() else {
+        return false;
+    };
+    let target = record
+        .source_revisions
+        .first()
+        .and_then(|id| service.history.revisions.iter().find(|(r, _)| r == id))
+        .map(|(id, shown)| (id.clone(), shown.clone()));
+    let Some((revision, shown)) = target else {
+        if let Some(record) = record_of(&mut service.history, &primary) {
+            record.status = "ROLLBACK_FAILED".into();
+            record.status_reason = Some(format!("{reason} There is no earlier revision to roll back to."));
+            record.finished_at = Some(at);
+            record.updated_at = at;
+        }
+        return false;
+    };
+    if let Some(definition) = shown["taskDefinition"].as_str() {
+        service.task_definition = definition.to_owned();
+    }
+    if let Some(record) = record_of(&mut service.history, &primary) {
+        record.status = "ROLLBACK_IN_PROGRESS".into();
+        record.status_reason = Some(reason.to_owned());
+        record.rollback = Some((reason.to_owned(), at, revision));
+        record.updated_at = at;
+    }
+    start_deployment(service, at, Some(record.id));
+    true
 }
 
 /// Adds an event, unless it repeats the newest one.
@@ -253,10 +408,19 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
                 created_at: at,
                 created_by: principal.clone(),
                 scheduler: SchedulerState::default(),
+                history: History::default(),
                 options: options.clone(),
             };
-            start_deployment(&mut service, at);
+            start_deployment(&mut service, at, None);
             tx.put(&service)?;
+            announce(
+                tx,
+                &cluster,
+                &service,
+                DEPLOYMENT_STATE_CHANGE,
+                "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                "ECS deployment in progress.",
+            )?;
             Ok(CreateServiceResponse {
                 service: Some(view(tx, &cluster, service, false)?),
             })
@@ -331,9 +495,19 @@ pub async fn update_service(ctx: &Ctx, req: UpdateServiceRequest) -> Result<Upda
                 }
             }
             if deploy {
-                start_deployment(&mut service, at);
+                start_deployment(&mut service, at, None);
             }
             tx.put(&service)?;
+            if deploy {
+                announce(
+                    tx,
+                    &cluster,
+                    &service,
+                    DEPLOYMENT_STATE_CHANGE,
+                    "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                    "ECS deployment in progress.",
+                )?;
+            }
             Ok(UpdateServiceResponse {
                 service: Some(view(tx, &cluster, service, false)?),
             })
@@ -471,10 +645,33 @@ fn view(tx: &mut Tx<'_>, cluster: &str, service: Service, with_tags: bool) -> Re
     let mut out = serde_json::to_value(&service)?;
     let map = out.as_object_mut().expect("a record serializes as an object");
     map.remove("scheduler");
+    map.remove("history");
+    if let Some(record) = service.history.deployments.first() {
+        map.insert(
+            "currentServiceDeployment".into(),
+            child_arn(&service, "service-deployment", &record.id).into(),
+        );
+    }
+    let current: Vec<Value> = service
+        .deployments
+        .iter()
+        .map(|d| {
+            json!({
+                "arn": child_arn(&service, "service-revision", revision_id(&d.id)),
+                "requestedTaskCount": d.desired_count,
+                "runningTaskCount": count(Some(&d.id), Phase::Running),
+                "pendingTaskCount": count(Some(&d.id), Phase::Pending),
+            })
+        })
+        .collect();
+    map.insert("currentServiceRevisions".into(), current.into());
     map.insert("runningCount".into(), count(None, Phase::Running).into());
     map.insert("pendingCount".into(), count(None, Phase::Pending).into());
     if let Some(Value::Array(deployments)) = map.get_mut("deployments") {
         for (shown, deployment) in deployments.iter_mut().zip(&service.deployments) {
+            if let Some(fields) = shown.as_object_mut() {
+                fields.remove("serviceDeployment");
+            }
             shown["runningCount"] = count(Some(&deployment.id), Phase::Running).into();
             shown["pendingCount"] = count(Some(&deployment.id), Phase::Pending).into();
         }
@@ -525,6 +722,18 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
     {
         service.scheduler.failed_starts = 0;
     }
+    if live
+        .iter()
+        .chain(&stopped)
+        .any(|t| t.started_by.as_deref() == Some(primary_id.as_str()) && t.started_at.is_some())
+    {
+        service.scheduler.primary_ran = true;
+    }
+    let mut announcements = Vec::new();
+    if service.status == ServiceStatus::Active {
+        requested(&mut service, at, &mut announcements);
+        circuit_breaker(&mut service, at, &mut announcements);
+    }
 
     let mut stops: Vec<(String, String)> = Vec::new();
     if service.status == ServiceStatus::Draining {
@@ -544,7 +753,7 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
             let started = launch(tx, cluster, &mut service, starting, at)?;
             live.extend(started);
         }
-        retire(&mut service, &live, at);
+        retire(&mut service, &live, at, &mut announcements);
     }
     let stopped_now = stop(tx, cluster, &stops)?;
     if !stopped_now.is_empty() && service.status != ServiceStatus::Inactive {
@@ -559,6 +768,9 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
             at,
         );
     }
+    for (detail_type, event_name, reason) in &announcements {
+        announce(tx, cluster, &service, detail_type, event_name, reason)?;
+    }
     let changed = service != before;
     // Only the time of the last look moved: nothing worth a write.
     let mut unchanged = service.clone();
@@ -572,7 +784,7 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
 /// How many tasks the PRIMARY deployment should start now: what it lacks, within the room
 /// `maximumPercent` leaves across every deployment.
 fn starts_due(service: &Service, live: &[Task]) -> usize {
-    let Some(primary) = service.deployments.first() else {
+    let Some(primary) = service.deployments.first().filter(|d| d.rollout_state != "FAILED") else {
         return 0;
     };
     let desired = service.desired_count.max(0);
@@ -774,7 +986,7 @@ fn stop(tx: &mut Tx<'_>, cluster: &str, stops: &[(String, String)]) -> Result<Ve
 
 /// Retires the older deployments that hold no task any more, and completes the PRIMARY one
 /// once it runs the desired count alone.
-fn retire(service: &mut Service, live: &[Task], at: f64) {
+fn retire(service: &mut Service, live: &[Task], at: f64, announcements: &mut Vec<Announcement>) {
     let name = service.service_name.clone();
     let holds = |d: &Deployment| live.iter().any(|t| t.started_by.as_deref() == Some(d.id.as_str()));
     let mut kept = Vec::with_capacity(service.deployments.len());
@@ -801,13 +1013,415 @@ fn retire(service: &mut Service, live: &[Task], at: f64) {
         primary.rollout_state_reason = format!("ECS deployment {} completed.", primary.id);
         primary.updated_at = at;
         let id = primary.id.clone();
+        let primary = primary.clone();
+        if let Some(record) = record_of(&mut service.history, &primary) {
+            record.status = match record.status.as_str() {
+                "ROLLBACK_IN_PROGRESS" => "ROLLBACK_SUCCESSFUL",
+                _ => "SUCCESSFUL",
+            }
+            .into();
+            record.finished_at = Some(at);
+            record.updated_at = at;
+        }
         note(
             service,
             format!("(service {name}) (deployment {id}) deployment completed."),
             at,
         );
+        announcements.push((
+            DEPLOYMENT_STATE_CHANGE,
+            "SERVICE_DEPLOYMENT_COMPLETED",
+            format!("ECS deployment {id} completed."),
+        ));
     }
     if steady {
-        note(service, format!("(service {name}) has reached a steady state."), at);
+        let message = format!("(service {name}) has reached a steady state.");
+        if service.events.first().is_none_or(|e| e.message != message) {
+            announcements.push((SERVICE_ACTION, "SERVICE_STEADY_STATE", message.clone()));
+        }
+        note(service, message, at);
     }
+}
+
+/// An event for the event log: its detail type, its `eventName` and its reason.
+type Announcement = (&'static str, &'static str, String);
+
+/// Appends an "ECS Deployment State Change" or "ECS Service Action" event about the service.
+fn announce(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    service: &Service,
+    detail_type: &str,
+    name: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let at = now();
+    let mut detail = Map::new();
+    let error = name.ends_with("FAILED") || name.ends_with("IMPAIRED");
+    detail.insert("eventType".into(), if error { "ERROR" } else { "INFO" }.into());
+    detail.insert("eventName".into(), name.into());
+    detail.insert("clusterArn".into(), service.cluster_arn.clone().into());
+    if detail_type == DEPLOYMENT_STATE_CHANGE {
+        if let Some(primary) = service.deployments.first() {
+            detail.insert("deploymentId".into(), primary.id.clone().into());
+        }
+        detail.insert("reason".into(), reason.into());
+    } else {
+        detail.insert("createdAt".into(), at.into());
+    }
+    let event = events::envelope(tx.scope(), detail_type, &service.service_arn, detail, at);
+    tx.append_event(cluster, detail_type, at, &event.to_string(), None)
+}
+
+/// The circuit breaker: a PRIMARY deployment none of whose tasks has run, with as many tasks
+/// failed to start as the threshold, is FAILED; with `rollback`, the service goes back to the
+/// revision it came from.
+fn circuit_breaker(service: &mut Service, at: f64, announcements: &mut Vec<Announcement>) {
+    let (enabled, rollback) = breaker(service);
+    let Some(primary) = service.deployments.first().cloned() else {
+        return;
+    };
+    if !enabled || primary.rollout_state != "IN_PROGRESS" {
+        return;
+    }
+    let threshold = breaker_threshold(service.desired_count);
+    let tripped = !service.scheduler.primary_ran && primary.failed_tasks >= threshold;
+    if let Some(record) = record_of(&mut service.history, &primary) {
+        record.breaker_failures = primary.failed_tasks;
+        record.breaker_threshold = threshold;
+        if tripped {
+            record.breaker_status = "TRIGGERED".into();
+        }
+    }
+    if !tripped {
+        return;
+    }
+    let reason = "ECS deployment circuit breaker: tasks failed to start.";
+    let name = service.service_name.clone();
+    if let Some(d) = service.deployments.first_mut() {
+        d.rollout_state = "FAILED".into();
+        d.rollout_state_reason = reason.into();
+        d.updated_at = at;
+    }
+    note(
+        service,
+        format!(
+            "(service {name}) (deployment {}) deployment failed: tasks failed to start.",
+            primary.id
+        ),
+        at,
+    );
+    announcements.push((DEPLOYMENT_STATE_CHANGE, "SERVICE_DEPLOYMENT_FAILED", reason.into()));
+    if rollback {
+        if roll_back(service, at, reason) {
+            announcements.push((
+                DEPLOYMENT_STATE_CHANGE,
+                "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                "ECS deployment in progress.".into(),
+            ));
+        }
+    } else if let Some(record) = record_of(&mut service.history, &primary) {
+        record.status = "STOPPED".into();
+        record.status_reason = Some(reason.into());
+        record.stopped_at = Some(at);
+        record.updated_at = at;
+    }
+}
+
+/// What StopServiceDeployment asked for: a rollback, or stopping where the deployment is.
+fn requested(service: &mut Service, at: f64, announcements: &mut Vec<Announcement>) {
+    let Some(primary) = service.deployments.first().cloned() else {
+        return;
+    };
+    let status = record_of(&mut service.history, &primary).map(|r| r.status.clone());
+    let stop = |service: &mut Service, why: &str| {
+        if let Some(d) = service.deployments.first_mut() {
+            d.rollout_state = "FAILED".into();
+            d.rollout_state_reason = why.into();
+            d.updated_at = at;
+        }
+    };
+    match status.as_deref() {
+        Some("ROLLBACK_REQUESTED") => {
+            stop(service, "Service deployment rolled back on request.");
+            if roll_back(
+                service,
+                at,
+                "Service deployment rolled back because of a StopServiceDeployment request.",
+            ) {
+                announcements.push((
+                    DEPLOYMENT_STATE_CHANGE,
+                    "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                    "ECS deployment in progress.".into(),
+                ));
+            }
+        }
+        Some("STOP_REQUESTED") => {
+            stop(service, "Service deployment stopped on request.");
+            if let Some(record) = record_of(&mut service.history, &primary) {
+                record.status = "STOPPED".into();
+                record.status_reason =
+                    Some("Service deployment stopped because of a StopServiceDeployment request.".into());
+                record.stopped_at = Some(at);
+                record.updated_at = at;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The service and id a `service-deployment` or `service-revision` ARN names, if it is of this
+/// scope.
+fn child_of<'a>(tx: &Tx<'_>, arn: &'a str, kind: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let scope = tx.scope();
+    let prefix = format!("arn:aws:ecs:{}:{}:{kind}/", scope.region, scope.account);
+    let mut parts = arn.strip_prefix(&prefix)?.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(cluster), Some(service), Some(id)) if !id.contains('/') => Some((cluster, service, id)),
+        _ => None,
+    }
+}
+
+/// A stored service deployment as the model's `ServiceDeployment`.
+fn deployment_view(service: &Service, record: &ServiceDeploymentRecord, live: &[Task]) -> shapes::ServiceDeployment {
+    let summary = |revision: &str| {
+        let deployment = service.deployments.iter().find(|d| revision_id(&d.id) == revision);
+        let count = |wanted: Phase| {
+            deployment.map_or(0, |d| {
+                live.iter()
+                    .filter(|t| t.started_by.as_deref() == Some(d.id.as_str()) && phase(t) == wanted)
+                    .count()
+            })
+        };
+        json!({
+            "arn": child_arn(service, "service-revision", revision),
+            "requestedTaskCount": deployment.map_or(0, |d| if d.status == "PRIMARY" { service.desired_count } else { 0 }),
+            "runningTaskCount": count(Phase::Running),
+            "pendingTaskCount": count(Phase::Pending),
+        })
+    };
+    let mut out = json!({
+        "serviceDeploymentArn": child_arn(service, "service-deployment", &record.id),
+        "serviceArn": service.service_arn,
+        "clusterArn": service.cluster_arn,
+        "createdAt": record.created_at,
+        "updatedAt": record.updated_at,
+        "sourceServiceRevisions": record.source_revisions.iter().map(|r| summary(r)).collect::<Vec<_>>(),
+        "targetServiceRevision": summary(&record.target_revision),
+        "status": record.status,
+        "deploymentConfiguration": record.deployment_configuration,
+        "deploymentCircuitBreaker": {
+            "status": record.breaker_status,
+            "failureCount": record.breaker_failures,
+            "threshold": record.breaker_threshold,
+        },
+    });
+    for (member, value) in [
+        ("startedAt", record.started_at),
+        ("finishedAt", record.finished_at),
+        ("stoppedAt", record.stopped_at),
+    ] {
+        if let Some(value) = value {
+            out[member] = value.into();
+        }
+    }
+    if let Some(reason) = &record.status_reason {
+        out["statusReason"] = reason.clone().into();
+    }
+    if let Some((reason, started_at, revision)) = &record.rollback {
+        out["rollback"] = json!({
+            "reason": reason,
+            "startedAt": started_at,
+            "serviceRevisionArn": child_arn(service, "service-revision", revision),
+        });
+    }
+    shapes::ServiceDeployment(out)
+}
+
+pub async fn list_service_deployments(
+    ctx: &Ctx,
+    req: ListServiceDeploymentsRequest,
+) -> Result<ListServiceDeploymentsResponse, ApiError> {
+    let page = Page::new("service-deployments", req.max_results, req.next_token.as_deref())?;
+    let (after, limit) = (page.after.clone(), page.fetch());
+    let statuses: Option<Vec<&'static str>> = req
+        .status
+        .as_ref()
+        .map(|s| s.iter().map(|status| status.as_str()).collect());
+    let window = req.created_at.clone().unwrap_or_default();
+    let found = ctx
+        .store
+        .read(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            let service = find(tx, &cluster, &req.service)?.ok_or_else(service_not_found)?;
+            let mut past_token = after.is_none();
+            let mut out = Vec::new();
+            for record in &service.history.deployments {
+                if !past_token {
+                    past_token = after.as_deref() == Some(record.id.as_str());
+                    continue;
+                }
+                let wanted = statuses.as_ref().is_none_or(|s| s.contains(&record.status.as_str()))
+                    && window.after.is_none_or(|t| record.created_at >= t)
+                    && window.before.is_none_or(|t| record.created_at <= t);
+                if wanted {
+                    out.push((
+                        record.id.clone(),
+                        ServiceDeploymentBrief {
+                            service_deployment_arn: Some(child_arn(&service, "service-deployment", &record.id)),
+                            service_arn: Some(service.service_arn.clone()),
+                            cluster_arn: Some(service.cluster_arn.clone()),
+                            created_at: Some(record.created_at),
+                            started_at: record.started_at,
+                            finished_at: record.finished_at,
+                            target_service_revision_arn: Some(child_arn(
+                                &service,
+                                "service-revision",
+                                &record.target_revision,
+                            )),
+                            status: serde_json::from_value::<ServiceDeploymentStatus>(json!(record.status)).ok(),
+                            status_reason: record.status_reason.clone(),
+                        },
+                    ));
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok::<_, ApiError>(out)
+        })
+        .await?;
+    let (found, next_token) = page.finish(found, |(id, _)| id.clone());
+    Ok(ListServiceDeploymentsResponse {
+        service_deployments: Some(found.into_iter().map(|(_, brief)| brief).collect()),
+        next_token,
+    })
+}
+
+pub async fn describe_service_deployments(
+    ctx: &Ctx,
+    req: DescribeServiceDeploymentsRequest,
+) -> Result<DescribeServiceDeploymentsResponse, ApiError> {
+    if req.service_deployment_arns.is_empty() || req.service_deployment_arns.len() > 20 {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'serviceDeploymentArns': between 1 and 20 service deployments can be described at once.",
+        ));
+    }
+    ctx.store
+        .read(&ctx.scope, move |tx| {
+            let (mut shown, mut failures) = (Vec::new(), Vec::new());
+            for arn in &req.service_deployment_arns {
+                let found = match child_of(tx, arn, "service-deployment") {
+                    Some((cluster, name, id)) => {
+                        let service = tx.get::<Service>(&[cluster.into(), name.into()])?;
+                        match service {
+                            Some(service) => {
+                                let live = tx.group_tasks(cluster, &format!("service:{name}"), f64::MAX)?;
+                                service
+                                    .history
+                                    .deployments
+                                    .iter()
+                                    .find(|r| r.id == id)
+                                    .map(|record| deployment_view(&service, record, &live))
+                            }
+                            None => None,
+                        }
+                    }
+                    None => None,
+                };
+                match found {
+                    Some(view) => shown.push(view),
+                    None => failures.push(failure(arn, "MISSING")),
+                }
+            }
+            Ok(DescribeServiceDeploymentsResponse {
+                service_deployments: Some(shown),
+                failures: Some(failures),
+            })
+        })
+        .await
+}
+
+pub async fn describe_service_revisions(
+    ctx: &Ctx,
+    req: DescribeServiceRevisionsRequest,
+) -> Result<DescribeServiceRevisionsResponse, ApiError> {
+    if req.service_revision_arns.is_empty() || req.service_revision_arns.len() > 20 {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'serviceRevisionArns': between 1 and 20 service revisions can be described at once.",
+        ));
+    }
+    ctx.store
+        .read(&ctx.scope, move |tx| {
+            let (mut shown, mut failures) = (Vec::new(), Vec::new());
+            for arn in &req.service_revision_arns {
+                let found = match child_of(tx, arn, "service-revision") {
+                    Some((cluster, name, id)) => tx
+                        .get::<Service>(&[cluster.into(), name.into()])?
+                        .and_then(|s| s.history.revisions.into_iter().find(|(r, _)| r == id))
+                        .map(|(_, revision)| shapes::ServiceRevision(revision)),
+                    None => None,
+                };
+                match found {
+                    Some(revision) => shown.push(revision),
+                    None => failures.push(failure(arn, "MISSING")),
+                }
+            }
+            Ok(DescribeServiceRevisionsResponse {
+                service_revisions: Some(shown),
+                failures: Some(failures),
+            })
+        })
+        .await
+}
+
+pub async fn stop_service_deployment(
+    ctx: &Ctx,
+    req: StopServiceDeploymentRequest,
+) -> Result<StopServiceDeploymentResponse, ApiError> {
+    let rollback = req
+        .stop_type
+        .is_none_or(|t| t == StopServiceDeploymentStopType::Rollback);
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let not_found = || {
+                ApiError::new(
+                    ErrorCode::ServiceDeploymentNotFoundException,
+                    format!("Service deployment {} not found.", req.service_deployment_arn),
+                )
+            };
+            let (cluster, name, id) =
+                child_of(tx, &req.service_deployment_arn, "service-deployment").ok_or_else(not_found)?;
+            let (cluster, name, id) = (cluster.to_owned(), name.to_owned(), id.to_owned());
+            let mut service = tx
+                .get::<Service>(&[cluster.as_str().into(), name.as_str().into()])?
+                .ok_or_else(not_found)?;
+            let record = service
+                .history
+                .deployments
+                .iter_mut()
+                .find(|r| r.id == id)
+                .ok_or_else(not_found)?;
+            if !matches!(record.status.as_str(), "PENDING" | "IN_PROGRESS") {
+                return Err(ApiError::new(
+                    ErrorCode::ConflictException,
+                    format!(
+                        "The service deployment is {}: only a PENDING or IN_PROGRESS one can be stopped.",
+                        record.status
+                    ),
+                ));
+            }
+            record.status = if rollback {
+                "ROLLBACK_REQUESTED"
+            } else {
+                "STOP_REQUESTED"
+            }
+            .into();
+            record.updated_at = now();
+            tx.put(&service)?;
+            Ok(StopServiceDeploymentResponse {
+                service_deployment_arn: Some(req.service_deployment_arn.clone()),
+            })
+        })
+        .await
 }
