@@ -274,3 +274,54 @@ def test_stop_service_deployment_rolls_back_on_request(fleet):
     assert service(ecs)["taskDefinition"] == first
     with pytest.raises(ecs.exceptions.ConflictException):
         ecs.stop_service_deployment(serviceDeploymentArn=arn)
+
+
+def test_a_daemon_service_runs_one_task_per_instance_as_instances_come_and_go(fleet):
+    ecs = fleet.client()
+    register(ecs, "agent-sidecar")
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="does not support a desired count"):
+        ecs.create_service(cluster=CLUSTER, serviceName="d", taskDefinition="agent-sidecar",
+                           schedulingStrategy="DAEMON", desiredCount=2)
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="maximumPercent"):
+        ecs.create_service(cluster=CLUSTER, serviceName="d", taskDefinition="agent-sidecar",
+                           schedulingStrategy="DAEMON", deploymentConfiguration={"maximumPercent": 200})
+    created = ecs.create_service(cluster=CLUSTER, serviceName="d", taskDefinition="agent-sidecar",
+                                 schedulingStrategy="DAEMON")["service"]
+    assert created["schedulingStrategy"] == "DAEMON"
+    assert created["deploymentConfiguration"]["maximumPercent"] == 100
+    assert created["deploymentConfiguration"]["minimumHealthyPercent"] == 0
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["d"], WaiterConfig=FAST)
+
+    def placement():
+        arns = ecs.list_tasks(cluster=CLUSTER, serviceName="d")["taskArns"]
+        return sorted(t["containerInstanceArn"] for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"])
+
+    instances = sorted(ecs.list_container_instances(cluster=CLUSTER)["containerInstanceArns"])
+    deadline = time.time() + 30
+    while placement() != instances:
+        assert time.time() < deadline, "one task on each instance"
+        time.sleep(0.2)
+    assert service(ecs, "d")["desiredCount"] == 3
+
+    ecs.update_container_instances_state(cluster=CLUSTER, containerInstances=[instances[0]], status="DRAINING")
+    deadline = time.time() + 30
+    while placement() != instances[1:]:
+        assert time.time() < deadline, "a draining instance loses its daemon task"
+        time.sleep(0.2)
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["d"], WaiterConfig=FAST)
+    assert service(ecs, "d")["desiredCount"] == 2
+
+    ecs.update_container_instances_state(cluster=CLUSTER, containerInstances=[instances[0]], status="ACTIVE")
+    deadline = time.time() + 30
+    while placement() != instances:
+        assert time.time() < deadline, "an instance back in service gets its daemon task"
+        time.sleep(0.2)
+
+    register(ecs, "agent-sidecar", image="nginx:2")
+    ecs.update_service(cluster=CLUSTER, service="d", taskDefinition="agent-sidecar")
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["d"], WaiterConfig=FAST)
+    arns = ecs.list_tasks(cluster=CLUSTER, serviceName="d")["taskArns"]
+    described = ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]
+    assert len(described) == 3 and {t["taskDefinitionArn"].rsplit(":", 1)[1] for t in described} == {"2"}
+    with pytest.raises(ecs.exceptions.InvalidParameterException):
+        ecs.update_service(cluster=CLUSTER, service="d", desiredCount=5)

@@ -320,10 +320,33 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             "Invalid 'serviceName': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed.",
         ));
     }
-    if req.scheduling_strategy == Some(SchedulingStrategy::Daemon) {
-        return Err(ApiError::invalid_parameter(
-            "The DAEMON scheduling strategy is not supported by ecsd yet; use REPLICA.",
-        ));
+    let daemon = req.scheduling_strategy == Some(SchedulingStrategy::Daemon);
+    if daemon {
+        if req.desired_count.is_some() {
+            return Err(ApiError::invalid_parameter(
+                "The daemon scheduling strategy does not support a desired count for services. Remove the desired count value and try again",
+            ));
+        }
+        if req
+            .deployment_configuration
+            .as_ref()
+            .and_then(|c| c.maximum_percent)
+            .is_some_and(|max| max != 100)
+        {
+            return Err(ApiError::invalid_parameter(
+                "The daemon scheduling strategy does not support values above 100 for maximumPercent on a deployment configuration. Change the maximumPercent value to 100, and try again",
+            ));
+        }
+        if req.capacity_provider_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::invalid_parameter(
+                "Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy.",
+            ));
+        }
+        if req.placement_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::invalid_parameter(
+                "Placement strategies are not supported with the DAEMON scheduling strategy.",
+            ));
+        }
     }
     if req
         .deployment_controller
@@ -346,7 +369,19 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
         ));
     }
     let launch_type = tasks::check_launch_type(req.launch_type.map(|l| l.as_str()))?;
-    let configuration = deployment_configuration(req.deployment_configuration.as_ref())?;
+    let mut configuration = deployment_configuration(req.deployment_configuration.as_ref())?;
+    if daemon {
+        // A daemon runs one task per instance: it replaces in place, by default none kept.
+        configuration["maximumPercent"] = 100.into();
+        if req
+            .deployment_configuration
+            .as_ref()
+            .and_then(|c| c.minimum_healthy_percent)
+            .is_none()
+        {
+            configuration["minimumHealthyPercent"] = 0.into();
+        }
+    }
     tasks::strategies(req.placement_strategy.as_deref().unwrap_or_default())?;
     tasks::constraints(req.placement_constraints.as_deref().unwrap_or_default())?;
     super::tags::check_tags(req.tags.as_deref().unwrap_or_default())?;
@@ -401,7 +436,7 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
                 desired_count: desired,
                 task_definition,
                 launch_type: launch_type.clone(),
-                scheduling_strategy: "REPLICA".into(),
+                scheduling_strategy: if daemon { "DAEMON" } else { "REPLICA" }.into(),
                 deployment_configuration: configuration.clone(),
                 deployments: Vec::new(),
                 events: Vec::new(),
@@ -411,6 +446,10 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
                 history: History::default(),
                 options: options.clone(),
             };
+            if daemon {
+                service.desired_count =
+                    daemon_instances(tx, &cluster, &service, &service.task_definition)?.len() as i64;
+            }
             start_deployment(&mut service, at, None);
             tx.put(&service)?;
             announce(
@@ -462,6 +501,11 @@ pub async fn update_service(ctx: &Ctx, req: UpdateServiceRequest) -> Result<Upda
             let mut service = find(tx, &cluster, &req.service)?.ok_or_else(service_not_found)?;
             if service.status != ServiceStatus::Active {
                 return Err(service_not_active());
+            }
+            if service.scheduling_strategy == "DAEMON" && req.desired_count.is_some() {
+                return Err(ApiError::invalid_parameter(
+                    "The daemon scheduling strategy does not support a desired count for services. Remove the desired count value and try again",
+                ));
             }
             let at = now();
             let mut deploy = req.force_new_deployment.unwrap_or(false);
@@ -746,6 +790,10 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
             service.status = ServiceStatus::Inactive;
             service.deployments.clear();
         }
+    } else if service.scheduling_strategy == "DAEMON" {
+        let started = daemon(tx, cluster, &mut service, &live, &mut stops, at)?;
+        live.extend(started);
+        retire(&mut service, &live, at, &mut announcements);
     } else {
         plan(&mut service, &live, &mut stops, at)?;
         let starting = starts_due(&service, &live);
@@ -1424,4 +1472,155 @@ pub async fn stop_service_deployment(
             })
         })
         .await
+}
+
+/// A DAEMON service's pass: one task of the PRIMARY deployment on every ACTIVE instance that
+/// meets its constraints, none elsewhere. A new deployment replaces each instance's task in
+/// place: the old one stops first (while `minimumHealthyPercent` allows), then the new one
+/// starts. The desired count follows the number of such instances.
+fn daemon(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    service: &mut Service,
+    live: &[Task],
+    stops: &mut Vec<(String, String)>,
+    at: f64,
+) -> Result<Vec<Task>, ApiError> {
+    use crate::domain::placement::misfit;
+    let Some(primary) = service.deployments.first().cloned() else {
+        return Ok(Vec::new());
+    };
+    let name = service.service_name.clone();
+    let eligible = daemon_instances(tx, cluster, service, &primary.task_definition)?;
+    let desired = eligible.len() as i64;
+    if service.desired_count != desired {
+        service.desired_count = desired;
+        if let Some(d) = service.deployments.first_mut() {
+            d.desired_count = desired;
+            d.updated_at = at;
+        }
+    }
+    let reason = format!("Scaling activity initiated by (deployment {})", primary.id);
+    let on = |task: &Task, arn: &str| task.container_instance_arn.as_deref() == Some(arn);
+    // Tasks where the service no longer belongs.
+    for task in live.iter().filter(|t| phase(t) != Phase::Stopping) {
+        let placed = eligible.iter().any(|c| on(task, &c.instance.container_instance_arn));
+        if !placed {
+            stops.push((task.id().to_owned(), reason.clone()));
+        }
+    }
+    let min_percent = service.deployment_configuration["minimumHealthyPercent"]
+        .as_i64()
+        .unwrap_or(0);
+    let floor = (desired * min_percent + 99) / 100;
+    let mut running = live.iter().filter(|t| phase(t) == Phase::Running).count() as i64;
+    let is_primary = |t: &Task| t.started_by.as_deref() == Some(primary.id.as_str());
+    let mut due = Vec::new();
+    for candidate in &eligible {
+        let arn = &candidate.instance.container_instance_arn;
+        let here: Vec<&Task> = live
+            .iter()
+            .filter(|t| on(t, arn) && phase(t) != Phase::Stopped)
+            .collect();
+        if here.iter().any(|t| is_primary(t) && phase(t) != Phase::Stopping) {
+            continue;
+        }
+        let old: Vec<&&Task> = here
+            .iter()
+            .filter(|t| !is_primary(t) && phase(t) != Phase::Stopping)
+            .collect();
+        if old.is_empty() {
+            // Nothing of the service holds the instance any more: the new task may start.
+            if here.is_empty() && primary.rollout_state != "FAILED" {
+                due.push(candidate);
+            }
+            continue;
+        }
+        for task in old {
+            if phase(task) == Phase::Running {
+                if running <= floor {
+                    continue;
+                }
+                running -= 1;
+            }
+            stops.push((task.id().to_owned(), reason.clone()));
+        }
+    }
+    if due.is_empty() || at < service.scheduler.hold_until {
+        return Ok(Vec::new());
+    }
+    let request = TaskRequest {
+        cluster: Some(cluster.to_owned()),
+        task_definition: primary.task_definition.clone(),
+        overrides: None,
+        started_by: Some(primary.id.clone()),
+        group: Some(format!("service:{name}")),
+        network_configuration: primary.network_configuration.clone(),
+        tags: Vec::new(),
+        propagate_tags: None,
+        enable_execute_command: false,
+    };
+    let template = match request.template(tx, primary.launch_type.clone(), None, tasks::extra_members(None)) {
+        Ok(template) => template,
+        Err(e) if e.code.http_status() < 500 => {
+            note(service, format!("(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {}", e.message), at);
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut started = Vec::new();
+    for candidate in due {
+        if let Some(why) = misfit(&candidate.instance, &candidate.load, &template.need) {
+            note(
+                service,
+                format!(
+                    "(service {name}) was unable to place a task on {}. Reason: {why}.",
+                    candidate.instance.container_instance_arn
+                ),
+                at,
+            );
+            continue;
+        }
+        started.push(request.create(tx, &template, &candidate.instance)?);
+    }
+    if !started.is_empty() {
+        let ids: Vec<String> = started.iter().map(|t| format!("(task {})", t.id())).collect();
+        note(
+            service,
+            format!("(service {name}) has started {} tasks: {}.", ids.len(), ids.join(" ")),
+            at,
+        );
+    }
+    Ok(started)
+}
+
+/// The instances a DAEMON service belongs on: the ACTIVE ones that meet its constraints and
+/// its task definition's.
+fn daemon_instances(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    service: &Service,
+    task_definition: &str,
+) -> Result<Vec<crate::domain::placement::Candidate>, ApiError> {
+    use crate::domain::placement::Candidate;
+    use crate::domain::status::ContainerInstanceStatus;
+    let requested: Vec<shapes::PlacementConstraint> = service
+        .options
+        .get("placementConstraints")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let (mut member_of, _) = tasks::constraints(&requested)?;
+    member_of.extend(tasks::definition_constraints(tx, task_definition)?);
+    let instances = tx.list_container_instances(cluster, Some(ContainerInstanceStatus::Active), None, usize::MAX)?;
+    let mut loads = tx.cluster_loads(cluster)?;
+    Ok(instances
+        .into_iter()
+        .map(|instance| {
+            let load = loads
+                .remove(tasks::id_of(&instance.container_instance_arn))
+                .unwrap_or_default();
+            Candidate { instance, load }
+        })
+        .filter(|c| member_of.iter().all(|e| e.matches(&c.facts())))
+        .collect())
 }

@@ -137,7 +137,7 @@ pub(crate) struct Template {
     pub(crate) cluster: String,
     spec: TaskDefinitionSpec,
     overrides: Value,
-    need: Reservation,
+    pub(crate) need: Reservation,
     group: String,
     pub(crate) tags: Vec<Tag>,
     subnet: Option<String>,
@@ -216,7 +216,12 @@ impl TaskRequest {
     }
 
     /// Makes and stores a task of `template` on `instance`.
-    fn create(&self, tx: &mut Tx<'_>, template: &Template, instance: &ContainerInstance) -> Result<Task, StoreError> {
+    pub(crate) fn create(
+        &self,
+        tx: &mut Tx<'_>,
+        template: &Template,
+        instance: &ContainerInstance,
+    ) -> Result<Task, StoreError> {
         let scope: Scope = tx.scope().clone();
         let cluster = &template.cluster;
         let id = new_id();
