@@ -1,12 +1,15 @@
 """Services on simulated agents: the scheduler starts, replaces, scales and rolls tasks as ECS
 does, and the waiters (services_stable, services_inactive) converge."""
 
+import os
+import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import Ecsd
+from conftest import Ecsd, cli_env, ecsd_binary, postgres_database
 
 FAST = {"Delay": 1, "MaxAttempts": 60}
 CLUSTER = "default"
@@ -325,3 +328,105 @@ def test_a_daemon_service_runs_one_task_per_instance_as_instances_come_and_go(fl
     assert len(described) == 3 and {t["taskDefinitionArn"].rsplit(":", 1)[1] for t in described} == {"2"}
     with pytest.raises(ecs.exceptions.InvalidParameterException):
         ecs.update_service(cluster=CLUSTER, service="d", desiredCount=5)
+
+
+def test_a_deployment_carries_on_after_the_server_is_killed_mid_way(tmp_path):
+    server = Ecsd(tmp_path / "data", extra_args=["--simulate-agents", "3", "--no-throttle"]).start()
+    try:
+        ecs = server.client()
+        deadline = time.time() + 30
+        while True:
+            try:
+                if len(ecs.list_container_instances(cluster=CLUSTER)["containerInstanceArns"]) == 3:
+                    break
+            except ecs.exceptions.ClusterNotFoundException:
+                pass
+            assert time.time() < deadline
+            time.sleep(0.2)
+        register(ecs, "web", image="nginx:1")
+        ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=3)
+        ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+        second = register(ecs, "web", image="nginx:2")["taskDefinitionArn"]
+        ecs.update_service(cluster=CLUSTER, service="web", taskDefinition="web")
+        server.stop(signal.SIGKILL)
+        server.start()
+        ecs = server.client()
+        ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+        arns = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
+        assert {t["taskDefinitionArn"] for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]} == {second}
+        assert service(ecs)["runningCount"] == 3
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not os.environ.get("ECSD_TEST_POSTGRES"), reason="needs PostgreSQL (ECSD_TEST_POSTGRES)")
+def test_two_processes_schedule_one_service_without_overshooting_and_one_carries_on_alone(tmp_path):
+    store = postgres_database(tmp_path / "shared")
+    first = Ecsd(tmp_path / "a", extra_args=["--no-throttle"], store=store).start()
+    second = Ecsd(tmp_path / "b", extra_args=["--no-throttle"], store=store).start()
+    agents = subprocess.Popen(
+        [ecsd_binary(), "agent", "--endpoint", second.url, "--instances", "3",
+         "--state-file", str(tmp_path / "agents.json")],
+        env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        ecs = second.client()
+        deadline = time.time() + 30
+        while True:
+            try:
+                if len(ecs.list_container_instances(cluster=CLUSTER)["containerInstanceArns"]) == 3:
+                    break
+            except ecs.exceptions.ClusterNotFoundException:
+                pass
+            assert time.time() < deadline, "the agents register"
+            time.sleep(0.2)
+        register(ecs, "web", image="nginx:1")
+        alive, done = [], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                alive.append(len(ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            first.client().create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=4,
+                                          deploymentConfiguration={"maximumPercent": 100, "minimumHealthyPercent": 50})
+            ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+        finally:
+            done.set()
+            sampler.join()
+        assert max(alive) <= 4, f"both schedulers together never start more than the desired count: {alive}"
+        first.stop(signal.SIGKILL)
+        newer = register(ecs, "web", image="nginx:2")["taskDefinitionArn"]
+        ecs.update_service(cluster=CLUSTER, service="web", taskDefinition="web")
+        ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+        arns = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
+        assert {t["taskDefinitionArn"] for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]} == {newer}
+    finally:
+        agents.terminate()
+        agents.wait(timeout=30)
+        second.stop()
+        if first.process.poll() is None:
+            first.stop()
+
+
+def test_the_aws_cli_deploys_and_waits_for_a_service(fleet):
+    import json
+    aws = os.environ.get("AWS_CLI", "aws")
+
+    def cli(*args):
+        out = subprocess.run([aws, "ecs", *args, "--endpoint-url", fleet.url, "--output", "json"],
+                             env=cli_env(), check=True, capture_output=True, text=True)
+        return json.loads(out.stdout) if out.stdout.strip() else None
+
+    register(fleet.client(), "web")
+    cli("create-service", "--cluster", CLUSTER, "--service-name", "web", "--task-definition", "web", "--desired-count", "2")
+    cli("wait", "services-stable", "--cluster", CLUSTER, "--services", "web")
+    before = cli("describe-services", "--cluster", CLUSTER, "--services", "web")["services"][0]["deployments"][0]["id"]
+    updated = cli("update-service", "--cluster", CLUSTER, "--service", "web", "--force-new-deployment")["service"]
+    assert len(updated["deployments"]) == 2 and updated["deployments"][0]["id"] != before
+    cli("wait", "services-stable", "--cluster", CLUSTER, "--services", "web")
+    after = cli("describe-services", "--cluster", CLUSTER, "--services", "web")["services"][0]
+    assert [d["status"] for d in after["deployments"]] == ["PRIMARY"] and after["runningCount"] == 2
