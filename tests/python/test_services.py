@@ -430,3 +430,16 @@ def test_the_aws_cli_deploys_and_waits_for_a_service(fleet):
     cli("wait", "services-stable", "--cluster", CLUSTER, "--services", "web")
     after = cli("describe-services", "--cluster", CLUSTER, "--services", "web")["services"][0]
     assert [d["status"] for d in after["deployments"]] == ["PRIMARY"] and after["runningCount"] == 2
+
+
+def test_services_are_found_by_their_service_connect_namespace(fleet):
+    ecs = fleet.client()
+    register(ecs, "web")
+    arn = ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=0,
+                             serviceConnectConfiguration={"enabled": True, "namespace": "shop"})["service"]["serviceArn"]
+    ecs.create_service(cluster=CLUSTER, serviceName="other", taskDefinition="web", desiredCount=0)
+    assert ecs.list_services_by_namespace(namespace="shop")["serviceArns"] == [arn]
+    cloud_map = "arn:aws:servicediscovery:us-east-1:123456789012:namespace/shop"
+    assert ecs.list_services_by_namespace(namespace=cloud_map)["serviceArns"] == [arn]
+    assert ecs.list_services_by_namespace(namespace="elsewhere")["serviceArns"] == []
+    assert "serviceConnectConfiguration" not in service(ecs), "not a member of the Service shape"

@@ -1612,6 +1612,24 @@ pub struct ListServiceDeploymentsResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ListServicesByNamespaceRequest {
+    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<i32>,
+    #[serde(rename = "namespace")]
+    pub namespace: String,
+    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct ListServicesByNamespaceResponse {
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    #[serde(rename = "serviceArns", skip_serializing_if = "Option::is_none")]
+    pub service_arns: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct ListServicesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
@@ -3664,6 +3682,11 @@ pub mod operation {
     impl super::OperationShapes for ListServices {
         type Input = super::ListServicesRequest;
         type Output = super::ListServicesResponse;
+    }
+    pub struct ListServicesByNamespace;
+    impl super::OperationShapes for ListServicesByNamespace {
+        type Input = super::ListServicesByNamespaceRequest;
+        type Output = super::ListServicesByNamespaceResponse;
     }
     pub struct ListTagsForResource;
     impl super::OperationShapes for ListTagsForResource {

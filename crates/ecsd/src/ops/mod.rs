@@ -120,6 +120,7 @@ operations! {
     DeleteService(Write) => services::delete_service,
     DescribeServices(Read) => services::describe_services,
     ListServices(Read) => services::list_services,
+    ListServicesByNamespace(Read) => services::list_services_by_namespace,
     ListServiceDeployments(Read) => services::list_service_deployments,
     DescribeServiceDeployments(Read) => services::describe_service_deployments,
     DescribeServiceRevisions(Read) => services::describe_service_revisions,

@@ -27,9 +27,10 @@ use crate::shapes::{
     self, CreateServiceRequest, CreateServiceResponse, DeleteServiceRequest, DeleteServiceResponse,
     DescribeServiceDeploymentsRequest, DescribeServiceDeploymentsResponse, DescribeServiceRevisionsRequest,
     DescribeServiceRevisionsResponse, DescribeServicesRequest, DescribeServicesResponse, ListServiceDeploymentsRequest,
-    ListServiceDeploymentsResponse, ListServicesRequest, ListServicesResponse, SchedulingStrategy,
-    ServiceDeploymentBrief, ServiceDeploymentStatus, ServiceField, StopServiceDeploymentRequest,
-    StopServiceDeploymentResponse, StopServiceDeploymentStopType, UpdateServiceRequest, UpdateServiceResponse,
+    ListServiceDeploymentsResponse, ListServicesByNamespaceRequest, ListServicesByNamespaceResponse,
+    ListServicesRequest, ListServicesResponse, SchedulingStrategy, ServiceDeploymentBrief, ServiceDeploymentStatus,
+    ServiceField, StopServiceDeploymentRequest, StopServiceDeploymentResponse, StopServiceDeploymentStopType,
+    UpdateServiceRequest, UpdateServiceResponse,
 };
 use crate::store::{StoreError, StoreExt, Tx};
 
@@ -85,11 +86,15 @@ fn deployment_configuration(requested: Option<&shapes::DeploymentConfiguration>)
     Ok(Value::Object(config))
 }
 
-/// The members of a request that a service keeps as sent: those of the model's `Service`.
+/// Members a service keeps that its `Service` shape does not show.
+const HIDDEN: [&str; 1] = ["serviceConnectConfiguration"];
+
+/// The members of a request that a service keeps as sent: those of the model's `Service`, and
+/// its Service Connect configuration (which ListServicesByNamespace looks for).
 fn kept_options(request: &impl serde::Serialize, except: &[&str]) -> Map<String, Value> {
     let model = Model::get();
     let mut options = members(request, except);
-    options.retain(|member, _| model.shape_has_member("Service", member));
+    options.retain(|member, _| model.shape_has_member("Service", member) || HIDDEN.contains(&member.as_str()));
     options
 }
 
@@ -690,6 +695,9 @@ fn view(tx: &mut Tx<'_>, cluster: &str, service: Service, with_tags: bool) -> Re
     let map = out.as_object_mut().expect("a record serializes as an object");
     map.remove("scheduler");
     map.remove("history");
+    for member in HIDDEN {
+        map.remove(member);
+    }
     if let Some(record) = service.history.deployments.first() {
         map.insert(
             "currentServiceDeployment".into(),
@@ -1623,4 +1631,47 @@ fn daemon_instances(
         })
         .filter(|c| member_of.iter().all(|e| e.matches(&c.facts())))
         .collect())
+}
+
+pub async fn list_services_by_namespace(
+    ctx: &Ctx,
+    req: ListServicesByNamespaceRequest,
+) -> Result<ListServicesByNamespaceResponse, ApiError> {
+    let page = Page::new("services-by-namespace", req.max_results, req.next_token.as_deref())?;
+    let (after, limit) = (page.after.clone(), page.fetch());
+    // A namespace is named by its name or its Cloud Map ARN; either matches what the service's
+    // Service Connect configuration gave.
+    let wanted = req.namespace.clone();
+    let short = wanted.rsplit('/').next().unwrap_or(&wanted).to_owned();
+    let found = ctx
+        .store
+        .read(&ctx.scope, move |tx| {
+            let mut services = tx.list::<Service>(
+                &[],
+                &[crate::store::Filter::Ne(
+                    "status",
+                    ServiceStatus::Inactive.as_str().into(),
+                )],
+                None,
+                usize::MAX,
+            )?;
+            services.retain(|s| {
+                s.options
+                    .get("serviceConnectConfiguration")
+                    .and_then(|c| c.get("namespace"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n == wanted || n == short || n.rsplit('/').next() == Some(short.as_str()))
+            });
+            let mut arns: Vec<String> = services.into_iter().map(|s| s.service_arn).collect();
+            arns.sort();
+            arns.retain(|arn| after.as_ref().is_none_or(|a| arn > a));
+            arns.truncate(limit);
+            Ok::<_, ApiError>(arns)
+        })
+        .await?;
+    let (arns, next_token) = page.finish(found, Clone::clone);
+    Ok(ListServicesByNamespaceResponse {
+        service_arns: Some(arns),
+        next_token,
+    })
 }
