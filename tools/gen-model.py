@@ -68,7 +68,7 @@ RUST_OUT = ROOT / "crates" / "ecsd" / "src" / "shapes.rs"
 
 # Shapes ecsd renders from its own records (domain::records) rather than builds member by
 # member; their Rust type holds the rendered JSON, which debug builds check against the model.
-RENDERED = {"Cluster", "ContainerInstance", "Service", "ServiceDeployment", "ServiceRevision", "Task", "TaskDefinition"}
+RENDERED = {"Cluster", "ContainerInstance", "Service", "ServiceDeployment", "ServiceRevision", "Task", "TaskDefinition", "TaskSet"}
 
 # Errors of the protocol rather than of an operation, with their HTTP status.
 PROTOCOL_ERRORS = {

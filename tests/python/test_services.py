@@ -443,3 +443,58 @@ def test_services_are_found_by_their_service_connect_namespace(fleet):
     assert ecs.list_services_by_namespace(namespace=cloud_map)["serviceArns"] == [arn]
     assert ecs.list_services_by_namespace(namespace="elsewhere")["serviceArns"] == []
     assert "serviceConnectConfiguration" not in service(ecs), "not a member of the Service shape"
+
+
+def task_set(ecs, ref):
+    return ecs.describe_task_sets(cluster=CLUSTER, service="ext", taskSets=[ref])["taskSets"][0]
+
+
+def wait_steady(ecs, ref, count):
+    deadline = time.time() + 30
+    while True:
+        found = task_set(ecs, ref)
+        if found["stabilityStatus"] == "STEADY_STATE" and found["runningCount"] == count:
+            return found
+        assert time.time() < deadline, found
+        time.sleep(0.2)
+
+
+def test_task_sets_of_an_external_controller_scale_and_swap(fleet):
+    ecs = fleet.client()
+    blue = register(ecs, "web", image="nginx:blue")["taskDefinitionArn"]
+    green = register(ecs, "web", image="nginx:green")["taskDefinitionArn"]
+    created = ecs.create_service(cluster=CLUSTER, serviceName="ext", desiredCount=2,
+                                 deploymentController={"type": "EXTERNAL"})["service"]
+    assert created["deployments"] == [] and created["taskSets"] == []
+    first = ecs.create_task_set(cluster=CLUSTER, service="ext", taskDefinition=blue, externalId="blue",
+                                scale={"value": 100, "unit": "PERCENT"})["taskSet"]
+    assert first["status"] == "PRIMARY" and first["computedDesiredCount"] == 2
+    assert first["taskSetArn"].startswith("arn:aws:ecs:us-east-1:123456789012:task-set/default/ext/")
+    wait_steady(ecs, first["id"], 2)
+    second = ecs.create_task_set(cluster=CLUSTER, service="ext", taskDefinition=green, externalId="green",
+                                 scale={"value": 50, "unit": "PERCENT"})["taskSet"]
+    assert second["status"] == "ACTIVE" and second["computedDesiredCount"] == 1
+    wait_steady(ecs, second["taskSetArn"], 1)
+    ecs.update_service_primary_task_set(cluster=CLUSTER, service="ext", primaryTaskSet=second["id"])
+    ecs.update_task_set(cluster=CLUSTER, service="ext", taskSet=second["id"], scale={"value": 100, "unit": "PERCENT"})
+    ecs.update_task_set(cluster=CLUSTER, service="ext", taskSet=first["id"], scale={"value": 0, "unit": "PERCENT"})
+    wait_steady(ecs, second["id"], 2)
+    wait_steady(ecs, first["id"], 0)
+    described = service(ecs, "ext")
+    assert described["taskDefinition"] == green
+    assert {s["id"]: s["status"] for s in described["taskSets"]} == {first["id"]: "ACTIVE", second["id"]: "PRIMARY"}
+    ecs.delete_task_set(cluster=CLUSTER, service="ext", taskSet=first["id"])
+    deadline = time.time() + 30
+    while len(ecs.describe_task_sets(cluster=CLUSTER, service="ext")["taskSets"]) != 1:
+        assert time.time() < deadline, "a deleted task set leaves the service"
+        time.sleep(0.2)
+    arns = ecs.list_tasks(cluster=CLUSTER, serviceName="ext")["taskArns"]
+    assert {t["taskDefinitionArn"] for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]} == {green}
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="belong to task sets"):
+        ecs.update_service(cluster=CLUSTER, service="ext", taskDefinition=blue)
+    with pytest.raises(ecs.exceptions.TaskSetNotFoundException):
+        ecs.update_task_set(cluster=CLUSTER, service="ext", taskSet="ecs-svc/0", scale={"value": 1, "unit": "PERCENT"})
+    register(ecs, "plain")
+    ecs.create_service(cluster=CLUSTER, serviceName="plain", taskDefinition="plain", desiredCount=0)
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="EXTERNAL"):
+        ecs.create_task_set(cluster=CLUSTER, service="plain", taskDefinition=blue)

@@ -594,6 +594,46 @@ pub struct CreateServiceResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct CreateTaskSetRequest {
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(rename = "cluster")]
+    pub cluster: String,
+    #[serde(rename = "externalId", default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<LaunchType>,
+    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    pub load_balancers: Option<Vec<LoadBalancer>>,
+    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(rename = "scale", default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Scale>,
+    #[serde(rename = "service")]
+    pub service: String,
+    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    pub service_registries: Option<Vec<ServiceRegistry>>,
+    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(rename = "taskDefinition")]
+    pub task_definition: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct CreateTaskSetResponse {
+    #[serde(rename = "taskSet", skip_serializing_if = "Option::is_none")]
+    pub task_set: Option<TaskSet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct CreatedAt {
     #[serde(rename = "after", default, skip_serializing_if = "Option::is_none")]
     pub after: Option<f64>,
@@ -655,6 +695,24 @@ pub struct DeleteTaskDefinitionsResponse {
     pub failures: Option<Vec<Failure>>,
     #[serde(rename = "taskDefinitions", skip_serializing_if = "Option::is_none")]
     pub task_definitions: Option<Vec<TaskDefinition>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeleteTaskSetRequest {
+    #[serde(rename = "cluster")]
+    pub cluster: String,
+    #[serde(rename = "force", default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    #[serde(rename = "service")]
+    pub service: String,
+    #[serde(rename = "taskSet")]
+    pub task_set: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DeleteTaskSetResponse {
+    #[serde(rename = "taskSet", skip_serializing_if = "Option::is_none")]
+    pub task_set: Option<TaskSet>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -985,6 +1043,26 @@ pub struct DescribeTaskDefinitionResponse {
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "taskDefinition", skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<TaskDefinition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DescribeTaskSetsRequest {
+    #[serde(rename = "cluster")]
+    pub cluster: String,
+    #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<TaskSetField>>,
+    #[serde(rename = "service")]
+    pub service: String,
+    #[serde(rename = "taskSets", default, skip_serializing_if = "Option::is_none")]
+    pub task_sets: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DescribeTaskSetsResponse {
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+    #[serde(rename = "taskSets", skip_serializing_if = "Option::is_none")]
+    pub task_sets: Option<Vec<TaskSet>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -2356,6 +2434,28 @@ pub struct S3FilesVolumeConfiguration {
     pub transit_encryption_port: Option<i32>,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Scale {
+    #[serde(rename = "unit", default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<ScaleUnit>,
+    #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScaleUnit {
+    #[serde(rename = "PERCENT")]
+    Percent,
+}
+
+impl ScaleUnit {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ScaleUnit::Percent => "PERCENT",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SchedulingStrategy {
     #[serde(rename = "REPLICA")]
@@ -3099,6 +3199,25 @@ pub struct TaskOverride {
     pub task_role_arn: Option<String>,
 }
 
+/// `TaskSet`, as ecsd renders it from its record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct TaskSet(pub serde_json::Value);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskSetField {
+    #[serde(rename = "TAGS")]
+    Tags,
+}
+
+impl TaskSetField {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TaskSetField::Tags => "TAGS",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct TaskVolumeConfiguration {
     #[serde(rename = "managedEBSVolume", default, skip_serializing_if = "Option::is_none")]
@@ -3310,6 +3429,22 @@ pub struct UpdateContainerInstancesStateResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct UpdateServicePrimaryTaskSetRequest {
+    #[serde(rename = "cluster")]
+    pub cluster: String,
+    #[serde(rename = "primaryTaskSet")]
+    pub primary_task_set: String,
+    #[serde(rename = "service")]
+    pub service: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct UpdateServicePrimaryTaskSetResponse {
+    #[serde(rename = "taskSet", skip_serializing_if = "Option::is_none")]
+    pub task_set: Option<TaskSet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct UpdateServiceRequest {
     #[serde(
         rename = "availabilityZoneRebalancing",
@@ -3385,6 +3520,24 @@ pub struct UpdateServiceRequest {
 pub struct UpdateServiceResponse {
     #[serde(rename = "service", skip_serializing_if = "Option::is_none")]
     pub service: Option<Service>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct UpdateTaskSetRequest {
+    #[serde(rename = "cluster")]
+    pub cluster: String,
+    #[serde(rename = "scale")]
+    pub scale: Scale,
+    #[serde(rename = "service")]
+    pub service: String,
+    #[serde(rename = "taskSet")]
+    pub task_set: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct UpdateTaskSetResponse {
+    #[serde(rename = "taskSet", skip_serializing_if = "Option::is_none")]
+    pub task_set: Option<TaskSet>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -3507,6 +3660,7 @@ pub enum ErrorCode {
     ServiceNotFoundException,
     ServiceUnavailableException,
     TargetNotFoundException,
+    TaskSetNotFoundException,
     ThrottlingException,
     UnknownOperationException,
     UnrecognizedClientException,
@@ -3548,6 +3702,7 @@ impl ErrorCode {
             ErrorCode::ServiceNotFoundException => "ServiceNotFoundException",
             ErrorCode::ServiceUnavailableException => "ServiceUnavailableException",
             ErrorCode::TargetNotFoundException => "TargetNotFoundException",
+            ErrorCode::TaskSetNotFoundException => "TaskSetNotFoundException",
             ErrorCode::ThrottlingException => "ThrottlingException",
             ErrorCode::UnknownOperationException => "UnknownOperationException",
             ErrorCode::UnrecognizedClientException => "UnrecognizedClientException",
@@ -3588,6 +3743,11 @@ pub mod operation {
         type Input = super::CreateServiceRequest;
         type Output = super::CreateServiceResponse;
     }
+    pub struct CreateTaskSet;
+    impl super::OperationShapes for CreateTaskSet {
+        type Input = super::CreateTaskSetRequest;
+        type Output = super::CreateTaskSetResponse;
+    }
     pub struct DeleteAttributes;
     impl super::OperationShapes for DeleteAttributes {
         type Input = super::DeleteAttributesRequest;
@@ -3607,6 +3767,11 @@ pub mod operation {
     impl super::OperationShapes for DeleteTaskDefinitions {
         type Input = super::DeleteTaskDefinitionsRequest;
         type Output = super::DeleteTaskDefinitionsResponse;
+    }
+    pub struct DeleteTaskSet;
+    impl super::OperationShapes for DeleteTaskSet {
+        type Input = super::DeleteTaskSetRequest;
+        type Output = super::DeleteTaskSetResponse;
     }
     pub struct DeregisterContainerInstance;
     impl super::OperationShapes for DeregisterContainerInstance {
@@ -3647,6 +3812,11 @@ pub mod operation {
     impl super::OperationShapes for DescribeTaskDefinition {
         type Input = super::DescribeTaskDefinitionRequest;
         type Output = super::DescribeTaskDefinitionResponse;
+    }
+    pub struct DescribeTaskSets;
+    impl super::OperationShapes for DescribeTaskSets {
+        type Input = super::DescribeTaskSetsRequest;
+        type Output = super::DescribeTaskSetsResponse;
     }
     pub struct DescribeTasks;
     impl super::OperationShapes for DescribeTasks {
@@ -3787,5 +3957,15 @@ pub mod operation {
     impl super::OperationShapes for UpdateService {
         type Input = super::UpdateServiceRequest;
         type Output = super::UpdateServiceResponse;
+    }
+    pub struct UpdateServicePrimaryTaskSet;
+    impl super::OperationShapes for UpdateServicePrimaryTaskSet {
+        type Input = super::UpdateServicePrimaryTaskSetRequest;
+        type Output = super::UpdateServicePrimaryTaskSetResponse;
+    }
+    pub struct UpdateTaskSet;
+    impl super::OperationShapes for UpdateTaskSet {
+        type Input = super::UpdateTaskSetRequest;
+        type Output = super::UpdateTaskSetResponse;
     }
 }

@@ -271,6 +271,9 @@ pub struct Service {
     /// The service deployments and revisions, newest first; not part of the model's shape.
     #[serde(default)]
     pub history: History,
+    /// The task sets of a service with the EXTERNAL deployment controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_sets: Vec<TaskSetRecord>,
     /// `placementStrategy`, `placementConstraints`, `networkConfiguration`, `tags`,
     /// `propagateTags`, `enableECSManagedTags`, `platformVersion`, ...: as the client set them.
     #[serde(flatten)]
@@ -358,4 +361,27 @@ pub struct SchedulerState {
     /// A task of the PRIMARY deployment has run (the circuit breaker's first stage is over).
     #[serde(default)]
     pub primary_ran: bool,
+}
+
+/// A task set (`TaskSet` in the model) as stored, without the counts derived from its tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSetRecord {
+    /// `ecs-svc/` and digits; its tasks say so in `startedBy`.
+    pub id: String,
+    pub task_set_arn: String,
+    /// PRIMARY, ACTIVE or DRAINING (deleted, its tasks stopping).
+    pub status: String,
+    pub task_definition: String,
+    pub launch_type: String,
+    /// The percent of the service's desired count it runs.
+    pub scale: f64,
+    /// STABILIZING or STEADY_STATE.
+    pub stability_status: String,
+    pub stability_status_at: f64,
+    pub created_at: f64,
+    pub updated_at: f64,
+    /// `externalId`, `networkConfiguration`, `loadBalancers`, `serviceRegistries`,
+    /// `platformVersion`, `tags`: as the client set them.
+    pub options: Map<String, Value>,
 }

@@ -17,20 +17,23 @@ use super::{active_cluster, arn_for, failure, members, Ctx, Page};
 use crate::domain::events;
 use crate::domain::placement::Strategy;
 use crate::domain::records::{
-    Deployment, History, SchedulerState, Service, ServiceDeploymentRecord, ServiceEvent, Tag, Task,
+    Deployment, History, SchedulerState, Service, ServiceDeploymentRecord, ServiceEvent, Tag, Task, TaskSetRecord,
 };
 use crate::domain::status::{ServiceStatus, TaskStatus};
 use crate::domain::{is_valid_name, new_id, now};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Model;
 use crate::shapes::{
-    self, CreateServiceRequest, CreateServiceResponse, DeleteServiceRequest, DeleteServiceResponse,
+    self, CreateServiceRequest, CreateServiceResponse, CreateTaskSetRequest, CreateTaskSetResponse,
+    DeleteServiceRequest, DeleteServiceResponse, DeleteTaskSetRequest, DeleteTaskSetResponse,
     DescribeServiceDeploymentsRequest, DescribeServiceDeploymentsResponse, DescribeServiceRevisionsRequest,
-    DescribeServiceRevisionsResponse, DescribeServicesRequest, DescribeServicesResponse, ListServiceDeploymentsRequest,
-    ListServiceDeploymentsResponse, ListServicesByNamespaceRequest, ListServicesByNamespaceResponse,
-    ListServicesRequest, ListServicesResponse, SchedulingStrategy, ServiceDeploymentBrief, ServiceDeploymentStatus,
-    ServiceField, StopServiceDeploymentRequest, StopServiceDeploymentResponse, StopServiceDeploymentStopType,
-    UpdateServiceRequest, UpdateServiceResponse,
+    DescribeServiceRevisionsResponse, DescribeServicesRequest, DescribeServicesResponse, DescribeTaskSetsRequest,
+    DescribeTaskSetsResponse, ListServiceDeploymentsRequest, ListServiceDeploymentsResponse,
+    ListServicesByNamespaceRequest, ListServicesByNamespaceResponse, ListServicesRequest, ListServicesResponse,
+    SchedulingStrategy, ServiceDeploymentBrief, ServiceDeploymentStatus, ServiceField, StopServiceDeploymentRequest,
+    StopServiceDeploymentResponse, StopServiceDeploymentStopType, UpdateServicePrimaryTaskSetRequest,
+    UpdateServicePrimaryTaskSetResponse, UpdateServiceRequest, UpdateServiceResponse, UpdateTaskSetRequest,
+    UpdateTaskSetResponse,
 };
 use crate::store::{StoreError, StoreExt, Tx};
 
@@ -353,19 +356,29 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             ));
         }
     }
-    if req
-        .deployment_controller
-        .as_ref()
-        .is_some_and(|c| c.r#type != shapes::DeploymentControllerType::Ecs)
-    {
+    let external = match req.deployment_controller.as_ref().map(|c| c.r#type) {
+        None | Some(shapes::DeploymentControllerType::Ecs) => false,
+        Some(shapes::DeploymentControllerType::External) => true,
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(format!(
+                "The {} deployment controller is not supported by ecsd yet; use ECS or EXTERNAL.",
+                other.as_str()
+            )))
+        }
+    };
+    if external && daemon {
         return Err(ApiError::invalid_parameter(
-            "Only the ECS deployment controller is supported by ecsd yet.",
+            "The DAEMON scheduling strategy cannot be used with the EXTERNAL deployment controller.",
         ));
     }
-    let Some(reference) = req.task_definition.clone() else {
-        return Err(ApiError::invalid_parameter(
-            "A task definition is required with the ECS deployment controller.",
-        ));
+    let reference = match (&req.task_definition, external) {
+        (Some(reference), _) => Some(reference.clone()),
+        (None, true) => None,
+        (None, false) => {
+            return Err(ApiError::invalid_parameter(
+                "A task definition is required with the ECS deployment controller.",
+            ))
+        }
     };
     let desired = i64::from(req.desired_count.unwrap_or(0));
     if desired < 0 {
@@ -414,7 +427,10 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
     ctx.store
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
-            let task_definition = resolve_definition(tx, &reference)?;
+            let task_definition = match &reference {
+                Some(reference) => resolve_definition(tx, reference)?,
+                None => String::new(),
+            };
             let scope = tx.scope().clone();
             let existing = tx.get::<Service>(&[cluster.as_str().into(), req.service_name.as_str().into()])?;
             if let Some(existing) = existing.filter(|s| s.status != ServiceStatus::Inactive) {
@@ -449,22 +465,27 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
                 created_by: principal.clone(),
                 scheduler: SchedulerState::default(),
                 history: History::default(),
+                task_sets: Vec::new(),
                 options: options.clone(),
             };
             if daemon {
                 service.desired_count =
                     daemon_instances(tx, &cluster, &service, &service.task_definition)?.len() as i64;
             }
-            start_deployment(&mut service, at, None);
+            if !external {
+                start_deployment(&mut service, at, None);
+            }
             tx.put(&service)?;
-            announce(
-                tx,
-                &cluster,
-                &service,
-                DEPLOYMENT_STATE_CHANGE,
-                "SERVICE_DEPLOYMENT_IN_PROGRESS",
-                "ECS deployment in progress.",
-            )?;
+            if !external {
+                announce(
+                    tx,
+                    &cluster,
+                    &service,
+                    DEPLOYMENT_STATE_CHANGE,
+                    "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                    "ECS deployment in progress.",
+                )?;
+            }
             Ok(CreateServiceResponse {
                 service: Some(view(tx, &cluster, service, false)?),
             })
@@ -506,6 +527,17 @@ pub async fn update_service(ctx: &Ctx, req: UpdateServiceRequest) -> Result<Upda
             let mut service = find(tx, &cluster, &req.service)?.ok_or_else(service_not_found)?;
             if service.status != ServiceStatus::Active {
                 return Err(service_not_active());
+            }
+            if is_external(&service)
+                && (req.task_definition.is_some()
+                    || req.force_new_deployment == Some(true)
+                    || req.network_configuration.is_some()
+                    || req.load_balancers.is_some()
+                    || req.platform_version.is_some())
+            {
+                return Err(ApiError::invalid_parameter(
+                    "With the EXTERNAL deployment controller, the task definition, launch type, network configuration, load balancers and platform version belong to task sets: use CreateTaskSet.",
+                ));
             }
             if service.scheduling_strategy == "DAEMON" && req.desired_count.is_some() {
                 return Err(ApiError::invalid_parameter(
@@ -695,6 +727,12 @@ fn view(tx: &mut Tx<'_>, cluster: &str, service: Service, with_tags: bool) -> Re
     let map = out.as_object_mut().expect("a record serializes as an object");
     map.remove("scheduler");
     map.remove("history");
+    let sets: Vec<Value> = service
+        .task_sets
+        .iter()
+        .map(|set| task_set_view(&service, set, &tasks).0)
+        .collect();
+    map.insert("taskSets".into(), sets.into());
     for member in HIDDEN {
         map.remove(member);
     }
@@ -797,7 +835,11 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
         if live.is_empty() {
             service.status = ServiceStatus::Inactive;
             service.deployments.clear();
+            service.task_sets.clear();
         }
+    } else if is_external(&service) {
+        let started = task_sets_pass(tx, cluster, &mut service, &live, &mut stops, at)?;
+        live.extend(started);
     } else if service.scheduling_strategy == "DAEMON" {
         let started = daemon(tx, cluster, &mut service, &live, &mut stops, at)?;
         live.extend(started);
@@ -806,7 +848,8 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
         plan(&mut service, &live, &mut stops, at)?;
         let starting = starts_due(&service, &live);
         if starting > 0 && at >= service.scheduler.hold_until {
-            let started = launch(tx, cluster, &mut service, starting, at)?;
+            let target = Target::from(&service.deployments[0]);
+            let started = launch(tx, cluster, &mut service, &target, starting, at)?;
             live.extend(started);
         }
         retire(&mut service, &live, at, &mut announcements);
@@ -926,8 +969,34 @@ fn plan(service: &mut Service, live: &[Task], stops: &mut Vec<(String, String)>,
 }
 
 /// Starts `count` tasks of the PRIMARY deployment; placement failures become service events.
-fn launch(tx: &mut Tx<'_>, cluster: &str, service: &mut Service, count: usize, at: f64) -> Result<Vec<Task>, ApiError> {
-    let primary = service.deployments[0].clone();
+/// What new tasks are made of: the deployment or task set they belong to.
+struct Target {
+    /// Their `startedBy`.
+    id: String,
+    task_definition: String,
+    launch_type: String,
+    network_configuration: Option<Value>,
+}
+
+impl From<&Deployment> for Target {
+    fn from(d: &Deployment) -> Self {
+        Target {
+            id: d.id.clone(),
+            task_definition: d.task_definition.clone(),
+            launch_type: d.launch_type.clone(),
+            network_configuration: d.network_configuration.clone(),
+        }
+    }
+}
+
+fn launch(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    service: &mut Service,
+    target: &Target,
+    count: usize,
+    at: f64,
+) -> Result<Vec<Task>, ApiError> {
     let name = service.service_name.clone();
     let options = &service.options;
     let service_tags: Vec<Tag> = options
@@ -942,11 +1011,11 @@ fn launch(tx: &mut Tx<'_>, cluster: &str, service: &mut Service, count: usize, a
     let managed = options.get("enableECSManagedTags").and_then(Value::as_bool) == Some(true);
     let request = TaskRequest {
         cluster: Some(cluster.to_owned()),
-        task_definition: primary.task_definition.clone(),
+        task_definition: target.task_definition.clone(),
         overrides: None,
-        started_by: Some(primary.id.clone()),
+        started_by: Some(target.id.clone()),
         group: Some(format!("service:{name}")),
-        network_configuration: primary.network_configuration.clone(),
+        network_configuration: target.network_configuration.clone(),
         tags,
         propagate_tags: (propagate == "TASK_DEFINITION").then_some(shapes::PropagateTags::TaskDefinition),
         enable_execute_command: options.get("enableExecuteCommand").and_then(Value::as_bool) == Some(true),
@@ -976,7 +1045,7 @@ fn launch(tx: &mut Tx<'_>, cluster: &str, service: &mut Service, count: usize, a
         .unwrap_or_default();
     let (mut member_of, distinct_instance) = tasks::constraints(&requested_constraints)?;
     let extra = tasks::extra_members(options.get("platformVersion").and_then(Value::as_str));
-    let mut template = match request.template(tx, primary.launch_type.clone(), None, extra) {
+    let mut template = match request.template(tx, target.launch_type.clone(), None, extra) {
         Ok(template) => template,
         Err(e) if e.code.http_status() < 500 => {
             placement_error(service, &e.message);
@@ -993,7 +1062,7 @@ fn launch(tx: &mut Tx<'_>, cluster: &str, service: &mut Service, count: usize, a
             });
         }
     }
-    member_of.extend(tasks::definition_constraints(tx, &primary.task_definition)?);
+    member_of.extend(tasks::definition_constraints(tx, &target.task_definition)?);
     let rules = Rules {
         strategies: &strategies,
         member_of: &member_of,
@@ -1674,4 +1743,323 @@ pub async fn list_services_by_namespace(
         service_arns: Some(arns),
         next_token,
     })
+}
+
+fn is_external(service: &Service) -> bool {
+    service
+        .options
+        .get("deploymentController")
+        .and_then(|c| c["type"].as_str())
+        == Some("EXTERNAL")
+}
+
+/// The tasks a task set runs: its scale of the service's desired count, rounded up.
+fn computed_desired(service: &Service, set: &TaskSetRecord) -> i64 {
+    if set.status == "DRAINING" {
+        return 0;
+    }
+    (service.desired_count as f64 * set.scale / 100.0).ceil() as i64
+}
+
+/// A task set as the model's `TaskSet`.
+fn task_set_view(service: &Service, set: &TaskSetRecord, tasks: &[Task]) -> shapes::TaskSet {
+    let count = |wanted: Phase| {
+        tasks
+            .iter()
+            .filter(|t| t.started_by.as_deref() == Some(set.id.as_str()) && phase(t) == wanted)
+            .count() as i64
+    };
+    let mut out = json!({
+        "id": set.id,
+        "taskSetArn": set.task_set_arn,
+        "serviceArn": service.service_arn,
+        "clusterArn": service.cluster_arn,
+        "startedBy": set.id,
+        "status": set.status,
+        "taskDefinition": set.task_definition,
+        "computedDesiredCount": computed_desired(service, set),
+        "pendingCount": count(Phase::Pending),
+        "runningCount": count(Phase::Running),
+        "createdAt": set.created_at,
+        "updatedAt": set.updated_at,
+        "launchType": set.launch_type,
+        "scale": {"value": set.scale, "unit": "PERCENT"},
+        "stabilityStatus": set.stability_status,
+        "stabilityStatusAt": set.stability_status_at,
+    });
+    for (member, value) in &set.options {
+        out[member] = value.clone();
+    }
+    shapes::TaskSet(out)
+}
+
+/// An EXTERNAL service's pass: each task set runs its computed desired count; a deleted
+/// (DRAINING) task set stops its tasks and then leaves the service.
+fn task_sets_pass(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    service: &mut Service,
+    live: &[Task],
+    stops: &mut Vec<(String, String)>,
+    at: f64,
+) -> Result<Vec<Task>, ApiError> {
+    let mut started = Vec::new();
+    let known: Vec<String> = service.task_sets.iter().map(|s| s.id.clone()).collect();
+    // Tasks of no task set the service has any more.
+    for task in live.iter().filter(|t| phase(t) != Phase::Stopping) {
+        if !known.iter().any(|id| task.started_by.as_deref() == Some(id.as_str())) {
+            stops.push((task.id().to_owned(), "Task set deleted".into()));
+        }
+    }
+    for index in 0..service.task_sets.len() {
+        let set = service.task_sets[index].clone();
+        let want = computed_desired(service, &set);
+        let mut mine: Vec<&Task> = live
+            .iter()
+            .filter(|t| t.started_by.as_deref() == Some(set.id.as_str()) && phase(t) != Phase::Stopping)
+            .collect();
+        let have = mine.len() as i64;
+        if have > want {
+            // Pending tasks go before running ones.
+            mine.sort_by_key(|t| phase(t) == Phase::Running);
+            for task in mine.iter().take((have - want) as usize) {
+                stops.push((
+                    task.id().to_owned(),
+                    format!("Scaling activity initiated by (task set {})", set.id),
+                ));
+            }
+        } else if have < want && at >= service.scheduler.hold_until {
+            let target = Target {
+                id: set.id.clone(),
+                task_definition: set.task_definition.clone(),
+                launch_type: set.launch_type.clone(),
+                network_configuration: set.options.get("networkConfiguration").cloned(),
+            };
+            started.extend(launch(tx, cluster, service, &target, (want - have) as usize, at)?);
+        }
+        let of_set = |t: &&Task| t.started_by.as_deref() == Some(set.id.as_str());
+        let running = live
+            .iter()
+            .chain(&started)
+            .filter(of_set)
+            .filter(|t| phase(t) == Phase::Running)
+            .count() as i64;
+        let alive = live
+            .iter()
+            .chain(&started)
+            .filter(of_set)
+            .filter(|t| phase(t) != Phase::Stopped)
+            .count() as i64;
+        let stability = if running == want && alive == want {
+            "STEADY_STATE"
+        } else {
+            "STABILIZING"
+        };
+        let set = &mut service.task_sets[index];
+        if set.stability_status != stability {
+            set.stability_status = stability.into();
+            set.stability_status_at = at;
+        }
+    }
+    // Deleted task sets leave once their tasks are gone.
+    service.task_sets.retain(|set| {
+        set.status != "DRAINING" || live.iter().any(|t| t.started_by.as_deref() == Some(set.id.as_str()))
+    });
+    Ok(started)
+}
+
+/// The task set a request names (id or ARN) of a service.
+fn task_set_index(service: &Service, reference: &str) -> Result<usize, ApiError> {
+    service
+        .task_sets
+        .iter()
+        .position(|s| s.id == reference || s.task_set_arn == reference)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TaskSetNotFoundException,
+                "The specified task set does not exist.",
+            )
+        })
+}
+
+/// The ACTIVE EXTERNAL service a task set request names.
+fn external_service(tx: &mut Tx<'_>, cluster: &str, reference: &str) -> Result<Service, ApiError> {
+    let service = find(tx, cluster, reference)?.ok_or_else(service_not_found)?;
+    if service.status != ServiceStatus::Active {
+        return Err(service_not_active());
+    }
+    if !is_external(&service) {
+        return Err(ApiError::invalid_parameter(
+            "Task sets can only be created in services with the EXTERNAL deployment controller.",
+        ));
+    }
+    Ok(service)
+}
+
+fn scale_of(scale: Option<&shapes::Scale>) -> Result<f64, ApiError> {
+    let value = scale.and_then(|s| s.value).unwrap_or(100.0);
+    if !(0.0..=100.0).contains(&value) {
+        return Err(ApiError::invalid_parameter(
+            "Invalid 'scale.value': it must be between 0 and 100.",
+        ));
+    }
+    Ok(value)
+}
+
+/// Stores a changed service and answers with one of its task sets.
+fn task_set_answer(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    service: &Service,
+    index: usize,
+) -> Result<shapes::TaskSet, ApiError> {
+    tx.put(service)?;
+    let tasks = tx.group_tasks(cluster, &format!("service:{}", service.service_name), f64::MAX)?;
+    Ok(task_set_view(service, &service.task_sets[index], &tasks))
+}
+
+pub async fn create_task_set(ctx: &Ctx, req: CreateTaskSetRequest) -> Result<CreateTaskSetResponse, ApiError> {
+    let scale = scale_of(req.scale.as_ref())?;
+    let launch_type = tasks::check_launch_type(req.launch_type.map(|l| l.as_str()))?;
+    let options = members(
+        &req,
+        &[
+            "service",
+            "cluster",
+            "taskDefinition",
+            "launchType",
+            "scale",
+            "clientToken",
+        ],
+    );
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, Some(&req.cluster))?;
+            let mut service = external_service(tx, &cluster, &req.service)?;
+            let task_definition = resolve_definition(tx, &req.task_definition)?;
+            let at = now();
+            let id = deployment_id();
+            let set = TaskSetRecord {
+                task_set_arn: child_arn(&service, "task-set", revision_id(&id)),
+                id,
+                status: if service.task_sets.is_empty() {
+                    "PRIMARY"
+                } else {
+                    "ACTIVE"
+                }
+                .into(),
+                task_definition,
+                launch_type: launch_type.clone(),
+                scale,
+                stability_status: "STABILIZING".into(),
+                stability_status_at: at,
+                created_at: at,
+                updated_at: at,
+                options: options.clone(),
+            };
+            service.task_sets.push(set);
+            let index = service.task_sets.len() - 1;
+            Ok(CreateTaskSetResponse {
+                task_set: Some(task_set_answer(tx, &cluster, &service, index)?),
+            })
+        })
+        .await
+}
+
+pub async fn update_task_set(ctx: &Ctx, req: UpdateTaskSetRequest) -> Result<UpdateTaskSetResponse, ApiError> {
+    let scale = scale_of(Some(&req.scale))?;
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, Some(&req.cluster))?;
+            let mut service = external_service(tx, &cluster, &req.service)?;
+            let index = task_set_index(&service, &req.task_set)?;
+            let at = now();
+            let set = &mut service.task_sets[index];
+            set.scale = scale;
+            set.updated_at = at;
+            set.stability_status = "STABILIZING".into();
+            set.stability_status_at = at;
+            Ok(UpdateTaskSetResponse {
+                task_set: Some(task_set_answer(tx, &cluster, &service, index)?),
+            })
+        })
+        .await
+}
+
+pub async fn delete_task_set(ctx: &Ctx, req: DeleteTaskSetRequest) -> Result<DeleteTaskSetResponse, ApiError> {
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, Some(&req.cluster))?;
+            let mut service = external_service(tx, &cluster, &req.service)?;
+            let index = task_set_index(&service, &req.task_set)?;
+            let set = &mut service.task_sets[index];
+            if set.status == "PRIMARY" && set.scale > 0.0 && !req.force.unwrap_or(false) {
+                return Err(ApiError::invalid_parameter(
+                    "The primary task set cannot be deleted while it is scaled above 0; scale it to 0 or delete with force.",
+                ));
+            }
+            set.status = "DRAINING".into();
+            set.updated_at = now();
+            Ok(DeleteTaskSetResponse {
+                task_set: Some(task_set_answer(tx, &cluster, &service, index)?),
+            })
+        })
+        .await
+}
+
+pub async fn describe_task_sets(ctx: &Ctx, req: DescribeTaskSetsRequest) -> Result<DescribeTaskSetsResponse, ApiError> {
+    ctx.store
+        .read(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, Some(&req.cluster))?;
+            let service = find(tx, &cluster, &req.service)?.ok_or_else(service_not_found)?;
+            let tasks = tx.group_tasks(&cluster, &format!("service:{}", service.service_name), f64::MAX)?;
+            let (mut shown, mut failures) = (Vec::new(), Vec::new());
+            match &req.task_sets {
+                None => shown.extend(service.task_sets.iter().map(|s| task_set_view(&service, s, &tasks))),
+                Some(wanted) => {
+                    for reference in wanted {
+                        match task_set_index(&service, reference) {
+                            Ok(i) => shown.push(task_set_view(&service, &service.task_sets[i], &tasks)),
+                            Err(_) => failures.push(failure(reference, "MISSING")),
+                        }
+                    }
+                }
+            }
+            Ok(DescribeTaskSetsResponse {
+                task_sets: Some(shown),
+                failures: Some(failures),
+            })
+        })
+        .await
+}
+
+pub async fn update_service_primary_task_set(
+    ctx: &Ctx,
+    req: UpdateServicePrimaryTaskSetRequest,
+) -> Result<UpdateServicePrimaryTaskSetResponse, ApiError> {
+    ctx.store
+        .write(&ctx.scope, move |tx| {
+            let cluster = active_cluster(tx, Some(&req.cluster))?;
+            let mut service = external_service(tx, &cluster, &req.service)?;
+            let index = task_set_index(&service, &req.primary_task_set)?;
+            if service.task_sets[index].status == "DRAINING" {
+                return Err(ApiError::invalid_parameter(
+                    "A deleted task set cannot become the primary one.",
+                ));
+            }
+            let at = now();
+            for (i, set) in service.task_sets.iter_mut().enumerate() {
+                let status = if i == index { "PRIMARY" } else { "ACTIVE" };
+                if set.status != "DRAINING" && set.status != status {
+                    set.status = status.into();
+                    set.updated_at = at;
+                }
+            }
+            // The service shows what its primary task set runs.
+            service.task_definition = service.task_sets[index].task_definition.clone();
+            Ok(UpdateServicePrimaryTaskSetResponse {
+                task_set: Some(task_set_answer(tx, &cluster, &service, index)?),
+            })
+        })
+        .await
 }
