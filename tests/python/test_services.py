@@ -498,3 +498,34 @@ def test_task_sets_of_an_external_controller_scale_and_swap(fleet):
     ecs.create_service(cluster=CLUSTER, serviceName="plain", taskDefinition="plain", desiredCount=0)
     with pytest.raises(ecs.exceptions.InvalidParameterException, match="EXTERNAL"):
         ecs.create_task_set(cluster=CLUSTER, service="plain", taskDefinition=blue)
+
+
+def register_checked(ecs, family, image, **labels):
+    definition = {"name": "web", "image": image, "memory": 64, "dockerLabels": labels,
+                  "healthCheck": {"command": ["CMD-SHELL", "curl -f http://localhost/ || exit 1"], "interval": 5}}
+    return ecs.register_task_definition(family=family, containerDefinitions=[definition])["taskDefinition"]
+
+
+def test_health_checks_gate_steady_state_and_trip_the_circuit_breaker_in_its_second_stage(fleet):
+    ecs = fleet.client()
+    first = register_checked(ecs, "web", "nginx:1")["taskDefinitionArn"]
+    ecs.create_service(
+        cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=3,
+        deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+    )
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    arns = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
+    assert {t["healthStatus"] for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]} == {"HEALTHY"}, \
+        "the simulated agents report health over TCS, and the service is steady once it is HEALTHY"
+
+    register_checked(ecs, "web", "nginx:sick", **{"ecsd.simulate.health": "UNHEALTHY"})
+    arn = ecs.update_service(cluster=CLUSTER, service="web", taskDefinition="web")["service"]["currentServiceDeployment"]
+    done = wait_for_status(ecs, arn, {"ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED", "SUCCESSFUL", "STOPPED"}, timeout=90)
+    assert done["status"] == "ROLLBACK_SUCCESSFUL", done
+    assert done["rollback"]["reason"] == "ECS deployment circuit breaker: tasks failed health checks."
+    ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["web"], WaiterConfig=FAST)
+    after = service(ecs)
+    assert after["taskDefinition"] == first
+    assert any("failed container health checks" in e["message"] for e in after["events"])
+    arns = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
+    assert {t["taskDefinitionArn"] for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]} == {first}

@@ -152,6 +152,24 @@ impl EcsClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// A TCS frame as the agent sends it on the channel opened at `url`: the signed header
+    /// block of a GET of that URL with `body`, a blank line, then `body`.
+    pub fn telemetry_frame(&self, url: &str, body: &str) -> Result<String, ClientError> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| ClientError::Protocol(format!("not a ws:// URL: {url}")))?;
+        let host = authority(url);
+        // Signed as the Go agent signs: `+` in the query as `%20`.
+        let path_and_query = rest[host.len()..].replace('+', "%20");
+        let mut frame = String::new();
+        for (k, v) in self.signature("GET", host, &path_and_query, &[], body.as_bytes())? {
+            frame.push_str(&format!("{k}: {v}\r\n"));
+        }
+        frame.push_str("\r\n");
+        frame.push_str(body);
+        Ok(frame)
+    }
+
     /// Opens a websocket to `url` (`ws://host:port/path?query`, as the agent channels are
     /// reached) with a signed upgrade.
     pub async fn websocket(&self, url: &str) -> Result<WebSocket, ClientError> {

@@ -11,7 +11,9 @@
 //! - `ecsd.simulate.run-seconds`: seconds it runs before it exits (default: until stopped);
 //! - `ecsd.simulate.exit-code`: the code it exits with (default 0);
 //! - `ecsd.simulate.pull-error`: if set, pulling its image fails with this message and the task
-//!   stops before it starts (`TaskFailedToStart`).
+//!   stops before it starts (`TaskFailedToStart`);
+//! - `ecsd.simulate.health`: the health (HEALTHY or UNHEALTHY) it reports over TCS once it runs;
+//!   containers with a `healthCheck` report HEALTHY without it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -38,6 +40,8 @@ pub const PULL_ERROR: &str = "ecsd.simulate.pull-error";
 pub const AGENT_VERSION: &str = "1.105.0";
 pub const AGENT_HASH: &str = "simulated";
 pub const DOCKER_VERSION: &str = "DockerVersion: 25.0.0";
+/// The health a simulated container with a health check reports: HEALTHY or UNHEALTHY.
+const HEALTH: &str = "ecsd.simulate.health";
 /// Exit code of a container stopped by StopTask (SIGTERM).
 const STOPPED_BY_SIGNAL: i32 = 143;
 /// Longest wait between attempts to reach ACS.
@@ -168,11 +172,13 @@ struct SimContainer {
     /// (containerPort, hostPort: 0 or missing for one Docker picks, protocol).
     ports: Vec<(i64, i64, String)>,
     running: bool,
+    /// Its definition has a health check: the agent reports its health over TCS.
+    health_checked: bool,
 }
 
 impl SimContainer {
     fn from_acs(container: &Value) -> SimContainer {
-        let labels = container["dockerConfig"]["config"]
+        let labels: BTreeMap<String, String> = container["dockerConfig"]["config"]
             .as_str()
             .and_then(|c| serde_json::from_str::<Value>(c).ok())
             .and_then(|c| serde_json::from_value(c["Labels"].clone()).ok())
@@ -193,6 +199,7 @@ impl SimContainer {
             name: container["name"].as_str().unwrap_or_default().to_owned(),
             image: container["image"].as_str().unwrap_or_default().to_owned(),
             essential: container["essential"].as_bool().unwrap_or(true),
+            health_checked: container["healthCheckType"] == "docker" || labels.contains_key(HEALTH),
             labels,
             ports,
             running: false,
@@ -223,6 +230,8 @@ struct SimTask {
     stop: bool,
     /// An awsvpc task's network interface is reported attached.
     attached: bool,
+    /// Its containers' health has been published (once they run).
+    health_published: bool,
 }
 
 impl SimTask {
@@ -239,6 +248,7 @@ impl SimTask {
             phase: Phase::Created,
             stop: task["desiredStatus"] == "STOPPED",
             attached: false,
+            health_published: false,
         }
     }
 }
@@ -291,7 +301,8 @@ impl Agent {
         }
     }
 
-    async fn acs_url(&self) -> Result<String, ClientError> {
+    /// The ACS and TCS URLs of this instance, found the way the agent finds them.
+    async fn channel_urls(&self) -> Result<(String, String), ClientError> {
         let found: Value = self
             .client
             .call(
@@ -302,7 +313,20 @@ impl Agent {
         let endpoint = found["endpoint"]
             .as_str()
             .ok_or_else(|| ClientError::Protocol("DiscoverPollEndpoint answered no endpoint".into()))?;
-        Ok(acs::channel_url(
+        let telemetry = found["telemetryEndpoint"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol("DiscoverPollEndpoint answered no telemetry endpoint".into()))?;
+        let tcs = acs::channel_url(
+            telemetry,
+            &[
+                ("agentHash", AGENT_HASH),
+                ("agentVersion", AGENT_VERSION),
+                ("cluster", self.cluster.as_str()),
+                ("containerInstance", self.instance.as_str()),
+                ("dockerVersion", DOCKER_VERSION.trim_start_matches("DockerVersion: ")),
+            ],
+        );
+        let acs = acs::channel_url(
             endpoint,
             &[
                 // As the real agent does, it tells its versions here, not when it registers.
@@ -315,7 +339,8 @@ impl Agent {
                 ("sendCredentials", "true"),
                 ("seqNum", "1"),
             ],
-        ))
+        );
+        Ok((acs, tcs))
     }
 
     async fn session(
@@ -323,8 +348,16 @@ impl Agent {
         tick: Duration,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, ClientError> {
-        let url = self.acs_url().await?;
+        let (url, telemetry_url) = self.channel_urls().await?;
         let mut socket = self.client.websocket(&url).await?;
+        // Health goes out over TCS; without it the session still runs tasks.
+        let mut telemetry = match self.client.websocket(&telemetry_url).await {
+            Ok(tcs) => Some(tcs),
+            Err(e) => {
+                tracing::warn!(instance = %self.instance, error = %e, "cannot open TCS; no health will be published");
+                None
+            }
+        };
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -339,7 +372,25 @@ impl Agent {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ok(SessionEnd::Dropped),
                     Some(Ok(_)) => {}
                 },
-                _ = ticker.tick() => self.advance_all().await,
+                _ = ticker.tick() => {
+                    self.advance_all().await;
+                    if let Some(tcs) = telemetry.as_mut() {
+                        if self.publish_health(tcs, &telemetry_url).await.is_err() {
+                            telemetry = None;
+                        }
+                    }
+                }
+                heard = async {
+                    match telemetry.as_mut() {
+                        Some(tcs) => tcs.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // Heartbeats and acknowledgements need no answer; a closed channel ends.
+                    if !matches!(heard, Some(Ok(_))) {
+                        telemetry = None;
+                    }
+                }
                 _ = shutdown.changed() => {
                     let _ = socket.close(None).await;
                     return Ok(SessionEnd::Shutdown);
@@ -351,6 +402,41 @@ impl Agent {
     async fn reply(socket: &mut WebSocket, kind: &str, message: Value) -> Result<(), ()> {
         let text = acs::envelope(kind, message).to_string();
         socket.send(Message::Text(text.into())).await.map_err(|_| ())
+    }
+
+    /// Publishes the health of the containers with health checks of each task that has started
+    /// running and not yet had its health published: `ecsd.simulate.health` (HEALTHY by default).
+    async fn publish_health(&mut self, tcs: &mut WebSocket, url: &str) -> Result<(), ()> {
+        let mut reports = Vec::new();
+        for task in self.tasks.values_mut() {
+            if task.health_published || !matches!(task.phase, Phase::Running(_)) || task.stop {
+                continue;
+            }
+            task.health_published = true;
+            let containers: Vec<Value> = task
+                .containers
+                .iter()
+                .filter(|c| c.health_checked)
+                .map(|c| {
+                    let status = c.labels.get(HEALTH).map_or("HEALTHY", String::as_str);
+                    json!({"containerName": c.name, "healthStatus": status, "statusSince": now()})
+                })
+                .collect();
+            if !containers.is_empty() {
+                reports.push(json!({"taskArn": task.arn, "containers": containers}));
+            }
+        }
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let message = json!({
+            "metadata": {"cluster": self.cluster, "containerInstance": self.instance, "messageId": ecsd::domain::new_id(), "fin": true},
+            "tasks": reports,
+            "timestamp": now(),
+        });
+        let body = acs::envelope("PublishHealthRequest", message).to_string();
+        let frame = self.client.telemetry_frame(url, &body).map_err(|_| ())?;
+        tcs.send(Message::Text(frame.into())).await.map_err(|_| ())
     }
 
     /// What the real agent does with each ACS message.

@@ -361,6 +361,9 @@ pub struct SchedulerState {
     /// A task of the PRIMARY deployment has run (the circuit breaker's first stage is over).
     #[serde(default)]
     pub primary_ran: bool,
+    /// Tasks of the PRIMARY deployment replaced for failing their health checks.
+    #[serde(default)]
+    pub health_failures: i64,
 }
 
 /// A task set (`TaskSet` in the model) as stored, without the counts derived from its tasks.

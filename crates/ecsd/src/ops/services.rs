@@ -228,6 +228,7 @@ fn start_deployment(service: &mut Service, now: f64, continuing: Option<String>)
     service.scheduler.failed_starts = 0;
     service.scheduler.hold_until = 0.0;
     service.scheduler.primary_ran = false;
+    service.scheduler.health_failures = 0;
 }
 
 /// The record of a deployment's service deployment.
@@ -786,6 +787,8 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
     service.scheduler.checked_until = at;
     let (mut live, stopped): (Vec<Task>, Vec<Task>) = all.into_iter().partition(|t| phase(t) != Phase::Stopped);
     let primary_id = service.deployments.first().map(|d| d.id.clone()).unwrap_or_default();
+    let mut stops: Vec<(String, String)> = Vec::new();
+    health(tx, &mut service, &mut live, &mut stops, at)?;
 
     // Tasks of the PRIMARY deployment that stopped before they ran hold further starts back.
     let failed = stopped
@@ -825,7 +828,6 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
         circuit_breaker(&mut service, at, &mut announcements);
     }
 
-    let mut stops: Vec<(String, String)> = Vec::new();
     if service.status == ServiceStatus::Draining {
         for task in &live {
             if phase(task) != Phase::Stopping {
@@ -1210,7 +1212,9 @@ fn circuit_breaker(service: &mut Service, at: f64, announcements: &mut Vec<Annou
         return;
     }
     let threshold = breaker_threshold(service.desired_count);
-    let tripped = !service.scheduler.primary_ran && primary.failed_tasks >= threshold;
+    let health_failures = service.scheduler.health_failures;
+    let start_failures = primary.failed_tasks - health_failures;
+    let tripped = (!service.scheduler.primary_ran && start_failures >= threshold) || health_failures >= threshold;
     if let Some(record) = record_of(&mut service.history, &primary) {
         record.breaker_failures = primary.failed_tasks;
         record.breaker_threshold = threshold;
@@ -1221,19 +1225,21 @@ fn circuit_breaker(service: &mut Service, at: f64, announcements: &mut Vec<Annou
     if !tripped {
         return;
     }
-    let reason = "ECS deployment circuit breaker: tasks failed to start.";
+    let reason = if health_failures >= threshold {
+        "ECS deployment circuit breaker: tasks failed health checks."
+    } else {
+        "ECS deployment circuit breaker: tasks failed to start."
+    };
     let name = service.service_name.clone();
     if let Some(d) = service.deployments.first_mut() {
         d.rollout_state = "FAILED".into();
         d.rollout_state_reason = reason.into();
         d.updated_at = at;
     }
+    let why = reason.trim_start_matches("ECS deployment circuit breaker: ");
     note(
         service,
-        format!(
-            "(service {name}) (deployment {}) deployment failed: tasks failed to start.",
-            primary.id
-        ),
+        format!("(service {name}) (deployment {}) deployment failed: {why}", primary.id),
         at,
     );
     announcements.push((DEPLOYMENT_STATE_CHANGE, "SERVICE_DEPLOYMENT_FAILED", reason.into()));
@@ -2062,4 +2068,69 @@ pub async fn update_service_primary_task_set(
             })
         })
         .await
+}
+
+/// Whether a task definition has a container with a health check.
+fn definition_has_check(tx: &mut Tx<'_>, arn: &str) -> Result<bool, ApiError> {
+    Ok(super::task_definitions::find(tx, arn)?.is_some_and(|d| {
+        d.definition["containerDefinitions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c.get("healthCheck").is_some()))
+    }))
+}
+
+/// Container health, as the scheduler weighs it: a RUNNING task with a health check counts as
+/// running only once HEALTHY (it is taken for pending until then); one UNHEALTHY past the
+/// service's `healthCheckGracePeriodSeconds` is replaced, and counts against its deployment's
+/// circuit breaker.
+fn health(
+    tx: &mut Tx<'_>,
+    service: &mut Service,
+    live: &mut [Task],
+    stops: &mut Vec<(String, String)>,
+    at: f64,
+) -> Result<(), ApiError> {
+    let grace = service
+        .options
+        .get("healthCheckGracePeriodSeconds")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let primary = service.deployments.first().map(|d| d.id.clone());
+    let mut checked: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let name = service.service_name.clone();
+    for task in live.iter_mut().filter(|t| phase(t) == Phase::Running) {
+        let definition = task.task_definition_arn.clone();
+        let has_check = match checked.get(&definition) {
+            Some(known) => *known,
+            None => {
+                let known = definition_has_check(tx, &definition)?;
+                checked.insert(definition, known);
+                known
+            }
+        };
+        if !has_check {
+            continue;
+        }
+        match task.health_status.as_deref() {
+            Some("HEALTHY") => continue,
+            Some("UNHEALTHY") if task.started_at.is_some_and(|s| s + grace <= at) => {
+                stops.push((task.id().to_owned(), "Task failed container health checks".into()));
+                note(
+                    service,
+                    format!("(service {name}) (task {}) failed container health checks.", task.id()),
+                    at,
+                );
+                if task.started_by == primary {
+                    service.scheduler.health_failures += 1;
+                    if let Some(d) = service.deployments.first_mut() {
+                        d.failed_tasks += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Not ready: weighed as a task still starting.
+        task.last_status = TaskStatus::Pending;
+    }
+    Ok(())
 }
