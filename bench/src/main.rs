@@ -34,6 +34,11 @@ struct Args {
     /// Simulated agents in the mixed fleet scenario.
     #[arg(long, default_value_t = 1000)]
     fleet: usize,
+    /// Tasks of the service in the services scenario, and the simulated instances they run on.
+    #[arg(long, default_value_t = 1000)]
+    service_tasks: usize,
+    #[arg(long, default_value_t = 100)]
+    service_instances: usize,
     /// Stored-task counts at which memory and disk use are measured.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     growth: Vec<usize>,
@@ -607,6 +612,9 @@ async fn main() {
     let _ = stop.send(true);
     let _ = agents.await;
 
+    // 6. A service: from CreateService to a steady state, then a full rolling deployment.
+    services(&args, &scratch).await;
+
     // Memory and storage as tasks accumulate.
     println!("\n| stored tasks | RSS MB | on disk MB |\n|---|---|---|");
     let growth = start_ecsd(&args, &scratch.join("growth"), None).await;
@@ -656,6 +664,101 @@ async fn main() {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// How long a service of `service_tasks` tasks on `service_instances` simulated instances takes
+/// to reach a steady state after CreateService, and after a new task definition rolls (maximum
+/// 200%, minimum 100%), with the server's CPU over each.
+async fn services(args: &Args, scratch: &std::path::Path) {
+    let server = start_ecsd(args, &scratch.join("services"), None).await;
+    let client = server.client();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let agents = tokio::spawn(ecsd_agent::sim::run(
+        ecsd_agent::sim::SimOptions {
+            endpoint: server.url.clone(),
+            cluster: "svc".into(),
+            instances: args.service_instances,
+            cpu: 1 << 20,
+            memory: 1 << 20,
+            credentials: credentials(),
+            state_file: None,
+            tick: Duration::from_millis(500),
+        },
+        stopped,
+    ));
+    while client
+        .call::<_, Value>("DescribeClusters", &json!({"clusters": ["svc"]}))
+        .await
+        .ok()
+        .and_then(|c| c["clusters"][0]["registeredContainerInstancesCount"].as_u64())
+        .unwrap_or(0)
+        < args.service_instances as u64
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let register = |image: &'static str| {
+        let client = client.clone();
+        async move {
+            let definition = json!({"family": "svc", "containerDefinitions": [
+                {"name": "app", "image": image, "memory": 16, "cpu": 8}]});
+            client
+                .call::<_, Value>("RegisterTaskDefinition", &definition)
+                .await
+                .expect("registers");
+        }
+    };
+    let steady = |client: EcsClient| async move {
+        loop {
+            let described: Value = client
+                .call("DescribeServices", &json!({"cluster": "svc", "services": ["svc"]}))
+                .await
+                .unwrap_or_default();
+            let s = &described["services"][0];
+            if s["deployments"].as_array().map(Vec::len) == Some(1) && s["runningCount"] == s["desiredCount"] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    println!(
+        "\n| service of {} tasks on {} instances | seconds | server CPU s |\n|---|---|---|",
+        args.service_tasks, args.service_instances
+    );
+    register("app:1").await;
+    let (cpu_before, _) = server.usage();
+    let started = Instant::now();
+    client
+        .call::<_, Value>(
+            "CreateService",
+            &json!({"cluster": "svc", "serviceName": "svc", "taskDefinition": "svc", "desiredCount": args.service_tasks}),
+        )
+        .await
+        .expect("the service is created");
+    steady(client.clone()).await;
+    let (cpu_created, _) = server.usage();
+    println!(
+        "| CreateService to steady state | {:.1} | {:.1} |",
+        started.elapsed().as_secs_f64(),
+        cpu_created - cpu_before
+    );
+    register("app:2").await;
+    let started = Instant::now();
+    client
+        .call::<_, Value>(
+            "UpdateService",
+            &json!({"cluster": "svc", "service": "svc", "taskDefinition": "svc"}),
+        )
+        .await
+        .expect("the service is updated");
+    steady(client.clone()).await;
+    let (cpu_rolled, _) = server.usage();
+    println!(
+        "| rolling deployment to steady state | {:.1} | {:.1} |",
+        started.elapsed().as_secs_f64(),
+        cpu_rolled - cpu_created
+    );
+    let _ = stop.send(true);
+    let _ = agents.await;
 }
 
 /// Empties the benchmark's PostgreSQL database.
