@@ -381,6 +381,11 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             ))
         }
     };
+    if req.capacity_provider_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid_parameter(
+            "Capacity provider strategies are not supported by ecsd yet; give a launchType (EC2 or EXTERNAL).",
+        ));
+    }
     let desired = i64::from(req.desired_count.unwrap_or(0));
     if desired < 0 {
         return Err(ApiError::invalid_parameter(
