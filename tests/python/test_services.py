@@ -157,10 +157,16 @@ def test_service_errors_are_the_ones_ecs_gives(fleet):
     assert missing["failures"][0]["reason"] == "MISSING"
     with pytest.raises(ecs.exceptions.ClusterNotFoundException):
         ecs.create_service(cluster="nowhere", serviceName="web", taskDefinition="web")
-    ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1)
-    ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1)
+    first = ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1,
+                               clientToken="t1")["service"]
+    again = ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1,
+                               clientToken="t2")["service"]
+    assert again["serviceArn"] == first["serviceArn"] and again["createdAt"] == first["createdAt"]
     with pytest.raises(ecs.exceptions.InvalidParameterException, match="not idempotent"):
         ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=2)
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="not idempotent"):
+        ecs.create_service(cluster=CLUSTER, serviceName="web", taskDefinition="web", desiredCount=1,
+                           placementStrategy=[{"type": "binpack", "field": "memory"}])
 
 
 def test_services_are_tagged_and_listed_with_filters(fleet):

@@ -364,6 +364,10 @@ pub struct SchedulerState {
     /// Tasks of the PRIMARY deployment replaced for failing their health checks.
     #[serde(default)]
     pub health_failures: i64,
+    /// The fingerprint of the CreateService request that made the service: the same request
+    /// again answers it, another one with its name is refused.
+    #[serde(default)]
+    pub request: String,
 }
 
 /// A task set (`TaskSet` in the model) as stored, without the counts derived from its tasks.

@@ -430,6 +430,7 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
     options.entry("serviceRegistries").or_insert(json!([]));
     options.entry("deploymentController").or_insert(json!({"type": "ECS"}));
     let principal = ctx.principal.arn();
+    let fingerprint = super::fingerprint(&req);
     ctx.store
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
@@ -441,10 +442,7 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             let existing = tx.get::<Service>(&[cluster.as_str().into(), req.service_name.as_str().into()])?;
             if let Some(existing) = existing.filter(|s| s.status != ServiceStatus::Inactive) {
                 // The same request again answers the service it made; another is refused.
-                let same = existing.task_definition == task_definition
-                    && existing.desired_count == desired
-                    && existing.launch_type == launch_type;
-                if same {
+                if existing.scheduler.request == fingerprint {
                     return Ok(CreateServiceResponse {
                         service: Some(view(tx, &cluster, existing, false)?),
                     });
@@ -469,7 +467,10 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
                 events: Vec::new(),
                 created_at: at,
                 created_by: principal.clone(),
-                scheduler: SchedulerState::default(),
+                scheduler: SchedulerState {
+                    request: fingerprint.clone(),
+                    ..SchedulerState::default()
+                },
                 history: History::default(),
                 task_sets: Vec::new(),
                 options: options.clone(),
