@@ -535,3 +535,23 @@ def test_health_checks_gate_steady_state_and_trip_the_circuit_breaker_in_its_sec
     assert any("failed container health checks" in e["message"] for e in after["events"])
     arns = ecs.list_tasks(cluster=CLUSTER, serviceName="web")["taskArns"]
     assert {t["taskDefinitionArn"] for t in ecs.describe_tasks(cluster=CLUSTER, tasks=arns)["tasks"]} == {first}
+
+
+def test_a_code_deploy_service_starts_with_a_primary_task_set_and_refuses_new_task_definitions(fleet):
+    ecs = fleet.client()
+    blue = register(ecs, "web", image="nginx:blue")["taskDefinitionArn"]
+    created = ecs.create_service(cluster=CLUSTER, serviceName="cd", taskDefinition="web", desiredCount=2,
+                                 deploymentController={"type": "CODE_DEPLOY"})["service"]
+    assert created["deployments"] == []
+    assert [(s["status"], s["taskDefinition"]) for s in created["taskSets"]] == [("PRIMARY", blue)]
+    deadline = time.time() + 30
+    while True:
+        found = service(ecs, "cd")["taskSets"][0]
+        if found["stabilityStatus"] == "STEADY_STATE" and found["runningCount"] == 2:
+            break
+        assert time.time() < deadline, found
+        time.sleep(0.2)
+    with pytest.raises(ecs.exceptions.InvalidParameterException):
+        ecs.update_service(cluster=CLUSTER, service="cd", taskDefinition="web")
+    with pytest.raises(ecs.exceptions.InvalidParameterException, match="EXTERNAL"):
+        ecs.create_task_set(cluster=CLUSTER, service="cd", taskDefinition=blue)

@@ -357,19 +357,19 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             ));
         }
     }
-    let external = match req.deployment_controller.as_ref().map(|c| c.r#type) {
-        None | Some(shapes::DeploymentControllerType::Ecs) => false,
-        Some(shapes::DeploymentControllerType::External) => true,
-        Some(other) => {
-            return Err(ApiError::invalid_parameter(format!(
-                "The {} deployment controller is not supported by ecsd yet; use ECS or EXTERNAL.",
-                other.as_str()
-            )))
-        }
-    };
+    // EXTERNAL and CODE_DEPLOY services run task sets; a CODE_DEPLOY one starts with a task
+    // set of its task definition (later ones come from CodeDeploy, which ecsd does not run).
+    let controller = req.deployment_controller.as_ref().map(|c| c.r#type);
+    let code_deploy = controller == Some(shapes::DeploymentControllerType::CodeDeploy);
+    let external = code_deploy || controller == Some(shapes::DeploymentControllerType::External);
+    if code_deploy && req.task_definition.is_none() {
+        return Err(ApiError::invalid_parameter(
+            "A task definition is required with the CODE_DEPLOY deployment controller.",
+        ));
+    }
     if external && daemon {
         return Err(ApiError::invalid_parameter(
-            "The DAEMON scheduling strategy cannot be used with the EXTERNAL deployment controller.",
+            "The DAEMON scheduling strategy can only be used with the ECS deployment controller.",
         ));
     }
     let reference = match (&req.task_definition, external) {
@@ -481,6 +481,32 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             }
             if !external {
                 start_deployment(&mut service, at, None);
+            }
+            if code_deploy {
+                let id = deployment_id();
+                service.task_sets.push(TaskSetRecord {
+                    task_set_arn: child_arn(&service, "task-set", revision_id(&id)),
+                    id,
+                    status: "PRIMARY".into(),
+                    task_definition: service.task_definition.clone(),
+                    launch_type: service.launch_type.clone(),
+                    scale: 100.0,
+                    stability_status: "STABILIZING".into(),
+                    stability_status_at: at,
+                    created_at: at,
+                    updated_at: at,
+                    options: service
+                        .options
+                        .iter()
+                        .filter(|(k, _)| {
+                            matches!(
+                                k.as_str(),
+                                "networkConfiguration" | "loadBalancers" | "serviceRegistries"
+                            )
+                        })
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                });
             }
             tx.put(&service)?;
             if !external {
@@ -1757,12 +1783,15 @@ pub async fn list_services_by_namespace(
     })
 }
 
+/// Whether the service runs task sets (the EXTERNAL and CODE_DEPLOY controllers).
 fn is_external(service: &Service) -> bool {
-    service
-        .options
-        .get("deploymentController")
-        .and_then(|c| c["type"].as_str())
-        == Some("EXTERNAL")
+    matches!(
+        service
+            .options
+            .get("deploymentController")
+            .and_then(|c| c["type"].as_str()),
+        Some("EXTERNAL" | "CODE_DEPLOY")
+    )
 }
 
 /// The tasks a task set runs: its scale of the service's desired count, rounded up.
@@ -1900,9 +1929,13 @@ fn external_service(tx: &mut Tx<'_>, cluster: &str, reference: &str) -> Result<S
     if service.status != ServiceStatus::Active {
         return Err(service_not_active());
     }
-    if !is_external(&service) {
+    let controller = service
+        .options
+        .get("deploymentController")
+        .and_then(|c| c["type"].as_str());
+    if controller != Some("EXTERNAL") {
         return Err(ApiError::invalid_parameter(
-            "Task sets can only be created in services with the EXTERNAL deployment controller.",
+            "Task sets can only be managed in services with the EXTERNAL deployment controller.",
         ));
     }
     Ok(service)
