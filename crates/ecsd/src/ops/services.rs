@@ -510,14 +510,7 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             }
             tx.put(&service)?;
             if !external {
-                announce(
-                    tx,
-                    &cluster,
-                    &service,
-                    DEPLOYMENT_STATE_CHANGE,
-                    "SERVICE_DEPLOYMENT_IN_PROGRESS",
-                    "ECS deployment in progress.",
-                )?;
+                announce_deployment(tx, &cluster, &service)?;
             }
             Ok(CreateServiceResponse {
                 service: Some(view(tx, &cluster, service, false)?),
@@ -613,14 +606,7 @@ pub async fn update_service(ctx: &Ctx, req: UpdateServiceRequest) -> Result<Upda
             }
             tx.put(&service)?;
             if deploy {
-                announce(
-                    tx,
-                    &cluster,
-                    &service,
-                    DEPLOYMENT_STATE_CHANGE,
-                    "SERVICE_DEPLOYMENT_IN_PROGRESS",
-                    "ECS deployment in progress.",
-                )?;
+                announce_deployment(tx, &cluster, &service)?;
             }
             Ok(UpdateServiceResponse {
                 service: Some(view(tx, &cluster, service, false)?),
@@ -1205,6 +1191,18 @@ fn retire(service: &mut Service, live: &[Task], at: f64, announcements: &mut Vec
 /// An event for the event log: its detail type, its `eventName` and its reason.
 type Announcement = (&'static str, &'static str, String);
 
+/// The event of a deployment that has started.
+fn announce_deployment(tx: &mut Tx<'_>, cluster: &str, service: &Service) -> Result<(), StoreError> {
+    announce(
+        tx,
+        cluster,
+        service,
+        DEPLOYMENT_STATE_CHANGE,
+        "SERVICE_DEPLOYMENT_IN_PROGRESS",
+        "ECS deployment in progress.",
+    )
+}
+
 /// Appends an "ECS Deployment State Change" or "ECS Service Action" event about the service.
 fn announce(
     tx: &mut Tx<'_>,
@@ -1472,37 +1470,51 @@ pub async fn describe_service_deployments(
     }
     ctx.store
         .read(&ctx.scope, move |tx| {
-            let (mut shown, mut failures) = (Vec::new(), Vec::new());
-            for arn in &req.service_deployment_arns {
-                let found = match child_of(tx, arn, "service-deployment") {
-                    Some((cluster, name, id)) => {
-                        let service = tx.get::<Service>(&[cluster.into(), name.into()])?;
-                        match service {
-                            Some(service) => {
-                                let live = tx.group_tasks(cluster, &format!("service:{name}"), f64::MAX)?;
-                                service
-                                    .history
-                                    .deployments
-                                    .iter()
-                                    .find(|r| r.id == id)
-                                    .map(|record| deployment_view(&service, record, &live))
-                            }
-                            None => None,
-                        }
-                    }
-                    None => None,
-                };
-                match found {
-                    Some(view) => shown.push(view),
-                    None => failures.push(failure(arn, "MISSING")),
-                }
-            }
+            let (shown, failures) = describe_children(
+                tx,
+                &req.service_deployment_arns,
+                "service-deployment",
+                |tx, cluster, service, id| {
+                    let live = tx.group_tasks(cluster, &format!("service:{}", service.service_name), f64::MAX)?;
+                    Ok(service
+                        .history
+                        .deployments
+                        .iter()
+                        .find(|r| r.id == id)
+                        .map(|record| deployment_view(&service, record, &live)))
+                },
+            )?;
             Ok(DescribeServiceDeploymentsResponse {
                 service_deployments: Some(shown),
                 failures: Some(failures),
             })
         })
         .await
+}
+
+/// What `pick` finds of each ARN of `kind` (a service's deployment or revision), and a
+/// MISSING failure for each it does not.
+fn describe_children<T>(
+    tx: &mut Tx<'_>,
+    arns: &[String],
+    kind: &str,
+    mut pick: impl FnMut(&mut Tx<'_>, &str, Service, &str) -> Result<Option<T>, ApiError>,
+) -> Result<(Vec<T>, Vec<shapes::Failure>), ApiError> {
+    let (mut shown, mut failures) = (Vec::new(), Vec::new());
+    for arn in arns {
+        let found = match child_of(tx, arn, kind) {
+            Some((cluster, name, id)) => match tx.get::<Service>(&[cluster.into(), name.into()])? {
+                Some(service) => pick(tx, cluster, service, id)?,
+                None => None,
+            },
+            None => None,
+        };
+        match found {
+            Some(found) => shown.push(found),
+            None => failures.push(failure(arn, "MISSING")),
+        }
+    }
+    Ok((shown, failures))
 }
 
 pub async fn describe_service_revisions(
@@ -1516,20 +1528,19 @@ pub async fn describe_service_revisions(
     }
     ctx.store
         .read(&ctx.scope, move |tx| {
-            let (mut shown, mut failures) = (Vec::new(), Vec::new());
-            for arn in &req.service_revision_arns {
-                let found = match child_of(tx, arn, "service-revision") {
-                    Some((cluster, name, id)) => tx
-                        .get::<Service>(&[cluster.into(), name.into()])?
-                        .and_then(|s| s.history.revisions.into_iter().find(|(r, _)| r == id))
-                        .map(|(_, revision)| shapes::ServiceRevision(revision)),
-                    None => None,
-                };
-                match found {
-                    Some(revision) => shown.push(revision),
-                    None => failures.push(failure(arn, "MISSING")),
-                }
-            }
+            let (shown, failures) = describe_children(
+                tx,
+                &req.service_revision_arns,
+                "service-revision",
+                |_, _, service, id| {
+                    Ok(service
+                        .history
+                        .revisions
+                        .into_iter()
+                        .find(|(r, _)| r == id)
+                        .map(|(_, revision)| shapes::ServiceRevision(revision)))
+                },
+            )?;
             Ok(DescribeServiceRevisionsResponse {
                 service_revisions: Some(shown),
                 failures: Some(failures),

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::Ctx;
 use crate::domain::records::{Service, Tag};
@@ -13,7 +13,7 @@ use crate::shapes::{
     ListTagsForResourceRequest, ListTagsForResourceResponse, TagResourceRequest, TagResourceResponse,
     UntagResourceRequest, UntagResourceResponse,
 };
-use crate::store::{StoreExt, Tx};
+use crate::store::{Record, StoreExt, Tx};
 
 const MAX_TAGS: usize = 50;
 const MAX_KEY_LEN: usize = 128;
@@ -128,6 +128,45 @@ fn resolve(tx: &mut Tx<'_>, arn: &str) -> Result<Resource, ApiError> {
     Err(not_found())
 }
 
+/// Lets `change` edit a record's tags, and stores the record if they changed.
+fn edit_record<R: Record>(
+    tx: &mut Tx<'_>,
+    mut record: R,
+    tags: fn(&mut R) -> &mut Vec<Tag>,
+    change: impl FnOnce(&mut Vec<Tag>) -> Result<(), ApiError>,
+) -> Result<Vec<Tag>, ApiError> {
+    let before = tags(&mut record).clone();
+    change(tags(&mut record))?;
+    let after = tags(&mut record).clone();
+    if after != before {
+        tx.put(&record)?;
+    }
+    Ok(after)
+}
+
+/// [`edit_record`] for records that keep their tags among members stored as sent (clusters,
+/// services).
+fn edit_options<R: Record>(
+    tx: &mut Tx<'_>,
+    mut record: R,
+    options: fn(&mut R) -> &mut Map<String, Value>,
+    change: impl FnOnce(&mut Vec<Tag>) -> Result<(), ApiError>,
+) -> Result<Vec<Tag>, ApiError> {
+    let mut tags: Vec<Tag> = options(&mut record)
+        .get("tags")
+        .map(|t| serde_json::from_value(t.clone()))
+        .transpose()
+        .map_err(crate::store::StoreError::from)?
+        .unwrap_or_default();
+    let before = tags.clone();
+    change(&mut tags)?;
+    if tags != before {
+        options(&mut record).insert("tags".into(), serde_json::to_value(&tags).unwrap_or(Value::Null));
+        tx.put(&record)?;
+    }
+    Ok(tags)
+}
+
 /// Reads the tags of a resource, lets `change` edit them, and stores them back if it did.
 fn edit_tags(
     tx: &mut Tx<'_>,
@@ -142,79 +181,34 @@ fn edit_tags(
     };
     match resolve(tx, arn)? {
         Resource::Cluster(name) => {
-            let mut cluster = tx
+            let cluster = tx
                 .cluster(&name)?
                 .filter(|c| c.status == ClusterStatus::Active)
                 .ok_or_else(ApiError::cluster_not_found)?;
-            let mut tags: Vec<Tag> = cluster
-                .options
-                .get("tags")
-                .map(|t| serde_json::from_value(t.clone()))
-                .transpose()
-                .map_err(crate::store::StoreError::from)?
-                .unwrap_or_default();
-            let before = tags.clone();
-            change(&mut tags)?;
-            if tags != before {
-                cluster
-                    .options
-                    .insert("tags".into(), serde_json::to_value(&tags).unwrap_or(Value::Null));
-                tx.put(&cluster)?;
-            }
-            Ok(tags)
+            edit_options(tx, cluster, |c| &mut c.options, change)
         }
         Resource::TaskDefinition(family, revision) => {
-            let mut stored = tx.task_definition(&family, revision)?.ok_or_else(not_found)?;
-            let before = stored.tags.clone();
-            change(&mut stored.tags)?;
-            if stored.tags != before {
-                tx.put(&stored)?;
-            }
-            Ok(stored.tags)
+            let stored = tx.task_definition(&family, revision)?.ok_or_else(not_found)?;
+            edit_record(tx, stored, |d| &mut d.tags, change)
         }
         Resource::ContainerInstance(cluster, id) => {
             cluster_exists(tx, &cluster)?;
-            let mut instance = tx.container_instance(&cluster, &id)?.ok_or_else(not_found)?;
-            let before = instance.tags.clone();
-            change(&mut instance.tags)?;
-            if instance.tags != before {
-                tx.put(&instance)?;
-            }
-            Ok(instance.tags)
+            let instance = tx.container_instance(&cluster, &id)?.ok_or_else(not_found)?;
+            edit_record(tx, instance, |i| &mut i.tags, change)
         }
         Resource::Task(cluster, id) => {
             cluster_exists(tx, &cluster)?;
-            let mut task = tx.task(&cluster, &id)?.ok_or_else(not_found)?;
-            let before = task.tags.clone();
-            change(&mut task.tags)?;
             // Tags are not part of a task's state: changing them does not bump its version.
-            if task.tags != before {
-                tx.put(&task)?;
-            }
-            Ok(task.tags)
+            let task = tx.task(&cluster, &id)?.ok_or_else(not_found)?;
+            edit_record(tx, task, |t| &mut t.tags, change)
         }
         Resource::Service(cluster, name) => {
             cluster_exists(tx, &cluster)?;
-            let mut service = tx
+            let service = tx
                 .get::<Service>(&[cluster.as_str().into(), name.as_str().into()])?
                 .filter(|s| s.status != ServiceStatus::Inactive)
                 .ok_or_else(not_found)?;
-            let mut tags: Vec<Tag> = service
-                .options
-                .get("tags")
-                .map(|t| serde_json::from_value(t.clone()))
-                .transpose()
-                .map_err(crate::store::StoreError::from)?
-                .unwrap_or_default();
-            let before = tags.clone();
-            change(&mut tags)?;
-            if tags != before {
-                service
-                    .options
-                    .insert("tags".into(), serde_json::to_value(&tags).unwrap_or(Value::Null));
-                tx.put(&service)?;
-            }
-            Ok(tags)
+            edit_options(tx, service, |s| &mut s.options, change)
         }
     }
 }
