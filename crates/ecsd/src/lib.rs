@@ -5,7 +5,8 @@
 //! Layers, each knowing only the ones below it:
 //!
 //! - [`server`]: the HTTP server — accept loop, [`connections`] (limits, shedding idle
-//!   connections), the routes, background tasks (sweeper, webhooks, agent leases).
+//!   connections), the routes, background tasks (the service scheduler, sweeper, webhooks,
+//!   agent leases).
 //! - Doors into the server: [`wire`] (the ECS API, AWS JSON 1.1 on `POST /`), [`channels`]
 //!   (the ACS and TCS websockets agents keep open; [`sessions`] holds who is connected where),
 //!   [`events_api`] (the event log over HTTP).

@@ -1,6 +1,7 @@
 //! The HTTP server: opens the store, then serves the API on an already-bound listener until told
-//! to stop, within connection, header, body and time limits; on stop it lets in-flight requests
-//! finish and closes the store.
+//! to stop, within connection, header, body and time limits, with its background work beside
+//! (the service scheduler, the sweeper, webhook delivery, agent leases); on stop it lets
+//! in-flight requests finish and closes the store.
 
 use std::future::Future;
 use std::path::PathBuf;
