@@ -438,3 +438,44 @@ async fn a_principal_limited_to_some_clusters_reads_the_events_of_those() {
     assert_eq!(refused["__type"], "AccessDeniedException");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_found_by_namespace_are_only_those_of_the_clusters_a_principal_may_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start_with(options(dir.path()).await).await;
+    let alice = server.client_as("AKIAALICE", "alice-secret", REGION);
+    let ci = server.client_as("AKIACI", "ci-secret", REGION);
+    common::register_definition(&alice, "svc", "c", 8).await;
+    for cluster in ["ci-1", "prod"] {
+        alice.create_cluster().cluster_name(cluster).send().await.unwrap();
+        alice
+            .create_service()
+            .cluster(cluster)
+            .service_name("web")
+            .task_definition("svc")
+            .desired_count(0)
+            .service_connect_configuration(
+                aws_sdk_ecs::types::ServiceConnectConfiguration::builder()
+                    .enabled(true)
+                    .namespace("shop")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let all = alice
+        .list_services_by_namespace()
+        .namespace("shop")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.service_arns().len(), 2);
+    let scoped = ci.list_services_by_namespace().namespace("shop").send().await.unwrap();
+    assert_eq!(
+        scoped.service_arns(),
+        ["arn:aws:ecs:us-east-1:111111111111:service/ci-1/web"],
+        "a principal limited to ci-* sees no service of prod"
+    );
+    server.stop().await;
+}

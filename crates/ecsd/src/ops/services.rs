@@ -1761,6 +1761,8 @@ pub async fn list_services_by_namespace(
     // Service Connect configuration gave.
     let wanted = req.namespace.clone();
     let short = wanted.rsplit('/').next().unwrap_or(&wanted).to_owned();
+    // The request names no cluster: a principal limited to some sees only theirs.
+    let principal = ctx.principal.clone();
     let found = ctx
         .store
         .read(&ctx.scope, move |tx| {
@@ -1774,11 +1776,12 @@ pub async fn list_services_by_namespace(
                 usize::MAX,
             )?;
             services.retain(|s| {
-                s.options
-                    .get("serviceConnectConfiguration")
-                    .and_then(|c| c.get("namespace"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| n == wanted || n == short || n.rsplit('/').next() == Some(short.as_str()))
+                crate::domain::arn::cluster_of(&s.service_arn).is_some_and(|c| principal.may_use_cluster(c))
+                    && s.options
+                        .get("serviceConnectConfiguration")
+                        .and_then(|c| c.get("namespace"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n == wanted || n == short || n.rsplit('/').next() == Some(short.as_str()))
             });
             let mut arns: Vec<String> = services.into_iter().map(|s| s.service_arn).collect();
             arns.sort();
