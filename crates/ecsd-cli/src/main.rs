@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 mod config;
 
 use ecsd::auth::{Keys, Regions};
-use ecsd::server::{Limits, Options, Retention, Server};
+use ecsd::server::{Limits, Options, Range, Retention, Server, Subnets};
 use ecsd::sessions::Timings;
 use ecsd::throttle::{Family, Rate, Throttle};
 use ecsd::webhooks;
@@ -156,8 +156,27 @@ struct ServeArgs {
     channels: ChannelArgs,
     #[command(flatten, next_help_heading = "Events and retention")]
     events: EventArgs,
+    #[command(flatten, next_help_heading = "Fargate")]
+    fargate: FargateArgs,
     #[command(flatten, next_help_heading = "Simulated agents (only with --simulate-agents)")]
     simulate: SimulateArgs,
+}
+
+/// The capacity ecsd provides itself for FARGATE and FARGATE_SPOT tasks.
+#[derive(clap::Args)]
+struct FargateArgs {
+    /// The address range of a subnet, as SUBNET=CIDR (`subnet-0a1b2c3d=10.0.1.0/24`); Fargate
+    /// tasks in it take addresses from it. Repeatable. A subnet not named gets a /24 of
+    /// 10.0.0.0/8 derived from its id.
+    #[arg(long = "fargate-subnet", value_name = "SUBNET=CIDR", value_parser = subnet_range)]
+    fargate_subnets: Vec<(String, Range)>,
+}
+
+fn subnet_range(s: &str) -> Result<(String, Range), String> {
+    let (subnet, range) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s}: expected SUBNET=CIDR, as subnet-0a1b2c3d=10.0.1.0/24"))?;
+    Ok((subnet.to_owned(), range.parse()?))
 }
 
 /// Where the server listens, and the limits that keep one client from holding it.
@@ -465,6 +484,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             None => Vec::new(),
         },
         channels: args.channels.timings(),
+        fargate_subnets: Subnets {
+            ranges: args.fargate.fargate_subnets.iter().cloned().collect(),
+        },
     };
     let sim = &args.simulate;
     let region = sim

@@ -28,6 +28,7 @@ use crate::connections::{Busy, Connection, Connections, Refusal};
 use crate::domain::now;
 use crate::error::{ApiError, ErrorCode};
 use crate::events_api;
+pub use crate::ops::fargate::{Range, Subnets};
 use crate::sessions::{lease, Hub, Timings};
 use crate::state::AppState;
 pub use crate::state::Limits;
@@ -59,6 +60,8 @@ pub struct Options {
     pub webhooks: Vec<Webhook>,
     /// Heartbeat, manifest and timeout periods of the agent channels (ACS, TCS).
     pub channels: Timings,
+    /// The address ranges of the subnets Fargate tasks run in.
+    pub fargate_subnets: Subnets,
 }
 
 /// How long history is kept.
@@ -97,6 +100,7 @@ impl Options {
             retention: Retention::default(),
             webhooks: Vec::new(),
             channels: Timings::default(),
+            fargate_subnets: Subnets::default(),
         }
     }
 }
@@ -191,6 +195,11 @@ impl Server {
             background.push(tokio::spawn(webhooks::deliver(store.clone(), hook, stopped.clone())));
         }
         background.push(tokio::spawn(schedule(store.clone(), stopped.clone())));
+        background.push(tokio::spawn(host(
+            store.clone(),
+            options.fargate_subnets.clone(),
+            stopped.clone(),
+        )));
         let hub = Arc::new(Hub::default());
         background.push(tokio::spawn(hub.clone().follow(store.clone(), stopped.clone())));
         // Held before the first agent connects, so that no other process takes its connections
@@ -486,6 +495,39 @@ async fn schedule(store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
             Err(e) => tracing::warn!(error = %e, "the scheduler cannot list the services"),
         }
         tokio::time::sleep(SCHEDULE_SPACING).await;
+    }
+}
+
+/// How often the tasks ecsd runs itself move on a step.
+const HOST_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs the tasks ecsd provides the capacity for (Fargate): every [`HOST_EVERY`], each moves on
+/// one step of its lifecycle, in a write transaction of its own, so that every process sharing
+/// a store can run this too.
+async fn host(store: Arc<dyn Store>, subnets: Subnets, mut stopped: watch::Receiver<bool>) {
+    use crate::store::StoreExt;
+    let subnets = Arc::new(subnets);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HOST_EVERY) => {}
+            _ = stopped.changed() => return,
+        }
+        match store.hosted_tasks().await {
+            Ok(tasks) => {
+                for task in tasks {
+                    let (cluster, id, subnets) = (task.cluster.clone(), task.name.clone(), subnets.clone());
+                    let step = store
+                        .write(&task.scope, move |tx| {
+                            crate::ops::fargate::advance(tx, &subnets, &cluster, &id)
+                        })
+                        .await;
+                    if let Err(e) = step {
+                        tracing::warn!(task = %task.name, error = %e, "a Fargate task could not move on");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the Fargate tasks"),
+        }
     }
 }
 

@@ -18,6 +18,121 @@ pub trait ChannelMessage: Serialize {
     const KIND: &'static str;
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct AcceleratorCountRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i32>,
+    #[serde(rename = "min", default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AcceleratorManufacturer {
+    #[serde(rename = "amazon-web-services")]
+    AmazonWebServices,
+    #[serde(rename = "amd")]
+    Amd,
+    #[serde(rename = "nvidia")]
+    Nvidia,
+    #[serde(rename = "xilinx")]
+    Xilinx,
+    #[serde(rename = "habana")]
+    Habana,
+}
+
+impl AcceleratorManufacturer {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AcceleratorManufacturer::AmazonWebServices => "amazon-web-services",
+            AcceleratorManufacturer::Amd => "amd",
+            AcceleratorManufacturer::Nvidia => "nvidia",
+            AcceleratorManufacturer::Xilinx => "xilinx",
+            AcceleratorManufacturer::Habana => "habana",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AcceleratorName {
+    #[serde(rename = "a100")]
+    A100,
+    #[serde(rename = "inferentia")]
+    Inferentia,
+    #[serde(rename = "k520")]
+    K520,
+    #[serde(rename = "k80")]
+    K80,
+    #[serde(rename = "m60")]
+    M60,
+    #[serde(rename = "radeon-pro-v520")]
+    RadeonProV520,
+    #[serde(rename = "t4")]
+    T4,
+    #[serde(rename = "vu9p")]
+    Vu9p,
+    #[serde(rename = "v100")]
+    V100,
+    #[serde(rename = "a10g")]
+    A10g,
+    #[serde(rename = "h100")]
+    H100,
+    #[serde(rename = "t4g")]
+    T4g,
+    #[serde(rename = "l40s")]
+    L40s,
+    #[serde(rename = "l4")]
+    L4,
+}
+
+impl AcceleratorName {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AcceleratorName::A100 => "a100",
+            AcceleratorName::Inferentia => "inferentia",
+            AcceleratorName::K520 => "k520",
+            AcceleratorName::K80 => "k80",
+            AcceleratorName::M60 => "m60",
+            AcceleratorName::RadeonProV520 => "radeon-pro-v520",
+            AcceleratorName::T4 => "t4",
+            AcceleratorName::Vu9p => "vu9p",
+            AcceleratorName::V100 => "v100",
+            AcceleratorName::A10g => "a10g",
+            AcceleratorName::H100 => "h100",
+            AcceleratorName::T4g => "t4g",
+            AcceleratorName::L40s => "l40s",
+            AcceleratorName::L4 => "l4",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct AcceleratorTotalMemoryMiBRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i32>,
+    #[serde(rename = "min", default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AcceleratorType {
+    #[serde(rename = "gpu")]
+    Gpu,
+    #[serde(rename = "fpga")]
+    Fpga,
+    #[serde(rename = "inference")]
+    Inference,
+}
+
+impl AcceleratorType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AcceleratorType::Gpu => "gpu",
+            AcceleratorType::Fpga => "fpga",
+            AcceleratorType::Inference => "inference",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AccessType {
     #[serde(rename = "PUBLIC")]
@@ -105,6 +220,59 @@ pub struct Attribute {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AutoRepairActionsStatus {
+    #[serde(rename = "ENABLED")]
+    Enabled,
+    #[serde(rename = "DISABLED")]
+    Disabled,
+}
+
+impl AutoRepairActionsStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AutoRepairActionsStatus::Enabled => "ENABLED",
+            AutoRepairActionsStatus::Disabled => "DISABLED",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct AutoRepairConfiguration {
+    #[serde(rename = "actionsStatus", default, skip_serializing_if = "Option::is_none")]
+    pub actions_status: Option<AutoRepairActionsStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct AutoScalingGroupProvider {
+    #[serde(rename = "autoScalingGroupArn")]
+    pub auto_scaling_group_arn: String,
+    #[serde(rename = "managedDraining", default, skip_serializing_if = "Option::is_none")]
+    pub managed_draining: Option<ManagedDraining>,
+    #[serde(rename = "managedScaling", default, skip_serializing_if = "Option::is_none")]
+    pub managed_scaling: Option<ManagedScaling>,
+    #[serde(
+        rename = "managedTerminationProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub managed_termination_protection: Option<ManagedTerminationProtection>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct AutoScalingGroupProviderUpdate {
+    #[serde(rename = "managedDraining", default, skip_serializing_if = "Option::is_none")]
+    pub managed_draining: Option<ManagedDraining>,
+    #[serde(rename = "managedScaling", default, skip_serializing_if = "Option::is_none")]
+    pub managed_scaling: Option<ManagedScaling>,
+    #[serde(
+        rename = "managedTerminationProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub managed_termination_protection: Option<ManagedTerminationProtection>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AvailabilityZoneRebalancing {
     #[serde(rename = "ENABLED")]
     Enabled,
@@ -132,6 +300,54 @@ pub struct AwsVpcConfiguration {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BareMetal {
+    #[serde(rename = "included")]
+    Included,
+    #[serde(rename = "required")]
+    Required,
+    #[serde(rename = "excluded")]
+    Excluded,
+}
+
+impl BareMetal {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BareMetal::Included => "included",
+            BareMetal::Required => "required",
+            BareMetal::Excluded => "excluded",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct BaselineEbsBandwidthMbpsRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i32>,
+    #[serde(rename = "min", default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BurstablePerformance {
+    #[serde(rename = "included")]
+    Included,
+    #[serde(rename = "required")]
+    Required,
+    #[serde(rename = "excluded")]
+    Excluded,
+}
+
+impl BurstablePerformance {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BurstablePerformance::Included => "included",
+            BurstablePerformance::Required => "required",
+            BurstablePerformance::Excluded => "excluded",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CPUArchitecture {
     #[serde(rename = "X86_64")]
     X8664,
@@ -156,6 +372,87 @@ pub struct CanaryConfiguration {
     pub canary_percent: Option<f64>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CapacityOptionType {
+    #[serde(rename = "ON_DEMAND")]
+    OnDemand,
+    #[serde(rename = "SPOT")]
+    Spot,
+    #[serde(rename = "RESERVED")]
+    Reserved,
+}
+
+impl CapacityOptionType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CapacityOptionType::OnDemand => "ON_DEMAND",
+            CapacityOptionType::Spot => "SPOT",
+            CapacityOptionType::Reserved => "RESERVED",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct CapacityProvider {
+    #[serde(rename = "autoScalingGroupProvider", skip_serializing_if = "Option::is_none")]
+    pub auto_scaling_group_provider: Option<AutoScalingGroupProvider>,
+    #[serde(rename = "capacityProviderArn", skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_arn: Option<String>,
+    #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(rename = "managedInstancesProvider", skip_serializing_if = "Option::is_none")]
+    pub managed_instances_provider: Option<ManagedInstancesProvider>,
+    #[serde(rename = "name", skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "status", skip_serializing_if = "Option::is_none")]
+    pub status: Option<CapacityProviderStatus>,
+    #[serde(rename = "tags", skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<CapacityProviderType>,
+    #[serde(rename = "updateStatus", skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<CapacityProviderUpdateStatus>,
+    #[serde(rename = "updateStatusReason", skip_serializing_if = "Option::is_none")]
+    pub update_status_reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CapacityProviderField {
+    #[serde(rename = "TAGS")]
+    Tags,
+}
+
+impl CapacityProviderField {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CapacityProviderField::Tags => "TAGS",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CapacityProviderStatus {
+    #[serde(rename = "PROVISIONING")]
+    Provisioning,
+    #[serde(rename = "ACTIVE")]
+    Active,
+    #[serde(rename = "DEPROVISIONING")]
+    Deprovisioning,
+    #[serde(rename = "INACTIVE")]
+    Inactive,
+}
+
+impl CapacityProviderStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CapacityProviderStatus::Provisioning => "PROVISIONING",
+            CapacityProviderStatus::Active => "ACTIVE",
+            CapacityProviderStatus::Deprovisioning => "DEPROVISIONING",
+            CapacityProviderStatus::Inactive => "INACTIVE",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct CapacityProviderStrategyItem {
     #[serde(rename = "base", default, skip_serializing_if = "Option::is_none")]
@@ -164,6 +461,95 @@ pub struct CapacityProviderStrategyItem {
     pub capacity_provider: String,
     #[serde(rename = "weight", default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CapacityProviderType {
+    #[serde(rename = "EC2_AUTOSCALING")]
+    Ec2Autoscaling,
+    #[serde(rename = "MANAGED_INSTANCES")]
+    ManagedInstances,
+    #[serde(rename = "FARGATE")]
+    Fargate,
+    #[serde(rename = "FARGATE_SPOT")]
+    FargateSpot,
+}
+
+impl CapacityProviderType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CapacityProviderType::Ec2Autoscaling => "EC2_AUTOSCALING",
+            CapacityProviderType::ManagedInstances => "MANAGED_INSTANCES",
+            CapacityProviderType::Fargate => "FARGATE",
+            CapacityProviderType::FargateSpot => "FARGATE_SPOT",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CapacityProviderUpdateStatus {
+    #[serde(rename = "CREATE_IN_PROGRESS")]
+    CreateInProgress,
+    #[serde(rename = "CREATE_COMPLETE")]
+    CreateComplete,
+    #[serde(rename = "CREATE_FAILED")]
+    CreateFailed,
+    #[serde(rename = "DELETE_IN_PROGRESS")]
+    DeleteInProgress,
+    #[serde(rename = "DELETE_COMPLETE")]
+    DeleteComplete,
+    #[serde(rename = "DELETE_FAILED")]
+    DeleteFailed,
+    #[serde(rename = "UPDATE_IN_PROGRESS")]
+    UpdateInProgress,
+    #[serde(rename = "UPDATE_COMPLETE")]
+    UpdateComplete,
+    #[serde(rename = "UPDATE_FAILED")]
+    UpdateFailed,
+}
+
+impl CapacityProviderUpdateStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CapacityProviderUpdateStatus::CreateInProgress => "CREATE_IN_PROGRESS",
+            CapacityProviderUpdateStatus::CreateComplete => "CREATE_COMPLETE",
+            CapacityProviderUpdateStatus::CreateFailed => "CREATE_FAILED",
+            CapacityProviderUpdateStatus::DeleteInProgress => "DELETE_IN_PROGRESS",
+            CapacityProviderUpdateStatus::DeleteComplete => "DELETE_COMPLETE",
+            CapacityProviderUpdateStatus::DeleteFailed => "DELETE_FAILED",
+            CapacityProviderUpdateStatus::UpdateInProgress => "UPDATE_IN_PROGRESS",
+            CapacityProviderUpdateStatus::UpdateComplete => "UPDATE_COMPLETE",
+            CapacityProviderUpdateStatus::UpdateFailed => "UPDATE_FAILED",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CapacityReservationPreference {
+    #[serde(rename = "RESERVATIONS_ONLY")]
+    ReservationsOnly,
+    #[serde(rename = "RESERVATIONS_FIRST")]
+    ReservationsFirst,
+    #[serde(rename = "RESERVATIONS_EXCLUDED")]
+    ReservationsExcluded,
+}
+
+impl CapacityReservationPreference {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CapacityReservationPreference::ReservationsOnly => "RESERVATIONS_ONLY",
+            CapacityReservationPreference::ReservationsFirst => "RESERVATIONS_FIRST",
+            CapacityReservationPreference::ReservationsExcluded => "RESERVATIONS_EXCLUDED",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct CapacityReservationRequest {
+    #[serde(rename = "reservationGroupArn", default, skip_serializing_if = "Option::is_none")]
+    pub reservation_group_arn: Option<String>,
+    #[serde(rename = "reservationPreference", default, skip_serializing_if = "Option::is_none")]
+    pub reservation_preference: Option<CapacityReservationPreference>,
 }
 
 /// `Cluster`, as ecsd renders it from its record.
@@ -479,6 +865,54 @@ pub struct ContainerStateChange {
     pub status: Option<String>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CpuManufacturer {
+    #[serde(rename = "intel")]
+    Intel,
+    #[serde(rename = "amd")]
+    Amd,
+    #[serde(rename = "amazon-web-services")]
+    AmazonWebServices,
+}
+
+impl CpuManufacturer {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CpuManufacturer::Intel => "intel",
+            CpuManufacturer::Amd => "amd",
+            CpuManufacturer::AmazonWebServices => "amazon-web-services",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct CreateCapacityProviderRequest {
+    #[serde(
+        rename = "autoScalingGroupProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auto_scaling_group_provider: Option<AutoScalingGroupProvider>,
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(
+        rename = "managedInstancesProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub managed_instances_provider: Option<CreateManagedInstancesProviderConfiguration>,
+    #[serde(rename = "name")]
+    pub name: String,
+    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct CreateCapacityProviderResponse {
+    #[serde(rename = "capacityProvider", skip_serializing_if = "Option::is_none")]
+    pub capacity_provider: Option<CapacityProvider>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct CreateClusterRequest {
     #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
@@ -505,6 +939,24 @@ pub struct CreateClusterRequest {
 pub struct CreateClusterResponse {
     #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Cluster>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct CreateManagedInstancesProviderConfiguration {
+    #[serde(rename = "autoRepairConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub auto_repair_configuration: Option<AutoRepairConfiguration>,
+    #[serde(
+        rename = "infrastructureOptimization",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub infrastructure_optimization: Option<InfrastructureOptimization>,
+    #[serde(rename = "infrastructureRoleArn")]
+    pub infrastructure_role_arn: String,
+    #[serde(rename = "instanceLaunchTemplate")]
+    pub instance_launch_template: InstanceLaunchTemplate,
+    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<PropagateMITags>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -641,6 +1093,20 @@ pub struct CreatedAt {
     pub before: Option<f64>,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeleteAccountSettingRequest {
+    #[serde(rename = "name")]
+    pub name: SettingName,
+    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    pub principal_arn: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DeleteAccountSettingResponse {
+    #[serde(rename = "setting", skip_serializing_if = "Option::is_none")]
+    pub setting: Option<Setting>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct DeleteAttributesRequest {
     #[serde(rename = "attributes")]
@@ -653,6 +1119,20 @@ pub struct DeleteAttributesRequest {
 pub struct DeleteAttributesResponse {
     #[serde(rename = "attributes", skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Vec<Attribute>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeleteCapacityProviderRequest {
+    #[serde(rename = "capacityProvider")]
+    pub capacity_provider: String,
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DeleteCapacityProviderResponse {
+    #[serde(rename = "capacityProvider", skip_serializing_if = "Option::is_none")]
+    pub capacity_provider: Option<CapacityProvider>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -947,6 +1427,30 @@ pub struct DeregisterTaskDefinitionRequest {
 pub struct DeregisterTaskDefinitionResponse {
     #[serde(rename = "taskDefinition", skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<TaskDefinition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DescribeCapacityProvidersRequest {
+    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    pub capacity_providers: Option<Vec<String>>,
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<CapacityProviderField>>,
+    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<i32>,
+    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct DescribeCapacityProvidersResponse {
+    #[serde(rename = "capacityProviders", skip_serializing_if = "Option::is_none")]
+    pub capacity_providers: Option<Vec<CapacityProvider>>,
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -1452,6 +1956,22 @@ impl GatewayConnectorHealthCheckProtocol {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct GetTaskProtectionRequest {
+    #[serde(rename = "cluster")]
+    pub cluster: String,
+    #[serde(rename = "tasks", default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct GetTaskProtectionResponse {
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+    #[serde(rename = "protectedTasks", skip_serializing_if = "Option::is_none")]
+    pub protected_tasks: Option<Vec<ProtectedTask>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct HealthCheck {
     #[serde(rename = "command")]
     pub command: Vec<String>,
@@ -1496,6 +2016,167 @@ pub struct InferenceAcceleratorOverride {
     pub device_name: Option<String>,
     #[serde(rename = "deviceType", default, skip_serializing_if = "Option::is_none")]
     pub device_type: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct InfrastructureOptimization {
+    #[serde(rename = "scaleInAfter", default, skip_serializing_if = "Option::is_none")]
+    pub scale_in_after: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InstanceGeneration {
+    #[serde(rename = "current")]
+    Current,
+    #[serde(rename = "previous")]
+    Previous,
+}
+
+impl InstanceGeneration {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InstanceGeneration::Current => "current",
+            InstanceGeneration::Previous => "previous",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct InstanceLaunchTemplate {
+    #[serde(rename = "capacityOptionType", default, skip_serializing_if = "Option::is_none")]
+    pub capacity_option_type: Option<CapacityOptionType>,
+    #[serde(rename = "capacityReservations", default, skip_serializing_if = "Option::is_none")]
+    pub capacity_reservations: Option<CapacityReservationRequest>,
+    #[serde(rename = "ec2InstanceProfileArn")]
+    pub ec2_instance_profile_arn: String,
+    #[serde(rename = "fipsEnabled", default, skip_serializing_if = "Option::is_none")]
+    pub fips_enabled: Option<bool>,
+    #[serde(
+        rename = "instanceMetadataTagsPropagation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub instance_metadata_tags_propagation: Option<bool>,
+    #[serde(rename = "instanceRequirements", default, skip_serializing_if = "Option::is_none")]
+    pub instance_requirements: Option<InstanceRequirementsRequest>,
+    #[serde(
+        rename = "localStorageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_storage_configuration: Option<ManagedInstancesLocalStorageConfiguration>,
+    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<ManagedInstancesMonitoringOptions>,
+    #[serde(rename = "networkConfiguration")]
+    pub network_configuration: ManagedInstancesNetworkConfiguration,
+    #[serde(rename = "nitroEnclavesEnabled", default, skip_serializing_if = "Option::is_none")]
+    pub nitro_enclaves_enabled: Option<bool>,
+    #[serde(rename = "storageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub storage_configuration: Option<ManagedInstancesStorageConfiguration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct InstanceLaunchTemplateUpdate {
+    #[serde(rename = "capacityReservations", default, skip_serializing_if = "Option::is_none")]
+    pub capacity_reservations: Option<CapacityReservationRequest>,
+    #[serde(rename = "ec2InstanceProfileArn", default, skip_serializing_if = "Option::is_none")]
+    pub ec2_instance_profile_arn: Option<String>,
+    #[serde(
+        rename = "instanceMetadataTagsPropagation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub instance_metadata_tags_propagation: Option<bool>,
+    #[serde(rename = "instanceRequirements", default, skip_serializing_if = "Option::is_none")]
+    pub instance_requirements: Option<InstanceRequirementsRequest>,
+    #[serde(
+        rename = "localStorageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_storage_configuration: Option<ManagedInstancesLocalStorageConfiguration>,
+    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<ManagedInstancesMonitoringOptions>,
+    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<ManagedInstancesNetworkConfiguration>,
+    #[serde(rename = "storageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub storage_configuration: Option<ManagedInstancesStorageConfiguration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct InstanceRequirementsRequest {
+    #[serde(rename = "acceleratorCount", default, skip_serializing_if = "Option::is_none")]
+    pub accelerator_count: Option<AcceleratorCountRequest>,
+    #[serde(
+        rename = "acceleratorManufacturers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub accelerator_manufacturers: Option<Vec<AcceleratorManufacturer>>,
+    #[serde(rename = "acceleratorNames", default, skip_serializing_if = "Option::is_none")]
+    pub accelerator_names: Option<Vec<AcceleratorName>>,
+    #[serde(
+        rename = "acceleratorTotalMemoryMiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub accelerator_total_memory_mi_b: Option<AcceleratorTotalMemoryMiBRequest>,
+    #[serde(rename = "acceleratorTypes", default, skip_serializing_if = "Option::is_none")]
+    pub accelerator_types: Option<Vec<AcceleratorType>>,
+    #[serde(rename = "allowedInstanceTypes", default, skip_serializing_if = "Option::is_none")]
+    pub allowed_instance_types: Option<Vec<String>>,
+    #[serde(rename = "bareMetal", default, skip_serializing_if = "Option::is_none")]
+    pub bare_metal: Option<BareMetal>,
+    #[serde(
+        rename = "baselineEbsBandwidthMbps",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub baseline_ebs_bandwidth_mbps: Option<BaselineEbsBandwidthMbpsRequest>,
+    #[serde(rename = "burstablePerformance", default, skip_serializing_if = "Option::is_none")]
+    pub burstable_performance: Option<BurstablePerformance>,
+    #[serde(rename = "cpuManufacturers", default, skip_serializing_if = "Option::is_none")]
+    pub cpu_manufacturers: Option<Vec<CpuManufacturer>>,
+    #[serde(rename = "excludedInstanceTypes", default, skip_serializing_if = "Option::is_none")]
+    pub excluded_instance_types: Option<Vec<String>>,
+    #[serde(rename = "instanceGenerations", default, skip_serializing_if = "Option::is_none")]
+    pub instance_generations: Option<Vec<InstanceGeneration>>,
+    #[serde(rename = "localStorage", default, skip_serializing_if = "Option::is_none")]
+    pub local_storage: Option<LocalStorage>,
+    #[serde(rename = "localStorageTypes", default, skip_serializing_if = "Option::is_none")]
+    pub local_storage_types: Option<Vec<LocalStorageType>>,
+    #[serde(
+        rename = "maxSpotPriceAsPercentageOfOptimalOnDemandPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_spot_price_as_percentage_of_optimal_on_demand_price: Option<i32>,
+    #[serde(rename = "memoryGiBPerVCpu", default, skip_serializing_if = "Option::is_none")]
+    pub memory_gi_b_per_v_cpu: Option<MemoryGiBPerVCpuRequest>,
+    #[serde(rename = "memoryMiB")]
+    pub memory_mi_b: MemoryMiBRequest,
+    #[serde(rename = "networkBandwidthGbps", default, skip_serializing_if = "Option::is_none")]
+    pub network_bandwidth_gbps: Option<NetworkBandwidthGbpsRequest>,
+    #[serde(rename = "networkInterfaceCount", default, skip_serializing_if = "Option::is_none")]
+    pub network_interface_count: Option<NetworkInterfaceCountRequest>,
+    #[serde(
+        rename = "onDemandMaxPricePercentageOverLowestPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on_demand_max_price_percentage_over_lowest_price: Option<i32>,
+    #[serde(rename = "requireHibernateSupport", default, skip_serializing_if = "Option::is_none")]
+    pub require_hibernate_support: Option<bool>,
+    #[serde(
+        rename = "spotMaxPricePercentageOverLowestPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub spot_max_price_percentage_over_lowest_price: Option<i32>,
+    #[serde(rename = "totalLocalStorageGB", default, skip_serializing_if = "Option::is_none")]
+    pub total_local_storage_gb: Option<TotalLocalStorageGBRequest>,
+    #[serde(rename = "vCpuCount")]
+    pub v_cpu_count: VCpuCountRangeRequest,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1601,6 +2282,30 @@ pub struct LinuxParameters {
     pub swappiness: Option<i32>,
     #[serde(rename = "tmpfs", default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<Vec<Tmpfs>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ListAccountSettingsRequest {
+    #[serde(rename = "effectiveSettings", default, skip_serializing_if = "Option::is_none")]
+    pub effective_settings: Option<bool>,
+    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<i32>,
+    #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<SettingName>,
+    #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    pub principal_arn: Option<String>,
+    #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct ListAccountSettingsResponse {
+    #[serde(rename = "nextToken", skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    #[serde(rename = "settings", skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Vec<Setting>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -1831,6 +2536,43 @@ pub struct LoadBalancer {
     pub target_group_arn: Option<String>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LocalStorage {
+    #[serde(rename = "included")]
+    Included,
+    #[serde(rename = "required")]
+    Required,
+    #[serde(rename = "excluded")]
+    Excluded,
+}
+
+impl LocalStorage {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LocalStorage::Included => "included",
+            LocalStorage::Required => "required",
+            LocalStorage::Excluded => "excluded",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LocalStorageType {
+    #[serde(rename = "hdd")]
+    Hdd,
+    #[serde(rename = "ssd")]
+    Ssd,
+}
+
+impl LocalStorageType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LocalStorageType::Hdd => "hdd",
+            LocalStorageType::Ssd => "ssd",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogConfiguration {
     #[serde(rename = "logDriver")]
@@ -1902,6 +2644,105 @@ pub struct ManagedAgentStateChange {
     pub status: String,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ManagedDraining {
+    #[serde(rename = "ENABLED")]
+    Enabled,
+    #[serde(rename = "DISABLED")]
+    Disabled,
+}
+
+impl ManagedDraining {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ManagedDraining::Enabled => "ENABLED",
+            ManagedDraining::Disabled => "DISABLED",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ManagedInstancesLocalStorageConfiguration {
+    #[serde(rename = "useLocalStorage", default, skip_serializing_if = "Option::is_none")]
+    pub use_local_storage: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ManagedInstancesMonitoringOptions {
+    #[serde(rename = "BASIC")]
+    Basic,
+    #[serde(rename = "DETAILED")]
+    Detailed,
+}
+
+impl ManagedInstancesMonitoringOptions {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ManagedInstancesMonitoringOptions::Basic => "BASIC",
+            ManagedInstancesMonitoringOptions::Detailed => "DETAILED",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ManagedInstancesNetworkConfiguration {
+    #[serde(rename = "securityGroups", default, skip_serializing_if = "Option::is_none")]
+    pub security_groups: Option<Vec<String>>,
+    #[serde(rename = "subnets", default, skip_serializing_if = "Option::is_none")]
+    pub subnets: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct ManagedInstancesProvider {
+    #[serde(rename = "autoRepairConfiguration", skip_serializing_if = "Option::is_none")]
+    pub auto_repair_configuration: Option<AutoRepairConfiguration>,
+    #[serde(rename = "infrastructureOptimization", skip_serializing_if = "Option::is_none")]
+    pub infrastructure_optimization: Option<InfrastructureOptimization>,
+    #[serde(rename = "infrastructureRoleArn", skip_serializing_if = "Option::is_none")]
+    pub infrastructure_role_arn: Option<String>,
+    #[serde(rename = "instanceLaunchTemplate", skip_serializing_if = "Option::is_none")]
+    pub instance_launch_template: Option<InstanceLaunchTemplate>,
+    #[serde(rename = "propagateTags", skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<PropagateMITags>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ManagedInstancesStorageConfiguration {
+    #[serde(rename = "storageSizeGiB", default, skip_serializing_if = "Option::is_none")]
+    pub storage_size_gi_b: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ManagedScaling {
+    #[serde(rename = "instanceWarmupPeriod", default, skip_serializing_if = "Option::is_none")]
+    pub instance_warmup_period: Option<i32>,
+    #[serde(rename = "maximumScalingStepSize", default, skip_serializing_if = "Option::is_none")]
+    pub maximum_scaling_step_size: Option<i32>,
+    #[serde(rename = "minimumScalingStepSize", default, skip_serializing_if = "Option::is_none")]
+    pub minimum_scaling_step_size: Option<i32>,
+    #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ManagedScalingStatus>,
+    #[serde(rename = "targetCapacity", default, skip_serializing_if = "Option::is_none")]
+    pub target_capacity: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ManagedScalingStatus {
+    #[serde(rename = "ENABLED")]
+    Enabled,
+    #[serde(rename = "DISABLED")]
+    Disabled,
+}
+
+impl ManagedScalingStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ManagedScalingStatus::Enabled => "ENABLED",
+            ManagedScalingStatus::Disabled => "DISABLED",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct ManagedStorageConfiguration {
     #[serde(
@@ -1912,6 +2753,39 @@ pub struct ManagedStorageConfiguration {
     pub fargate_ephemeral_storage_kms_key_id: Option<String>,
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ManagedTerminationProtection {
+    #[serde(rename = "ENABLED")]
+    Enabled,
+    #[serde(rename = "DISABLED")]
+    Disabled,
+}
+
+impl ManagedTerminationProtection {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ManagedTerminationProtection::Enabled => "ENABLED",
+            ManagedTerminationProtection::Disabled => "DISABLED",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct MemoryGiBPerVCpuRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(rename = "min", default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct MemoryMiBRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i32>,
+    #[serde(rename = "min")]
+    pub min: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -1939,6 +2813,14 @@ pub struct MountPoint {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct NetworkBandwidthGbpsRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(rename = "min", default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct NetworkBinding {
     #[serde(rename = "bindIP", default, skip_serializing_if = "Option::is_none")]
     pub bind_ip: Option<String>,
@@ -1958,6 +2840,14 @@ pub struct NetworkBinding {
 pub struct NetworkConfiguration {
     #[serde(rename = "awsvpcConfiguration", default, skip_serializing_if = "Option::is_none")]
     pub awsvpc_configuration: Option<AwsVpcConfiguration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct NetworkInterfaceCountRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i32>,
+    #[serde(rename = "min", default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -2144,6 +3034,23 @@ pub struct PortMapping {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PropagateMITags {
+    #[serde(rename = "CAPACITY_PROVIDER")]
+    CapacityProvider,
+    #[serde(rename = "NONE")]
+    None,
+}
+
+impl PropagateMITags {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PropagateMITags::CapacityProvider => "CAPACITY_PROVIDER",
+            PropagateMITags::None => "NONE",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PropagateTags {
     #[serde(rename = "TASK_DEFINITION")]
     TaskDefinition,
@@ -2161,6 +3068,16 @@ impl PropagateTags {
             PropagateTags::None => "NONE",
         }
     }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct ProtectedTask {
+    #[serde(rename = "expirationDate", skip_serializing_if = "Option::is_none")]
+    pub expiration_date: Option<f64>,
+    #[serde(rename = "protectionEnabled", skip_serializing_if = "Option::is_none")]
+    pub protection_enabled: Option<bool>,
+    #[serde(rename = "taskArn", skip_serializing_if = "Option::is_none")]
+    pub task_arn: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -2187,6 +3104,36 @@ impl ProxyConfigurationType {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PutAccountSettingDefaultRequest {
+    #[serde(rename = "name")]
+    pub name: SettingName,
+    #[serde(rename = "value")]
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct PutAccountSettingDefaultResponse {
+    #[serde(rename = "setting", skip_serializing_if = "Option::is_none")]
+    pub setting: Option<Setting>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PutAccountSettingRequest {
+    #[serde(rename = "name")]
+    pub name: SettingName,
+    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    pub principal_arn: Option<String>,
+    #[serde(rename = "value")]
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct PutAccountSettingResponse {
+    #[serde(rename = "setting", skip_serializing_if = "Option::is_none")]
+    pub setting: Option<Setting>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct PutAttributesRequest {
     #[serde(rename = "attributes")]
@@ -2199,6 +3146,22 @@ pub struct PutAttributesRequest {
 pub struct PutAttributesResponse {
     #[serde(rename = "attributes", skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Vec<Attribute>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct PutClusterCapacityProvidersRequest {
+    #[serde(rename = "capacityProviders")]
+    pub capacity_providers: Vec<String>,
+    #[serde(rename = "cluster")]
+    pub cluster: String,
+    #[serde(rename = "defaultCapacityProviderStrategy")]
+    pub default_capacity_provider_strategy: Vec<CapacityProviderStrategyItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct PutClusterCapacityProvidersResponse {
+    #[serde(rename = "cluster", skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -2797,6 +3760,79 @@ pub struct ServiceVolumeConfiguration {
     pub name: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct Setting {
+    #[serde(rename = "name", skip_serializing_if = "Option::is_none")]
+    pub name: Option<SettingName>,
+    #[serde(rename = "principalArn", skip_serializing_if = "Option::is_none")]
+    pub principal_arn: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<SettingType>,
+    #[serde(rename = "value", skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SettingName {
+    #[serde(rename = "serviceLongArnFormat")]
+    ServiceLongArnFormat,
+    #[serde(rename = "taskLongArnFormat")]
+    TaskLongArnFormat,
+    #[serde(rename = "containerInstanceLongArnFormat")]
+    ContainerInstanceLongArnFormat,
+    #[serde(rename = "awsvpcTrunking")]
+    AwsvpcTrunking,
+    #[serde(rename = "containerInsights")]
+    ContainerInsights,
+    #[serde(rename = "fargateFIPSMode")]
+    FargateFIPSMode,
+    #[serde(rename = "tagResourceAuthorization")]
+    TagResourceAuthorization,
+    #[serde(rename = "fargateTaskRetirementWaitPeriod")]
+    FargateTaskRetirementWaitPeriod,
+    #[serde(rename = "guardDutyActivate")]
+    GuardDutyActivate,
+    #[serde(rename = "defaultLogDriverMode")]
+    DefaultLogDriverMode,
+    #[serde(rename = "fargateEventWindows")]
+    FargateEventWindows,
+}
+
+impl SettingName {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SettingName::ServiceLongArnFormat => "serviceLongArnFormat",
+            SettingName::TaskLongArnFormat => "taskLongArnFormat",
+            SettingName::ContainerInstanceLongArnFormat => "containerInstanceLongArnFormat",
+            SettingName::AwsvpcTrunking => "awsvpcTrunking",
+            SettingName::ContainerInsights => "containerInsights",
+            SettingName::FargateFIPSMode => "fargateFIPSMode",
+            SettingName::TagResourceAuthorization => "tagResourceAuthorization",
+            SettingName::FargateTaskRetirementWaitPeriod => "fargateTaskRetirementWaitPeriod",
+            SettingName::GuardDutyActivate => "guardDutyActivate",
+            SettingName::DefaultLogDriverMode => "defaultLogDriverMode",
+            SettingName::FargateEventWindows => "fargateEventWindows",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SettingType {
+    #[serde(rename = "user")]
+    User,
+    #[serde(rename = "aws_managed")]
+    AwsManaged,
+}
+
+impl SettingType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SettingType::User => "user",
+            SettingType::AwsManaged => "aws_managed",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct SharingStrategy {
     #[serde(rename = "nvidiaMps", default, skip_serializing_if = "Option::is_none")]
@@ -3276,6 +4312,14 @@ pub struct Tmpfs {
     pub size: i32,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct TotalLocalStorageGBRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(rename = "min", default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TransportProtocol {
     #[serde(rename = "tcp")]
@@ -3379,6 +4423,32 @@ pub struct UntagResourceRequest {
 pub struct UntagResourceResponse {}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct UpdateCapacityProviderRequest {
+    #[serde(
+        rename = "autoScalingGroupProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auto_scaling_group_provider: Option<AutoScalingGroupProviderUpdate>,
+    #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(
+        rename = "managedInstancesProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub managed_instances_provider: Option<UpdateManagedInstancesProviderConfiguration>,
+    #[serde(rename = "name")]
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct UpdateCapacityProviderResponse {
+    #[serde(rename = "capacityProvider", skip_serializing_if = "Option::is_none")]
+    pub capacity_provider: Option<CapacityProvider>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct UpdateClusterRequest {
     #[serde(rename = "cluster")]
     pub cluster: String,
@@ -3426,6 +4496,24 @@ pub struct UpdateContainerInstancesStateResponse {
     pub container_instances: Option<Vec<ContainerInstance>>,
     #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct UpdateManagedInstancesProviderConfiguration {
+    #[serde(rename = "autoRepairConfiguration", default, skip_serializing_if = "Option::is_none")]
+    pub auto_repair_configuration: Option<AutoRepairConfiguration>,
+    #[serde(
+        rename = "infrastructureOptimization",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub infrastructure_optimization: Option<InfrastructureOptimization>,
+    #[serde(rename = "infrastructureRoleArn")]
+    pub infrastructure_role_arn: String,
+    #[serde(rename = "instanceLaunchTemplate")]
+    pub instance_launch_template: InstanceLaunchTemplateUpdate,
+    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<PropagateMITags>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -3523,6 +4611,26 @@ pub struct UpdateServiceResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct UpdateTaskProtectionRequest {
+    #[serde(rename = "cluster")]
+    pub cluster: String,
+    #[serde(rename = "expiresInMinutes", default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_minutes: Option<i32>,
+    #[serde(rename = "protectionEnabled")]
+    pub protection_enabled: bool,
+    #[serde(rename = "tasks")]
+    pub tasks: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct UpdateTaskProtectionResponse {
+    #[serde(rename = "failures", skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+    #[serde(rename = "protectedTasks", skip_serializing_if = "Option::is_none")]
+    pub protected_tasks: Option<Vec<ProtectedTask>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct UpdateTaskSetRequest {
     #[serde(rename = "cluster")]
     pub cluster: String,
@@ -3538,6 +4646,14 @@ pub struct UpdateTaskSetRequest {
 pub struct UpdateTaskSetResponse {
     #[serde(rename = "taskSet", skip_serializing_if = "Option::is_none")]
     pub task_set: Option<TaskSet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct VCpuCountRangeRequest {
+    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i32>,
+    #[serde(rename = "min")]
+    pub min: i32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -3652,6 +4768,7 @@ pub enum ErrorCode {
     RequestEntityTooLargeException,
     RequestHeaderFieldsTooLargeException,
     RequestTimeoutException,
+    ResourceInUseException,
     ResourceNotFoundException,
     SerializationException,
     ServerException,
@@ -3694,6 +4811,7 @@ impl ErrorCode {
             ErrorCode::RequestEntityTooLargeException => "RequestEntityTooLargeException",
             ErrorCode::RequestHeaderFieldsTooLargeException => "RequestHeaderFieldsTooLargeException",
             ErrorCode::RequestTimeoutException => "RequestTimeoutException",
+            ErrorCode::ResourceInUseException => "ResourceInUseException",
             ErrorCode::ResourceNotFoundException => "ResourceNotFoundException",
             ErrorCode::SerializationException => "SerializationException",
             ErrorCode::ServerException => "ServerException",
@@ -3733,6 +4851,11 @@ pub trait OperationShapes {
 
 /// One marker type per operation, for [`OperationShapes`].
 pub mod operation {
+    pub struct CreateCapacityProvider;
+    impl super::OperationShapes for CreateCapacityProvider {
+        type Input = super::CreateCapacityProviderRequest;
+        type Output = super::CreateCapacityProviderResponse;
+    }
     pub struct CreateCluster;
     impl super::OperationShapes for CreateCluster {
         type Input = super::CreateClusterRequest;
@@ -3748,10 +4871,20 @@ pub mod operation {
         type Input = super::CreateTaskSetRequest;
         type Output = super::CreateTaskSetResponse;
     }
+    pub struct DeleteAccountSetting;
+    impl super::OperationShapes for DeleteAccountSetting {
+        type Input = super::DeleteAccountSettingRequest;
+        type Output = super::DeleteAccountSettingResponse;
+    }
     pub struct DeleteAttributes;
     impl super::OperationShapes for DeleteAttributes {
         type Input = super::DeleteAttributesRequest;
         type Output = super::DeleteAttributesResponse;
+    }
+    pub struct DeleteCapacityProvider;
+    impl super::OperationShapes for DeleteCapacityProvider {
+        type Input = super::DeleteCapacityProviderRequest;
+        type Output = super::DeleteCapacityProviderResponse;
     }
     pub struct DeleteCluster;
     impl super::OperationShapes for DeleteCluster {
@@ -3782,6 +4915,11 @@ pub mod operation {
     impl super::OperationShapes for DeregisterTaskDefinition {
         type Input = super::DeregisterTaskDefinitionRequest;
         type Output = super::DeregisterTaskDefinitionResponse;
+    }
+    pub struct DescribeCapacityProviders;
+    impl super::OperationShapes for DescribeCapacityProviders {
+        type Input = super::DescribeCapacityProvidersRequest;
+        type Output = super::DescribeCapacityProvidersResponse;
     }
     pub struct DescribeClusters;
     impl super::OperationShapes for DescribeClusters {
@@ -3827,6 +4965,16 @@ pub mod operation {
     impl super::OperationShapes for DiscoverPollEndpoint {
         type Input = super::DiscoverPollEndpointRequest;
         type Output = super::DiscoverPollEndpointResponse;
+    }
+    pub struct GetTaskProtection;
+    impl super::OperationShapes for GetTaskProtection {
+        type Input = super::GetTaskProtectionRequest;
+        type Output = super::GetTaskProtectionResponse;
+    }
+    pub struct ListAccountSettings;
+    impl super::OperationShapes for ListAccountSettings {
+        type Input = super::ListAccountSettingsRequest;
+        type Output = super::ListAccountSettingsResponse;
     }
     pub struct ListAttributes;
     impl super::OperationShapes for ListAttributes {
@@ -3878,10 +5026,25 @@ pub mod operation {
         type Input = super::ListTasksRequest;
         type Output = super::ListTasksResponse;
     }
+    pub struct PutAccountSetting;
+    impl super::OperationShapes for PutAccountSetting {
+        type Input = super::PutAccountSettingRequest;
+        type Output = super::PutAccountSettingResponse;
+    }
+    pub struct PutAccountSettingDefault;
+    impl super::OperationShapes for PutAccountSettingDefault {
+        type Input = super::PutAccountSettingDefaultRequest;
+        type Output = super::PutAccountSettingDefaultResponse;
+    }
     pub struct PutAttributes;
     impl super::OperationShapes for PutAttributes {
         type Input = super::PutAttributesRequest;
         type Output = super::PutAttributesResponse;
+    }
+    pub struct PutClusterCapacityProviders;
+    impl super::OperationShapes for PutClusterCapacityProviders {
+        type Input = super::PutClusterCapacityProvidersRequest;
+        type Output = super::PutClusterCapacityProvidersResponse;
     }
     pub struct RegisterContainerInstance;
     impl super::OperationShapes for RegisterContainerInstance {
@@ -3938,6 +5101,11 @@ pub mod operation {
         type Input = super::UntagResourceRequest;
         type Output = super::UntagResourceResponse;
     }
+    pub struct UpdateCapacityProvider;
+    impl super::OperationShapes for UpdateCapacityProvider {
+        type Input = super::UpdateCapacityProviderRequest;
+        type Output = super::UpdateCapacityProviderResponse;
+    }
     pub struct UpdateCluster;
     impl super::OperationShapes for UpdateCluster {
         type Input = super::UpdateClusterRequest;
@@ -3962,6 +5130,11 @@ pub mod operation {
     impl super::OperationShapes for UpdateServicePrimaryTaskSet {
         type Input = super::UpdateServicePrimaryTaskSetRequest;
         type Output = super::UpdateServicePrimaryTaskSetResponse;
+    }
+    pub struct UpdateTaskProtection;
+    impl super::OperationShapes for UpdateTaskProtection {
+        type Input = super::UpdateTaskProtectionRequest;
+        type Output = super::UpdateTaskProtectionResponse;
     }
     pub struct UpdateTaskSet;
     impl super::OperationShapes for UpdateTaskSet {

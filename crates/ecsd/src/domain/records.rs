@@ -301,6 +301,9 @@ pub struct Deployment {
     /// The service deployment it carries out.
     #[serde(default)]
     pub service_deployment: String,
+    /// The capacity provider strategy its tasks are spread by (none: its launch type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_strategy: Option<Value>,
 }
 
 /// A service's recent service deployments and revisions, newest first.
@@ -391,4 +394,49 @@ pub struct TaskSetRecord {
     /// `externalId`, `networkConfiguration`, `loadBalancers`, `serviceRegistries`,
     /// `platformVersion`, `tags`: as the client set them.
     pub options: Map<String, Value>,
+}
+
+/// An account setting a principal (or, under the root ARN, the account) set explicitly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountSetting {
+    pub name: String,
+    pub value: String,
+    /// The principal it applies to; the account's root ARN for the account default.
+    pub principal_arn: String,
+}
+
+/// A service task's scale-in protection, until `expiration_date`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskProtection {
+    pub task_arn: String,
+    pub expiration_date: f64,
+}
+
+/// A capacity provider (`CapacityProvider` in the model) that a client created; FARGATE and
+/// FARGATE_SPOT are not stored (they always exist).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityProviderRecord {
+    pub capacity_provider_arn: String,
+    pub name: String,
+    /// ACTIVE or INACTIVE.
+    pub status: String,
+    pub auto_scaling_group_provider: crate::shapes::AutoScalingGroupProvider,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_status_reason: Option<String>,
+    pub tags: Vec<Tag>,
+}
+
+/// A private address of a subnet held by the network interface of a task ecsd runs itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkAddress {
+    pub subnet: String,
+    /// Dotted IPv4.
+    pub address: String,
+    pub task_arn: String,
 }

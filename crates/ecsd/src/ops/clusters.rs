@@ -27,17 +27,23 @@ pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<Crea
     }
     check_tags(&tags)?;
     options.insert("tags".into(), serde_json::to_value(&tags).unwrap_or_else(|_| json!([])));
+    let principal = ctx.principal.arn();
+    let providers = req.capacity_providers.clone().unwrap_or_default();
+    let strategy = req.default_capacity_provider_strategy.clone().unwrap_or_default();
     ctx.store
         .write(&ctx.scope, move |tx| {
             // Creating a cluster that exists returns it unchanged, as ECS does.
             let cluster = match tx.cluster(&name)? {
                 Some(existing) if existing.status == ClusterStatus::Active => existing,
                 _ => {
+                    let mut options = options.clone();
+                    insights_setting(tx, &principal, &mut options)?;
+                    super::capacity_providers::check_association(tx, &name, &providers, &strategy)?;
                     let cluster = Cluster {
                         cluster_arn: tx.scope().cluster_arn(&name),
                         cluster_name: name.clone(),
                         status: ClusterStatus::Active,
-                        options: options.clone(),
+                        options,
                     };
                     tx.put(&cluster)?;
                     cluster
@@ -49,6 +55,20 @@ pub async fn create_cluster(ctx: &Ctx, req: CreateClusterRequest) -> Result<Crea
             })
         })
         .await
+}
+
+/// A new cluster's `containerInsights` is the account setting's unless the request sets it.
+fn insights_setting(tx: &mut Tx<'_>, principal: &str, options: &mut Map<String, Value>) -> Result<(), ApiError> {
+    const NAME: &str = "containerInsights";
+    let settings = options.entry("settings").or_insert(json!([]));
+    let Some(list) = settings.as_array_mut() else {
+        return Ok(());
+    };
+    if !list.iter().any(|s| s.get("name").and_then(Value::as_str) == Some(NAME)) {
+        let (effective, _) = super::settings::effective(tx, principal, NAME)?;
+        list.push(json!({"name": NAME, "value": effective.value}));
+    }
+    Ok(())
 }
 
 pub async fn update_cluster(ctx: &Ctx, req: UpdateClusterRequest) -> Result<UpdateClusterResponse, ApiError> {
@@ -173,7 +193,7 @@ pub async fn list_clusters(ctx: &Ctx, req: ListClustersRequest) -> Result<ListCl
     })
 }
 
-const ALL_FIELDS: [&str; 4] = ["TAGS", "SETTINGS", "CONFIGURATIONS", "STATISTICS"];
+pub(crate) const ALL_FIELDS: [&str; 4] = ["TAGS", "SETTINGS", "CONFIGURATIONS", "STATISTICS"];
 
 /// The `statistics` ECS reports with `include: STATISTICS`: task counts per launch type (ecsd
 /// runs no services, so the service counts are zero).
@@ -210,7 +230,7 @@ fn statistics(counts: &ClusterCounts) -> Value {
 
 /// A cluster as DescribeClusters shows it: counts derived from what the cluster holds, and the
 /// optional parts only when `include` asks for them.
-fn view(cluster: &Cluster, counts: ClusterCounts, include: &[&str]) -> crate::shapes::Cluster {
+pub(crate) fn view(cluster: &Cluster, counts: ClusterCounts, include: &[&str]) -> crate::shapes::Cluster {
     let counts = &counts;
     let wants = |field: &str| include.contains(&field);
     let mut out = Map::new();

@@ -7,9 +7,13 @@
 
 pub mod acs;
 pub mod agent;
+pub mod capacity_providers;
 pub mod clusters;
 pub mod container_instances;
+pub mod fargate;
+pub mod protection;
 pub mod services;
+pub mod settings;
 pub mod tags;
 pub mod task_definitions;
 pub mod tasks;
@@ -130,6 +134,17 @@ operations! {
     DeleteTaskSet(Write) => services::delete_task_set,
     DescribeTaskSets(Read) => services::describe_task_sets,
     UpdateServicePrimaryTaskSet(Write) => services::update_service_primary_task_set,
+    CreateCapacityProvider(Write) => capacity_providers::create_capacity_provider,
+    UpdateCapacityProvider(Write) => capacity_providers::update_capacity_provider,
+    DeleteCapacityProvider(Write) => capacity_providers::delete_capacity_provider,
+    DescribeCapacityProviders(Read) => capacity_providers::describe_capacity_providers,
+    PutClusterCapacityProviders(Write) => capacity_providers::put_cluster_capacity_providers,
+    UpdateTaskProtection(Write) => protection::update_task_protection,
+    GetTaskProtection(Read) => protection::get_task_protection,
+    PutAccountSetting(Write) => settings::put_account_setting,
+    PutAccountSettingDefault(Write) => settings::put_account_setting_default,
+    DeleteAccountSetting(Write) => settings::delete_account_setting,
+    ListAccountSettings(Read) => settings::list_account_settings,
     TagResource(Write) => tags::tag_resource,
     UntagResource(Write) => tags::untag_resource,
     ListTagsForResource(Read) => tags::list_tags_for_resource,
@@ -323,7 +338,7 @@ mod tests {
         assert_eq!(table, model, "run tools/gen-model.py with the operations in the table");
         for op in Operation::ALL {
             assert_eq!(Operation::from_name(op.name()), Some(*op));
-            let read = op.name().starts_with("Describe") || op.name().starts_with("List");
+            let read = ["Describe", "List", "Get"].iter().any(|p| op.name().starts_with(p));
             assert_eq!(op.family() == Family::Read, read, "{}", op.name());
         }
     }

@@ -10,6 +10,8 @@
 //! transaction, so the scheduler keeps nothing in memory: a restart or another process sharing
 //! the store carries on from what is stored, and concurrent passes cannot overshoot.
 
+use std::collections::HashSet;
+
 use serde_json::{json, Map, Value};
 
 use super::tasks::{self, save_task, Rules, TaskRequest};
@@ -115,6 +117,7 @@ fn new_deployment(service: &Service, now: f64) -> Deployment {
         rollout_state_reason: "ECS deployment in progress.".into(),
         network_configuration: service.options.get("networkConfiguration").cloned(),
         service_deployment: String::new(),
+        capacity_provider_strategy: service.options.get("capacityProviderStrategy").cloned(),
     }
 }
 
@@ -169,10 +172,13 @@ fn start_deployment(service: &mut Service, now: f64, continuing: Option<String>)
         "guardDutyEnabled": false,
         "createdAt": now,
     });
-    for member in ["networkConfiguration", "platformVersion"] {
+    for member in ["networkConfiguration", "platformVersion", "capacityProviderStrategy"] {
         if let Some(value) = service.options.get(member) {
             shown[member] = value.clone();
         }
+    }
+    if service.launch_type.is_empty() {
+        shown.as_object_mut().map(|m| m.remove("launchType"));
     }
     service.history.revisions.insert(0, (revision.clone(), shown));
     let (enabled, _) = breaker(service);
@@ -381,9 +387,16 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             ))
         }
     };
-    if req.capacity_provider_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+    let requested_strategy = req.capacity_provider_strategy.clone().unwrap_or_default();
+    if req.launch_type.is_some() && !requested_strategy.is_empty() {
         return Err(ApiError::invalid_parameter(
-            "Capacity provider strategies are not supported by ecsd yet; give a launchType (EC2 or EXTERNAL).",
+            "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
+        ));
+    }
+    super::capacity_providers::check_strategy(&requested_strategy)?;
+    if daemon && req.launch_type == Some(shapes::LaunchType::Fargate) {
+        return Err(ApiError::invalid_parameter(
+            "The DAEMON scheduling strategy is not supported with the FARGATE launch type.",
         ));
     }
     let desired = i64::from(req.desired_count.unwrap_or(0));
@@ -392,7 +405,10 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             "Invalid 'desiredCount': it cannot be negative.",
         ));
     }
-    let launch_type = tasks::check_launch_type(req.launch_type.map(|l| l.as_str()))?;
+    let requested_launch_type = req
+        .launch_type
+        .map(|l| tasks::check_launch_type(Some(l.as_str())))
+        .transpose()?;
     let mut configuration = deployment_configuration(req.deployment_configuration.as_ref())?;
     if daemon {
         // A daemon runs one task per instance: it replaces in place, by default none kept.
@@ -418,6 +434,7 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
             "launchType",
             "deploymentConfiguration",
             "schedulingStrategy",
+            "capacityProviderStrategy",
         ],
     );
     options.entry("tags").or_insert(json!([]));
@@ -434,6 +451,30 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
     ctx.store
         .write(&ctx.scope, move |tx| {
             let cluster = active_cluster(tx, req.cluster.as_deref())?;
+            // With neither a launch type nor a strategy, the cluster's default strategy (if it
+            // has one) is the service's.
+            let mut options = options.clone();
+            let launch_type = match &requested_launch_type {
+                Some(launch_type) => launch_type.clone(),
+                None => {
+                    let record = tx.cluster(&cluster)?.ok_or_else(ApiError::cluster_not_found)?;
+                    let strategy = if requested_strategy.is_empty() && !daemon {
+                        super::capacity_providers::default_strategy(&record)
+                    } else {
+                        requested_strategy.clone()
+                    };
+                    if strategy.is_empty() {
+                        "EC2".to_owned()
+                    } else {
+                        super::capacity_providers::check_strategy_on(&record, &strategy)?;
+                        options.insert(
+                            "capacityProviderStrategy".into(),
+                            serde_json::to_value(&strategy).map_err(StoreError::from)?,
+                        );
+                        String::new()
+                    }
+                }
+            };
             let task_definition = match &reference {
                 Some(reference) => resolve_definition(tx, reference)?,
                 None => String::new(),
@@ -570,6 +611,11 @@ pub async fn update_service(ctx: &Ctx, req: UpdateServiceRequest) -> Result<Upda
                     "The daemon scheduling strategy does not support a desired count for services. Remove the desired count value and try again",
                 ));
             }
+            if let Some(strategy) = req.capacity_provider_strategy.as_ref().filter(|s| !s.is_empty()) {
+                let record = tx.cluster(&cluster)?.ok_or_else(ApiError::cluster_not_found)?;
+                super::capacity_providers::check_strategy_on(&record, strategy)?;
+                service.launch_type = String::new();
+            }
             let at = now();
             let mut deploy = req.force_new_deployment.unwrap_or(false);
             if let Some(reference) = &req.task_definition {
@@ -585,6 +631,7 @@ pub async fn update_service(ctx: &Ctx, req: UpdateServiceRequest) -> Result<Upda
                         | "placementStrategy"
                         | "platformVersion"
                         | "launchType"
+                        | "capacityProviderStrategy"
                 );
                 if service.options.get(member) != Some(value) {
                     deploy |= changes_tasks;
@@ -746,6 +793,9 @@ fn view(tx: &mut Tx<'_>, cluster: &str, service: Service, with_tags: bool) -> Re
     let map = out.as_object_mut().expect("a record serializes as an object");
     map.remove("scheduler");
     map.remove("history");
+    if service.launch_type.is_empty() {
+        map.remove("launchType");
+    }
     let sets: Vec<Value> = service
         .task_sets
         .iter()
@@ -780,6 +830,9 @@ fn view(tx: &mut Tx<'_>, cluster: &str, service: Service, with_tags: bool) -> Re
         for (shown, deployment) in deployments.iter_mut().zip(&service.deployments) {
             if let Some(fields) = shown.as_object_mut() {
                 fields.remove("serviceDeployment");
+                if deployment.launch_type.is_empty() {
+                    fields.remove("launchType");
+                }
             }
             shown["runningCount"] = count(Some(&deployment.id), Phase::Running).into();
             shown["pendingCount"] = count(Some(&deployment.id), Phase::Pending).into();
@@ -865,11 +918,12 @@ pub fn reconcile(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<bool, Api
         live.extend(started);
         retire(&mut service, &live, at, &mut announcements);
     } else {
-        plan(&mut service, &live, &mut stops, at)?;
+        let protected = super::protection::protected(tx, cluster)?;
+        plan(&mut service, &live, &protected, &mut stops, at)?;
         let starting = starts_due(&service, &live);
         if starting > 0 && at >= service.scheduler.hold_until {
             let target = Target::from(&service.deployments[0]);
-            let started = launch(tx, cluster, &mut service, &target, starting, at)?;
+            let started = launch(tx, cluster, &mut service, &target, &live, starting, at)?;
             live.extend(started);
         }
         retire(&mut service, &live, at, &mut announcements);
@@ -921,7 +975,13 @@ fn starts_due(service: &Service, live: &[Task]) -> usize {
 
 /// Which tasks to stop: the PRIMARY deployment's beyond the desired count, and older
 /// deployments' as far as `minimumHealthyPercent` allows.
-fn plan(service: &mut Service, live: &[Task], stops: &mut Vec<(String, String)>, at: f64) -> Result<(), ApiError> {
+fn plan(
+    service: &mut Service,
+    live: &[Task],
+    protected: &HashSet<String>,
+    stops: &mut Vec<(String, String)>,
+    at: f64,
+) -> Result<(), ApiError> {
     let Some(primary) = service.deployments.first().cloned() else {
         return Ok(());
     };
@@ -938,6 +998,17 @@ fn plan(service: &mut Service, live: &[Task], stops: &mut Vec<(String, String)>,
         .filter(|t| t.started_by.as_deref() == Some(primary.id.as_str()) && phase(t) != Phase::Stopping)
         .collect();
     if primary_active.len() as i64 > desired {
+        let excess = primary_active.len() - desired as usize;
+        // Protected tasks are not scaled in until their protection ends.
+        primary_active.retain(|t| !protected.contains(t.id()));
+        let held = excess.saturating_sub(primary_active.len());
+        if held > 0 {
+            note(
+                service,
+                format!("(service {name}) was unable to scale in due to (reason: {held} tasks under protection)."),
+                at,
+            );
+        }
         primary_active.sort_by_key(|t| {
             let crowd = live
                 .iter()
@@ -945,7 +1016,7 @@ fn plan(service: &mut Service, live: &[Task], stops: &mut Vec<(String, String)>,
                 .count();
             (phase(t) == Phase::Running, std::cmp::Reverse(crowd))
         });
-        for task in primary_active.iter().take(primary_active.len() - desired as usize) {
+        for task in primary_active.iter().take(excess.min(primary_active.len())) {
             stops.push((task.id().to_owned(), reason(&primary.id)));
         }
     }
@@ -959,7 +1030,7 @@ fn plan(service: &mut Service, live: &[Task], stops: &mut Vec<(String, String)>,
     let mut blocked = false;
     for task in live
         .iter()
-        .filter(|t| t.started_by.as_deref() != Some(primary.id.as_str()))
+        .filter(|t| t.started_by.as_deref() != Some(primary.id.as_str()) && !protected.contains(t.id()))
     {
         match phase(task) {
             Phase::Pending => stops.push((task.id().to_owned(), reason(&primary.id))),
@@ -994,7 +1065,9 @@ struct Target {
     /// Their `startedBy`.
     id: String,
     task_definition: String,
+    /// Empty when a capacity provider strategy spreads them.
     launch_type: String,
+    capacity_provider_strategy: Vec<shapes::CapacityProviderStrategyItem>,
     network_configuration: Option<Value>,
 }
 
@@ -1004,6 +1077,11 @@ impl From<&Deployment> for Target {
             id: d.id.clone(),
             task_definition: d.task_definition.clone(),
             launch_type: d.launch_type.clone(),
+            capacity_provider_strategy: d
+                .capacity_provider_strategy
+                .as_ref()
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .unwrap_or_default(),
             network_configuration: d.network_configuration.clone(),
         }
     }
@@ -1014,11 +1092,16 @@ fn launch(
     cluster: &str,
     service: &mut Service,
     target: &Target,
+    live: &[Task],
     count: usize,
     at: f64,
 ) -> Result<Vec<Task>, ApiError> {
     let name = service.service_name.clone();
     let options = &service.options;
+    let platform_version = options
+        .get("platformVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let service_tags: Vec<Tag> = options
         .get("tags")
         .and_then(|t| serde_json::from_value(t.clone()).ok())
@@ -1064,40 +1147,72 @@ fn launch(
         .and_then(|s| serde_json::from_value(s.clone()).ok())
         .unwrap_or_default();
     let (mut member_of, distinct_instance) = tasks::constraints(&requested_constraints)?;
-    let extra = tasks::extra_members(options.get("platformVersion").and_then(Value::as_str));
-    let mut template = match request.template(tx, target.launch_type.clone(), None, extra) {
-        Ok(template) => template,
-        Err(e) if e.code.http_status() < 500 => {
-            placement_error(service, &e.message);
-            return Ok(Vec::new());
-        }
-        Err(e) => return Err(e),
-    };
-    if managed {
-        // ECS's own tags: past the `aws:` prefix the rules keep from clients.
-        for (key, value) in [("aws:ecs:serviceName", name.as_str()), ("aws:ecs:clusterName", cluster)] {
-            template.tags.push(Tag {
-                key: Some(key.into()),
-                value: Some(value.into()),
-            });
-        }
-    }
     member_of.extend(tasks::definition_constraints(tx, &target.task_definition)?);
     let rules = Rules {
         strategies: &strategies,
         member_of: &member_of,
         distinct_instance,
     };
-    let (started, refusals) = match tasks::place_tasks(tx, &request, &template, count, &rules) {
-        Ok(placed) => placed,
+    // What each provider of the strategy runs of the service already.
+    let mut running: Vec<(String, i64)> = Vec::new();
+    for task in live.iter().filter(|t| phase(t) != Phase::Stopping) {
+        if let Some(provider) = super::capacity_providers::of_task(task) {
+            match running.iter_mut().find(|(p, _)| p == provider) {
+                Some((_, n)) => *n += 1,
+                None => running.push((provider.to_owned(), 1)),
+            }
+        }
+    }
+    let batches = match tasks::capacity(
+        tx,
+        cluster,
+        Some(&target.launch_type),
+        &target.capacity_provider_strategy,
+        &running,
+        count,
+    ) {
+        Ok(batches) => batches,
         Err(e) if e.code.http_status() < 500 => {
             placement_error(service, &e.message);
             return Ok(Vec::new());
         }
         Err(e) => return Err(e),
     };
-    if let Some((_, why)) = refusals.first() {
-        placement_error(service, &format!("{why}."));
+    let mut started = Vec::new();
+    for batch in batches {
+        let mut extra = tasks::extra_members(platform_version.as_deref());
+        if let Some(provider) = &batch.provider {
+            extra.insert("capacityProviderName".into(), provider.clone().into());
+        }
+        let mut template = match request.template(tx, batch.launch_type.clone(), None, extra) {
+            Ok(template) => template,
+            Err(e) if e.code.http_status() < 500 => {
+                placement_error(service, &e.message);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if managed {
+            // ECS's own tags: past the `aws:` prefix the rules keep from clients.
+            for (key, value) in [("aws:ecs:serviceName", name.as_str()), ("aws:ecs:clusterName", cluster)] {
+                template.tags.push(Tag {
+                    key: Some(key.into()),
+                    value: Some(value.into()),
+                });
+            }
+        }
+        let (placed, refusals) = match tasks::place_tasks(tx, &request, &template, batch.count, &rules) {
+            Ok(placed) => placed,
+            Err(e) if e.code.http_status() < 500 => {
+                placement_error(service, &e.message);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some((_, why)) = refusals.first() {
+            placement_error(service, &format!("{why}."));
+        }
+        started.extend(placed);
     }
     if !started.is_empty() {
         let ids: Vec<String> = started.iter().map(|t| format!("(task {})", t.id())).collect();
@@ -1707,7 +1822,7 @@ fn daemon(
             );
             continue;
         }
-        started.push(request.create(tx, &template, &candidate.instance)?);
+        started.push(request.create(tx, &template, Some(&candidate.instance))?);
     }
     if !started.is_empty() {
         let ids: Vec<String> = started.iter().map(|t| format!("(task {})", t.id())).collect();
@@ -1888,9 +2003,10 @@ fn task_sets_pass(
                 id: set.id.clone(),
                 task_definition: set.task_definition.clone(),
                 launch_type: set.launch_type.clone(),
+                capacity_provider_strategy: Vec::new(),
                 network_configuration: set.options.get("networkConfiguration").cloned(),
             };
-            started.extend(launch(tx, cluster, service, &target, (want - have) as usize, at)?);
+            started.extend(launch(tx, cluster, service, &target, live, (want - have) as usize, at)?);
         }
         let of_set = |t: &&Task| t.started_by.as_deref() == Some(set.id.as_str());
         let running = live

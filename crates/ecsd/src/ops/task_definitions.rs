@@ -172,8 +172,10 @@ fn fill_defaults(definition: &mut Map<String, Value>) -> Result<(), ApiError> {
         .get("requiresCompatibilities")
         .and_then(Value::as_array)
         .is_some_and(|r| r.iter().any(|c| c == "FARGATE"));
-    if wants_fargate {
-        compatibilities.push(json!("FARGATE"));
+    match super::fargate::unfit(definition) {
+        None => compatibilities.push(json!("FARGATE")),
+        Some(why) if wants_fargate => return Err(ApiError::client(why)),
+        Some(_) => {}
     }
     definition.insert("compatibilities".into(), Value::Array(compatibilities));
     Ok(())

@@ -4,18 +4,20 @@
 use serde_json::{json, Map, Value};
 
 use super::tags::{check_tags, merge_tags};
-use super::{active_cluster, arn_for, failure, fingerprint, task_definitions, Ctx, Page};
+use super::{active_cluster, arn_for, capacity_providers, failure, fargate, fingerprint, task_definitions, Ctx, Page};
 use crate::domain::placement::{self, BinpackField, Candidate, Placement, Reservation, Strategy};
 use crate::domain::quantities;
 use crate::domain::query::{self, Expr};
-use crate::domain::records::{Attachment, Container, ContainerInstance, KeyValuePair, Tag, Task, TaskDefinitionSpec};
+use crate::domain::records::{
+    Attachment, Container, ContainerInstance, KeyValuePair, StoredTaskDefinition, Tag, Task, TaskDefinitionSpec,
+};
 use crate::domain::status::{ContainerInstanceStatus, ContainerStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::{events, new_id, now, Scope};
 use crate::error::ApiError;
 use crate::shapes::{
-    self, DescribeTasksRequest, DescribeTasksResponse, Failure, ListTasksRequest, ListTasksResponse,
-    PlacementConstraint, PlacementStrategy, PropagateTags, RunTaskRequest, RunTaskResponse, StartTaskRequest,
-    StartTaskResponse, StopTaskRequest, StopTaskResponse, TaskField,
+    self, CapacityProviderStrategyItem, DescribeTasksRequest, DescribeTasksResponse, Failure, ListTasksRequest,
+    ListTasksResponse, PlacementConstraint, PlacementStrategy, PropagateTags, RunTaskRequest, RunTaskResponse,
+    StartTaskRequest, StartTaskResponse, StopTaskRequest, StopTaskResponse, TaskField,
 };
 use crate::store::{NewTask, StoreError, StoreExt, TaskFilter, Tx};
 
@@ -144,9 +146,12 @@ pub(crate) struct Template {
     launch_type: String,
     client_token: Option<ClientToken>,
     extra: Map<String, Value>,
+    /// The subnets a Fargate task's network interface may be in (it takes one at random).
+    fargate_subnets: Vec<String>,
 }
 
 /// RunTask's idempotency token and the fingerprint of the request it came with.
+#[derive(Clone)]
 pub(crate) struct ClientToken {
     token: String,
     fingerprint: String,
@@ -194,6 +199,11 @@ impl TaskRequest {
                 "Network Configuration must be provided when networkMode 'awsvpc' is specified.",
             ));
         }
+        let mut extra = extra;
+        let mut fargate_subnets = Vec::new();
+        if launch_type == "FARGATE" {
+            fargate_subnets = self.fargate(&stored, &mut extra)?;
+        }
         let overrides = overrides(self.overrides.clone());
         let need = placement::reservation(&spec, &overrides)?;
         let tags = match self.propagate_tags {
@@ -212,27 +222,89 @@ impl TaskRequest {
             launch_type,
             client_token,
             extra,
+            fargate_subnets,
         })
     }
 
-    /// Makes and stores a task of `template` on `instance`.
+    /// Checks what a Fargate task needs and adds the members a Fargate task shows; the subnets
+    /// it may take.
+    fn fargate(&self, stored: &StoredTaskDefinition, extra: &mut Map<String, Value>) -> Result<Vec<String>, ApiError> {
+        let compatible = stored
+            .definition
+            .get("compatibilities")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.iter().any(|c| c == "FARGATE"));
+        if !compatible {
+            return Err(ApiError::invalid_parameter(
+                "Task definition does not support launch_type FARGATE.",
+            ));
+        }
+        let subnets: Vec<String> = self
+            .network_configuration
+            .as_ref()
+            .and_then(|n| n.pointer("/awsvpcConfiguration/subnets"))
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        if let Some(bad) = subnets.iter().find(|s| !fargate::is_subnet_id(s)) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Error retrieving subnet information for [{bad}]: The subnet ID '{bad}' is malformed"
+            )));
+        }
+        if subnets.len() > 16 {
+            return Err(ApiError::invalid_parameter(
+                "Invalid 'networkConfiguration.awsvpcConfiguration.subnets': at most 16 subnets are allowed.",
+            ));
+        }
+        let version = fargate::platform_version(extra.get("platformVersion").and_then(Value::as_str))?;
+        extra.insert("platformVersion".into(), version.into());
+        let family = stored
+            .definition
+            .get("runtimePlatform")
+            .and_then(|p| p.get("operatingSystemFamily"))
+            .and_then(Value::as_str)
+            .filter(|f| *f != "LINUX")
+            .unwrap_or("Linux");
+        extra.insert("platformFamily".into(), family.into());
+        extra.entry("capacityProviderName").or_insert("FARGATE".into());
+        let storage = stored
+            .definition
+            .get("ephemeralStorage")
+            .cloned()
+            .unwrap_or_else(|| json!({"sizeInGiB": 20}));
+        extra.insert("ephemeralStorage".into(), storage);
+        Ok(subnets)
+    }
+
+    /// Makes and stores a task of `template` on `instance` (none: on Fargate).
     pub(crate) fn create(
         &self,
         tx: &mut Tx<'_>,
         template: &Template,
-        instance: &ContainerInstance,
+        instance: Option<&ContainerInstance>,
     ) -> Result<Task, StoreError> {
         let scope: Scope = tx.scope().clone();
         let cluster = &template.cluster;
         let id = new_id();
         let task_arn = scope.task_arn(cluster, &id);
         let mut extra = template.extra.clone();
-        if let Some(zone) = instance
-            .attributes
-            .iter()
-            .find(|a| a.name == "ecs.availability-zone")
-            .and_then(|a| a.value.clone())
-        {
+        let mut subnet = template.subnet.clone();
+        if !template.fargate_subnets.is_empty() {
+            let pick = usize::from(uuid::Uuid::new_v4().as_bytes()[0]) % template.fargate_subnets.len();
+            let chosen = template.fargate_subnets[pick].clone();
+            extra.insert(
+                "availabilityZone".into(),
+                fargate::zone_of(&scope.region, &chosen).into(),
+            );
+            subnet = Some(chosen);
+        }
+        if let Some(zone) = instance.and_then(|instance| {
+            instance
+                .attributes
+                .iter()
+                .find(|a| a.name == "ecs.availability-zone")
+                .and_then(|a| a.value.clone())
+        }) {
             extra.insert("availabilityZone".into(), zone.into());
         }
         let spec = &template.spec;
@@ -246,9 +318,9 @@ impl TaskRequest {
             task_arn,
             cluster_arn: scope.cluster_arn(cluster),
             task_definition_arn: spec.task_definition_arn.clone(),
-            container_instance_arn: Some(instance.container_instance_arn.clone()),
+            container_instance_arn: instance.map(|i| i.container_instance_arn.clone()),
             overrides: template.overrides.clone(),
-            last_status: if template.subnet.is_some() {
+            last_status: if subnet.is_some() {
                 TaskStatus::Provisioning
             } else {
                 TaskStatus::Pending
@@ -271,8 +343,7 @@ impl TaskRequest {
             stopped_at: None,
             group: Some(template.group.clone()),
             launch_type: Some(template.launch_type.clone()),
-            attachments: template
-                .subnet
+            attachments: subnet
                 .iter()
                 .map(|subnet| Attachment {
                     id: uuid::Uuid::new_v4().to_string(),
@@ -372,13 +443,78 @@ fn containers(
 
 pub(crate) fn check_launch_type(launch_type: Option<&str>) -> Result<String, ApiError> {
     let launch_type = launch_type.unwrap_or("EC2");
-    if matches!(launch_type, "EC2" | "EXTERNAL") {
+    if matches!(launch_type, "EC2" | "EXTERNAL" | "FARGATE") {
         Ok(launch_type.to_owned())
     } else {
         Err(ApiError::invalid_parameter(format!(
-            "Invalid 'launchType': {launch_type} tasks cannot run here; use EC2 or EXTERNAL."
+            "Invalid 'launchType': {launch_type} tasks cannot run here; use EC2, EXTERNAL or FARGATE."
         )))
     }
+}
+
+/// Tasks to launch alike: how many, with which launch type, on which capacity provider.
+pub(crate) struct Batch {
+    pub(crate) launch_type: String,
+    pub(crate) provider: Option<String>,
+    pub(crate) count: usize,
+}
+
+/// How `count` new tasks are launched on `cluster`: with the launch type a request names,
+/// else by the capacity provider strategy it names, else by the cluster's default strategy,
+/// else as EC2 tasks. `running` counts what each provider of the strategy runs already (a
+/// service's tasks).
+pub(crate) fn capacity(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    launch_type: Option<&str>,
+    strategy: &[CapacityProviderStrategyItem],
+    running: &[(String, i64)],
+    count: usize,
+) -> Result<Vec<Batch>, ApiError> {
+    if let Some(launch_type) = launch_type.filter(|l| !l.is_empty()) {
+        return Ok(vec![Batch {
+            launch_type: launch_type.to_owned(),
+            provider: (launch_type == "FARGATE").then(|| "FARGATE".to_owned()),
+            count,
+        }]);
+    }
+    let record = tx.cluster(cluster)?.ok_or_else(ApiError::cluster_not_found)?;
+    let strategy = if strategy.is_empty() {
+        capacity_providers::default_strategy(&record)
+    } else {
+        strategy.to_vec()
+    };
+    if strategy.is_empty() {
+        return Ok(vec![Batch {
+            launch_type: "EC2".into(),
+            provider: None,
+            count,
+        }]);
+    }
+    capacity_providers::check_strategy_on(&record, &strategy)?;
+    let counts: Vec<i64> = strategy
+        .iter()
+        .map(|i| {
+            running
+                .iter()
+                .find(|(p, _)| *p == i.capacity_provider)
+                .map_or(0, |(_, n)| *n)
+        })
+        .collect();
+    let mut per_provider = vec![0usize; strategy.len()];
+    for i in capacity_providers::split(&strategy, &counts, count) {
+        per_provider[i] += 1;
+    }
+    Ok(strategy
+        .iter()
+        .zip(per_provider)
+        .filter(|(_, n)| *n > 0)
+        .map(|(item, n)| Batch {
+            launch_type: capacity_providers::launch_type_of(&item.capacity_provider).to_owned(),
+            provider: Some(item.capacity_provider.clone()),
+            count: n,
+        })
+        .collect())
 }
 
 /// Task members copied from the request as sent.
@@ -499,12 +635,23 @@ pub(crate) fn place_tasks(
     count: usize,
     rules: &Rules<'_>,
 ) -> Result<Placed, ApiError> {
-    let instances = tx.list_container_instances(
+    if template.launch_type == "FARGATE" {
+        // Fargate provides the capacity: nothing to place on.
+        let tasks = (0..count)
+            .map(|_| task.create(tx, template, None))
+            .collect::<Result<_, _>>()?;
+        return Ok((tasks, Vec::new()));
+    }
+    let mut instances = tx.list_container_instances(
         &template.cluster,
         Some(ContainerInstanceStatus::Active),
         None,
         usize::MAX,
     )?;
+    if let Some(provider) = template.extra.get("capacityProviderName").and_then(Value::as_str) {
+        // A provider's tasks run on its own instances.
+        instances.retain(|i| capacity_providers::of_instance(i) == Some(provider));
+    }
     if instances.is_empty() {
         return Err(ApiError::invalid_parameter(
             "No Container Instances were found in your cluster.",
@@ -531,7 +678,7 @@ pub(crate) fn place_tasks(
     let (placed, refusals) = placement::place(&mut candidates, &placement);
     let mut tasks = Vec::with_capacity(placed.len());
     for index in placed {
-        tasks.push(task.create(tx, template, &candidates[index].instance)?);
+        tasks.push(task.create(tx, template, Some(&candidates[index].instance))?);
     }
     Ok((tasks, refusals))
 }
@@ -550,7 +697,12 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
             "Specifying both a launch type and capacity provider strategy is not supported.",
         ));
     }
-    let launch_type = check_launch_type(req.launch_type.map(|l| l.as_str()))?;
+    let launch_type = req
+        .launch_type
+        .map(|l| check_launch_type(Some(l.as_str())))
+        .transpose()?;
+    let requested_strategy = req.capacity_provider_strategy.clone().unwrap_or_default();
+    capacity_providers::check_strategy(&requested_strategy)?;
     if req
         .client_token
         .as_ref()
@@ -565,14 +717,13 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
     let (mut member_of, distinct_instance) = constraints(req.placement_constraints.as_deref().unwrap_or_default())?;
     ctx.store
         .write(&ctx.scope, move |tx| {
-            let extra = extra_members(req.platform_version.as_deref());
             let client_token = req.client_token.clone().map(|token| ClientToken {
                 token,
                 fingerprint: fingerprint.clone(),
             });
-            let template = task.template(tx, launch_type.clone(), client_token, extra)?;
-            if let Some(token) = &template.client_token {
-                let earlier = tx.tasks_by_client_token(&template.cluster, &token.token)?;
+            let cluster = active_cluster(tx, task.cluster.as_deref())?;
+            if let Some(token) = &client_token {
+                let earlier = tx.tasks_by_client_token(&cluster, &token.token)?;
                 // The same token with the same request answers with what that request made; with
                 // another request, it is a conflict.
                 if earlier
@@ -600,8 +751,25 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
                 member_of: &member_of,
                 distinct_instance,
             };
-            let (tasks, refusals) = place_tasks(tx, &task, &template, count as usize, &rules)?;
-            let failures = refusals.iter().map(|(arn, why)| failure(arn, why)).collect();
+            let batches = capacity(
+                tx,
+                &cluster,
+                launch_type.as_deref(),
+                &requested_strategy,
+                &[],
+                count as usize,
+            )?;
+            let (mut tasks, mut failures) = (Vec::new(), Vec::new());
+            for batch in batches {
+                let mut extra = extra_members(req.platform_version.as_deref());
+                if let Some(provider) = &batch.provider {
+                    extra.insert("capacityProviderName".into(), provider.clone().into());
+                }
+                let template = task.template(tx, batch.launch_type.clone(), client_token.clone(), extra)?;
+                let (placed, refusals) = place_tasks(tx, &task, &template, batch.count, &rules)?;
+                tasks.extend(placed);
+                failures.extend(refusals.iter().map(|(arn, why)| failure(arn, why)));
+            }
             Ok(RunTaskResponse {
                 tasks: shown(tasks)?,
                 failures: Some(failures),
@@ -644,7 +812,7 @@ pub async fn start_task(ctx: &Ctx, req: StartTaskRequest) -> Result<StartTaskRes
                     failures.push(failure(&arn, why));
                     continue;
                 }
-                tasks.push(task.create(tx, &template, &instance)?);
+                tasks.push(task.create(tx, &template, Some(&instance))?);
             }
             Ok(StartTaskResponse {
                 tasks: shown(tasks)?,

@@ -150,9 +150,10 @@ pub struct EventQuery {
     pub noticed: bool,
 }
 
-/// A service the scheduler looks after: one not yet INACTIVE.
+/// What background work looks after: a service not yet INACTIVE, or a task ecsd runs itself,
+/// by its cluster and name (or id).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScheduledService {
+pub struct Scheduled {
     pub scope: Scope,
     pub cluster: String,
     pub name: String,
@@ -218,11 +219,30 @@ pub trait Store: Send + Sync + 'static {
     /// The instances whose agent connection is held by a process without a live lease.
     fn lapsed_agents(&self) -> BoxFuture<Result<Vec<LapsedAgent>, StoreError>>;
     /// Every service of every account and region that is not INACTIVE.
-    fn scheduled_services(&self) -> BoxFuture<Result<Vec<ScheduledService>, StoreError>>;
+    fn scheduled_services(&self) -> BoxFuture<Result<Vec<Scheduled>, StoreError>>;
+    /// Every task of every account and region that ecsd runs itself (Fargate) and that has not
+    /// stopped.
+    fn hosted_tasks(&self) -> BoxFuture<Result<Vec<Scheduled>, StoreError>>;
     /// Changes whenever a write is committed, so that readers of events can wait for more.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Finishes what is queued and releases the store; later transactions fail. Blocking.
     fn close(&self);
+}
+
+/// What `query` (account, region, cluster, name) lists.
+fn scheduled<B: Backend + ?Sized>(backend: &B, query: &'static str) -> BoxFuture<Result<Vec<Scheduled>, StoreError>> {
+    run_sql(backend, false, move |sql| {
+        sql.query(query, &[])?
+            .iter()
+            .map(|r| {
+                Ok(Scheduled {
+                    scope: Scope::new(r.text(0)?, r.text(1)?),
+                    cluster: r.text(2)?.to_owned(),
+                    name: r.text(3)?.to_owned(),
+                })
+            })
+            .collect()
+    })
 }
 
 /// Runs `f` over a backend's transaction and hands back what it returned.
@@ -361,22 +381,18 @@ impl<B: Backend> Store for B {
         })
     }
 
-    fn scheduled_services(&self) -> BoxFuture<Result<Vec<ScheduledService>, StoreError>> {
-        run_sql(self, false, move |sql| {
-            sql.query(
-                "SELECT account, region, cluster, name FROM services WHERE status <> 'INACTIVE'",
-                &[],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(ScheduledService {
-                    scope: Scope::new(r.text(0)?, r.text(1)?),
-                    cluster: r.text(2)?.to_owned(),
-                    name: r.text(3)?.to_owned(),
-                })
-            })
-            .collect()
-        })
+    fn scheduled_services(&self) -> BoxFuture<Result<Vec<Scheduled>, StoreError>> {
+        scheduled(
+            self,
+            "SELECT account, region, cluster, name FROM services WHERE status <> 'INACTIVE'",
+        )
+    }
+
+    fn hosted_tasks(&self) -> BoxFuture<Result<Vec<Scheduled>, StoreError>> {
+        scheduled(
+            self,
+            "SELECT account, region, cluster, id FROM tasks WHERE launch_type = 'FARGATE' AND last_status <> 'STOPPED'",
+        )
     }
 
     fn commits(&self) -> tokio::sync::watch::Receiver<u64> {

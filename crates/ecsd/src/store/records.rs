@@ -10,7 +10,10 @@ use serde::Serialize;
 use super::sql::Param;
 use super::{StoreError, Tx};
 use crate::domain::arn::cluster_of;
-use crate::domain::records::{Cluster, ContainerInstance, Service, StoredTaskDefinition, Task};
+use crate::domain::records::{
+    AccountSetting, CapacityProviderRecord, Cluster, ContainerInstance, NetworkAddress, Service, StoredTaskDefinition,
+    Task, TaskProtection,
+};
 
 /// Where a kind is stored. Every table is keyed by account and region first, then by `key`.
 pub struct Table {
@@ -138,6 +141,65 @@ impl Record for Task {
     }
 }
 
+impl Record for AccountSetting {
+    const TABLE: Table = Table {
+        name: "account_settings",
+        key: &["principal", "name"],
+        columns: &[],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(&self.principal_arn), Param::Text(&self.name)]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        Vec::new()
+    }
+}
+
+impl Record for TaskProtection {
+    const TABLE: Table = Table {
+        name: "task_protections",
+        key: &["cluster", "id"],
+        columns: &["expires_at"],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        vec![
+            cluster_of(&self.task_arn).into(),
+            Param::Text(last_segment(&self.task_arn)),
+        ]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        vec![Param::Real(self.expiration_date)]
+    }
+}
+
+impl Record for CapacityProviderRecord {
+    const TABLE: Table = Table {
+        name: "capacity_providers",
+        key: &["name"],
+        columns: &["status"],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(&self.name)]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(&self.status)]
+    }
+}
+
+impl Record for NetworkAddress {
+    const TABLE: Table = Table {
+        name: "network_addresses",
+        key: &["subnet", "address"],
+        columns: &["task"],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(&self.subnet), Param::Text(&self.address)]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(&self.task_arn)]
+    }
+}
+
 /// `$from, $from+1, ...` for `n` parameters.
 fn placeholders(from: usize, n: usize) -> impl Iterator<Item = String> {
     (from..from + n).map(|i| format!("${i}"))
@@ -196,6 +258,19 @@ impl Tx<'_> {
             self.insert_with(record, &[])?;
         }
         Ok(())
+    }
+
+    /// Removes the record of kind `R` with this key; whether there was one.
+    pub fn delete<R: Record>(&mut self, key: &[Param<'_>]) -> Result<bool, StoreError> {
+        let table = R::TABLE;
+        let sql = format!(
+            "DELETE FROM {} WHERE account = $1 AND region = $2{}",
+            table.name,
+            key_condition(table.key, 3)
+        );
+        let mut params = scope_params(&self.scope);
+        params.extend_from_slice(key);
+        Ok(self.sql.execute(&sql, &params)? > 0)
     }
 
     /// Stores a new record, with columns of the store's own beside the record's.

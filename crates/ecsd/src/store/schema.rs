@@ -243,6 +243,33 @@ CREATE INDEX services_to_schedule ON services (status) WHERE status <> 'INACTIVE
 CREATE INDEX tasks_by_group ON tasks (account, region, cluster, group_name, stopped_at);
 "#,
     ),
+    Migration::same(
+        r#"
+CREATE TABLE account_settings (
+    account TEXT NOT NULL, region TEXT NOT NULL, principal TEXT NOT NULL, name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, principal, name)
+);
+CREATE TABLE task_protections (
+    account TEXT NOT NULL, region TEXT NOT NULL, cluster TEXT NOT NULL, id TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, cluster, id)
+);
+CREATE TABLE capacity_providers (
+    account TEXT NOT NULL, region TEXT NOT NULL, name TEXT NOT NULL,
+    status TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, name)
+);
+-- The addresses the network interfaces of the tasks ecsd runs itself hold, one task each.
+CREATE TABLE network_addresses (
+    account TEXT NOT NULL, region TEXT NOT NULL, subnet TEXT NOT NULL, address TEXT NOT NULL,
+    task TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, subnet, address)
+);
+-- The tasks ecsd runs itself (Fargate), until they stop.
+CREATE INDEX tasks_hosted ON tasks (launch_type) WHERE launch_type = 'FARGATE' AND last_status <> 'STOPPED';
+"#,
+    ),
 ];
 
 #[cfg(test)]
