@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 mod config;
 
 use ecsd::auth::{Keys, Regions};
-use ecsd::server::{Limits, Options, Range, Retention, Server, Subnets};
+use ecsd::server::{Limits, Options, Range, Retention, ScalingTimings, Server, Subnets};
 use ecsd::sessions::Timings;
 use ecsd::throttle::{Family, Rate, Throttle};
 use ecsd::webhooks;
@@ -156,7 +156,7 @@ struct ServeArgs {
     channels: ChannelArgs,
     #[command(flatten, next_help_heading = "Events and retention")]
     events: EventArgs,
-    #[command(flatten, next_help_heading = "Fargate")]
+    #[command(flatten, next_help_heading = "Fargate and capacity providers")]
     fargate: FargateArgs,
     #[command(flatten, next_help_heading = "Simulated agents (only with --simulate-agents)")]
     simulate: SimulateArgs,
@@ -170,6 +170,14 @@ struct FargateArgs {
     /// 10.0.0.0/8 derived from its id.
     #[arg(long = "fargate-subnet", value_name = "SUBNET=CIDR", value_parser = subnet_range)]
     fargate_subnets: Vec<(String, Range)>,
+    /// Seconds a capacity provider with managed scaling keeps more instances than it needs
+    /// before it retires some (ECS: 15 minutes).
+    #[arg(long, default_value_t = 900.0)]
+    scale_in_after_secs: f64,
+    /// Seconds a task waits in PROVISIONING for a capacity provider's capacity before it is
+    /// stopped.
+    #[arg(long, default_value_t = 1800.0)]
+    provisioning_timeout_secs: f64,
 }
 
 fn subnet_range(s: &str) -> Result<(String, Range), String> {
@@ -486,6 +494,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         channels: args.channels.timings(),
         fargate_subnets: Subnets {
             ranges: args.fargate.fargate_subnets.iter().cloned().collect(),
+        },
+        scaling: ScalingTimings {
+            scale_in_after: Duration::from_secs_f64(args.fargate.scale_in_after_secs.max(0.0)),
+            provisioning_timeout: Duration::from_secs_f64(args.fargate.provisioning_timeout_secs.max(0.0)),
         },
     };
     let sim = &args.simulate;

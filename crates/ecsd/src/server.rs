@@ -29,6 +29,7 @@ use crate::domain::now;
 use crate::error::{ApiError, ErrorCode};
 use crate::events_api;
 pub use crate::ops::fargate::{Range, Subnets};
+pub use crate::ops::scaling::ScalingTimings;
 use crate::sessions::{lease, Hub, Timings};
 use crate::state::AppState;
 pub use crate::state::Limits;
@@ -62,6 +63,8 @@ pub struct Options {
     pub channels: Timings,
     /// The address ranges of the subnets Fargate tasks run in.
     pub fargate_subnets: Subnets,
+    /// How long managed scaling of capacity providers waits.
+    pub scaling: ScalingTimings,
 }
 
 /// How long history is kept.
@@ -101,6 +104,7 @@ impl Options {
             webhooks: Vec::new(),
             channels: Timings::default(),
             fargate_subnets: Subnets::default(),
+            scaling: ScalingTimings::default(),
         }
     }
 }
@@ -198,6 +202,7 @@ impl Server {
         background.push(tokio::spawn(host(
             store.clone(),
             options.fargate_subnets.clone(),
+            options.scaling,
             stopped.clone(),
         )));
         let hub = Arc::new(Hub::default());
@@ -501,16 +506,33 @@ async fn schedule(store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
 /// How often the tasks ecsd runs itself move on a step.
 const HOST_EVERY: Duration = Duration::from_millis(250);
 
-/// Runs the tasks ecsd provides the capacity for (Fargate): every [`HOST_EVERY`], each moves on
-/// one step of its lifecycle, in a write transaction of its own, so that every process sharing
-/// a store can run this too.
-async fn host(store: Arc<dyn Store>, subnets: Subnets, mut stopped: watch::Receiver<bool>) {
+/// Runs the capacity ecsd provides: every [`HOST_EVERY`], each Fargate task moves on one step of
+/// its lifecycle, and each capacity provider of an Auto Scaling group makes a pass (placing
+/// what waits for capacity, running its instances' tasks, scaling), each in a write
+/// transaction of its own, so that every process sharing a store can run this too.
+async fn host(store: Arc<dyn Store>, subnets: Subnets, timings: ScalingTimings, mut stopped: watch::Receiver<bool>) {
     use crate::store::StoreExt;
     let subnets = Arc::new(subnets);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HOST_EVERY) => {}
             _ = stopped.changed() => return,
+        }
+        match store.capacity_providers().await {
+            Ok(providers) => {
+                for provider in providers {
+                    let (name, subnets) = (provider.name.clone(), subnets.clone());
+                    let pass = store
+                        .write(&provider.scope, move |tx| {
+                            crate::ops::scaling::pass(tx, &subnets, &timings, &name)
+                        })
+                        .await;
+                    if let Err(e) = pass {
+                        tracing::warn!(provider = %provider.name, error = %e, "a capacity provider pass failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the capacity providers"),
         }
         match store.hosted_tasks().await {
             Ok(tasks) => {

@@ -429,6 +429,21 @@ pub struct CapacityProviderRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_status_reason: Option<String>,
     pub tags: Vec<Tag>,
+    /// What managed scaling keeps between passes; not part of the model's shape.
+    #[serde(default)]
+    pub scaler: ScalerState,
+}
+
+/// The Auto Scaling group of a capacity provider, as ecsd runs it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalerState {
+    /// The ids of the container instances ecsd launched for it.
+    pub instances: Vec<String>,
+    /// Since when it has had more instances than it needs.
+    pub surplus_since: Option<f64>,
+    /// Whether it had what it needed at the last pass.
+    pub steady: bool,
 }
 
 /// A private address of a subnet held by the network interface of a task ecsd runs itself.

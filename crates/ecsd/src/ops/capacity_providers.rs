@@ -195,6 +195,7 @@ pub async fn create_capacity_provider(
                 update_status: None,
                 update_status_reason: None,
                 tags: tags.clone(),
+                scaler: Default::default(),
             };
             tx.put(&record)?;
             Ok(CreateCapacityProviderResponse {
@@ -251,7 +252,7 @@ pub async fn update_capacity_provider(
 }
 
 /// The ACTIVE clusters whose providers include `name`.
-fn clusters_with(tx: &mut Tx<'_>, name: &str) -> Result<Vec<Cluster>, ApiError> {
+pub(crate) fn clusters_with(tx: &mut Tx<'_>, name: &str) -> Result<Vec<Cluster>, ApiError> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {

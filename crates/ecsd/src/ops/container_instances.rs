@@ -219,8 +219,12 @@ fn view(
 ) -> Result<Value, StoreError> {
     let load = tx.instance_load(cluster, id)?;
     let remaining = remaining_resources(&instance.registered_resources, &load);
+    let provider = super::capacity_providers::of_instance(&instance).map(str::to_owned);
     let mut out = serde_json::to_value(instance)?;
     let map = out.as_object_mut().expect("a record serializes as an object");
+    if let Some(provider) = provider {
+        map.insert("capacityProviderName".into(), provider.into());
+    }
     map.insert("remainingResources".into(), serde_json::to_value(remaining)?);
     map.insert("runningTasksCount".into(), load.running.into());
     map.insert("pendingTasksCount".into(), load.pending.into());

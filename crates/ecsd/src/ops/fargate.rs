@@ -241,7 +241,9 @@ fn behaviour(tx: &mut Tx<'_>, task: &Task) -> Result<Behaviour, ApiError> {
     Ok(Behaviour { containers })
 }
 
-/// Moves the Fargate task `id` one step on, as Fargate would; whether it changed.
+/// Moves the task `id` (on Fargate, or on an instance ecsd runs itself) one step on; whether
+/// it changed. A task without a network interface of its own has no ACTIVATING, DEACTIVATING
+/// or DEPROVISIONING step.
 pub fn advance(tx: &mut Tx<'_>, subnets: &Subnets, cluster: &str, id: &str) -> Result<bool, ApiError> {
     let Some(task) = tx.task(cluster, id)? else {
         return Ok(false);
@@ -249,6 +251,23 @@ pub fn advance(tx: &mut Tx<'_>, subnets: &Subnets, cluster: &str, id: &str) -> R
     if task.last_status == TaskStatus::Stopped {
         return Ok(false);
     }
+    let behaviour = behaviour(tx, &task)?;
+    let mut next = step(tx, subnets, &task, &behaviour)?;
+    while next.attachments.is_empty()
+        && matches!(
+            next.last_status,
+            TaskStatus::Activating | TaskStatus::Deactivating | TaskStatus::Deprovisioning
+        )
+    {
+        next = step(tx, subnets, &next, &behaviour)?;
+    }
+    let changed = next != task;
+    save_task(tx, cluster, &task, next)?;
+    Ok(changed)
+}
+
+/// The task one step on.
+fn step(tx: &mut Tx<'_>, subnets: &Subnets, task: &Task, behaviour: &Behaviour) -> Result<Task, ApiError> {
     let at = now();
     let mut next = task.clone();
     let stopping = task.desired_status == TaskStatus::Stopped;
@@ -264,16 +283,14 @@ pub fn advance(tx: &mut Tx<'_>, subnets: &Subnets, cluster: &str, id: &str) -> R
         next.stopping_at = Some(at);
         next.stop_code = Some("SpotInterruption".into());
         next.stopped_reason = Some("Your Spot Task was interrupted.".into());
-        save_task(tx, cluster, &task, next)?;
-        return Ok(true);
+        return Ok(next);
     }
-    let behaviour = behaviour(tx, &task)?;
     match task.last_status {
         TaskStatus::Provisioning if stopping => {
             next.last_status = TaskStatus::Deprovisioning;
         }
         TaskStatus::Provisioning => {
-            let subnet = detail(&task, "subnetId").unwrap_or_default().to_owned();
+            let subnet = detail(task, "subnetId").unwrap_or_default().to_owned();
             match allocate(tx, subnets, &subnet, &task.task_arn)? {
                 Some(address) => {
                     attach(&mut next, tx.scope().region.as_str(), &subnet, &address);
@@ -376,8 +393,8 @@ pub fn advance(tx: &mut Tx<'_>, subnets: &Subnets, cluster: &str, id: &str) -> R
             set_attachment_status(&mut next, "DETACHING");
         }
         TaskStatus::Deprovisioning => {
-            if let Some(subnet) = detail(&task, "subnetId") {
-                if let Some(address) = detail(&task, "privateIPv4Address") {
+            if let Some(subnet) = detail(task, "subnetId") {
+                if let Some(address) = detail(task, "privateIPv4Address") {
                     tx.delete::<NetworkAddress>(&[Param::Text(subnet), Param::Text(address)])?;
                 }
             }
@@ -393,9 +410,7 @@ pub fn advance(tx: &mut Tx<'_>, subnets: &Subnets, cluster: &str, id: &str) -> R
         }
         TaskStatus::Stopped | TaskStatus::Deleted => {}
     }
-    let changed = next != task;
-    save_task(tx, cluster, &task, next)?;
-    Ok(changed)
+    Ok(next)
 }
 
 /// Stops what still runs of the task's containers (as a stop request does) and moves it on.

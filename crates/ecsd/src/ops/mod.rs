@@ -12,6 +12,7 @@ pub mod clusters;
 pub mod container_instances;
 pub mod fargate;
 pub mod protection;
+pub mod scaling;
 pub mod services;
 pub mod settings;
 pub mod tags;

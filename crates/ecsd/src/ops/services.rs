@@ -1318,6 +1318,42 @@ fn announce_deployment(tx: &mut Tx<'_>, cluster: &str, service: &Service) -> Res
     )
 }
 
+/// Tells the ACTIVE services of `cluster` that spread their tasks over `provider` that it has
+/// the capacity they need (`CAPACITY_PROVIDER_STEADY_STATE`).
+pub(crate) fn capacity_steady(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    provider: &crate::domain::records::CapacityProviderRecord,
+) -> Result<(), ApiError> {
+    let services = tx.list::<Service>(&[cluster.into()], &[], None, usize::MAX)?;
+    for service in services.iter().filter(|s| s.status == ServiceStatus::Active) {
+        let uses = service
+            .options
+            .get("capacityProviderStrategy")
+            .and_then(Value::as_array)
+            .is_some_and(|s| s.iter().any(|i| i["capacityProvider"] == provider.name.as_str()));
+        if !uses {
+            continue;
+        }
+        let at = now();
+        let detail: Map<String, Value> = [
+            ("eventType".to_owned(), json!("INFO")),
+            ("eventName".to_owned(), json!("CAPACITY_PROVIDER_STEADY_STATE")),
+            ("clusterArn".to_owned(), json!(service.cluster_arn)),
+            (
+                "capacityProviderArns".to_owned(),
+                json!([provider.capacity_provider_arn]),
+            ),
+            ("createdAt".to_owned(), json!(at)),
+        ]
+        .into_iter()
+        .collect();
+        let event = events::envelope(tx.scope(), SERVICE_ACTION, &service.service_arn, detail, at);
+        tx.append_event(cluster, SERVICE_ACTION, at, &event.to_string(), None)?;
+    }
+    Ok(())
+}
+
 /// Appends an "ECS Deployment State Change" or "ECS Service Action" event about the service.
 fn announce(
     tx: &mut Tx<'_>,

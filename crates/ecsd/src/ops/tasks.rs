@@ -320,7 +320,7 @@ impl TaskRequest {
             task_definition_arn: spec.task_definition_arn.clone(),
             container_instance_arn: instance.map(|i| i.container_instance_arn.clone()),
             overrides: template.overrides.clone(),
-            last_status: if subnet.is_some() {
+            last_status: if subnet.is_some() || instance.is_none() {
                 TaskStatus::Provisioning
             } else {
                 TaskStatus::Pending
@@ -648,11 +648,12 @@ pub(crate) fn place_tasks(
         None,
         usize::MAX,
     )?;
-    if let Some(provider) = template.extra.get("capacityProviderName").and_then(Value::as_str) {
+    let provider = template.extra.get("capacityProviderName").and_then(Value::as_str);
+    if let Some(provider) = provider {
         // A provider's tasks run on its own instances.
         instances.retain(|i| capacity_providers::of_instance(i) == Some(provider));
     }
-    if instances.is_empty() {
+    if instances.is_empty() && provider.is_none() {
         return Err(ApiError::invalid_parameter(
             "No Container Instances were found in your cluster.",
         ));
@@ -676,9 +677,16 @@ pub(crate) fn place_tasks(
         group: &template.group,
     };
     let (placed, refusals) = placement::place(&mut candidates, &placement);
-    let mut tasks = Vec::with_capacity(placed.len());
-    for index in placed {
-        tasks.push(task.create(tx, template, Some(&candidates[index].instance))?);
+    let mut tasks = Vec::with_capacity(count);
+    for index in &placed {
+        tasks.push(task.create(tx, template, Some(&candidates[*index].instance))?);
+    }
+    if provider.is_some() {
+        // What does not fit waits in PROVISIONING for the provider to have capacity.
+        for _ in placed.len()..count {
+            tasks.push(task.create(tx, template, None)?);
+        }
+        return Ok((tasks, Vec::new()));
     }
     Ok((tasks, refusals))
 }

@@ -223,6 +223,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every task of every account and region that ecsd runs itself (Fargate) and that has not
     /// stopped.
     fn hosted_tasks(&self) -> BoxFuture<Result<Vec<Scheduled>, StoreError>>;
+    /// Every ACTIVE capacity provider of an Auto Scaling group, of every account and region
+    /// (by name; no cluster).
+    fn capacity_providers(&self) -> BoxFuture<Result<Vec<Scheduled>, StoreError>>;
     /// Changes whenever a write is committed, so that readers of events can wait for more.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Finishes what is queued and releases the store; later transactions fail. Blocking.
@@ -385,6 +388,13 @@ impl<B: Backend> Store for B {
         scheduled(
             self,
             "SELECT account, region, cluster, name FROM services WHERE status <> 'INACTIVE'",
+        )
+    }
+
+    fn capacity_providers(&self) -> BoxFuture<Result<Vec<Scheduled>, StoreError>> {
+        scheduled(
+            self,
+            "SELECT account, region, '', name FROM capacity_providers WHERE status = 'ACTIVE'",
         )
     }
 
