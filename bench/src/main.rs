@@ -555,6 +555,7 @@ async fn main() {
             credentials: credentials(),
             state_file: None,
             tick: Duration::from_secs(1),
+            capacity_provider: None,
         },
         stopped,
     ));
@@ -683,6 +684,7 @@ async fn services(args: &Args, scratch: &std::path::Path) {
             credentials: credentials(),
             state_file: None,
             tick: Duration::from_millis(500),
+            capacity_provider: None,
         },
         stopped,
     ));

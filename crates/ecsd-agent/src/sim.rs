@@ -60,6 +60,8 @@ pub struct SimOptions {
     pub state_file: Option<PathBuf>,
     /// How often an instance checks its containers' run times and retries failed reports.
     pub tick: Duration,
+    /// The capacity provider the instances belong to (the `ecsd.capacity-provider` attribute).
+    pub capacity_provider: Option<String>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -111,8 +113,8 @@ fn resources(options: &SimOptions) -> Value {
     ])
 }
 
-/// What a real Linux agent registers with.
-fn attributes() -> Value {
+/// What a real Linux agent registers with, and the capacity provider it belongs to.
+fn attributes(capacity_provider: Option<&str>) -> Value {
     let mut list = vec![
         json!({"name": "ecs.os-type", "value": "linux"}),
         json!({"name": "ecs.os-family", "value": "LINUX"}),
@@ -128,6 +130,9 @@ fn attributes() -> Value {
     ] {
         list.push(json!({"name": capability}));
     }
+    if let Some(provider) = capacity_provider {
+        list.push(json!({"name": "ecsd.capacity-provider", "value": provider}));
+    }
     Value::Array(list)
 }
 
@@ -135,7 +140,7 @@ async fn register(client: &EcsClient, options: &SimOptions, previous: Option<Str
     let mut request = json!({
         "cluster": options.cluster,
         "totalResources": resources(options),
-        "attributes": attributes(),
+        "attributes": attributes(options.capacity_provider.as_deref()),
     });
     if let Some(arn) = &previous {
         request["containerInstanceArn"] = json!(arn);

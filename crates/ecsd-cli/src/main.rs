@@ -97,6 +97,9 @@ struct SimulationArgs {
     /// over ACS as soon as they are placed).
     #[arg(long, default_value_t = 250)]
     tick_millis: u64,
+    /// The capacity provider the instances belong to: tasks of its strategy run on them.
+    #[arg(long)]
+    capacity_provider: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -528,6 +531,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             },
             state_file: Some(args.store.data_dir.join("simulated-agents.json")),
             tick: Duration::from_millis(sim.simulation.tick_millis.max(10)),
+            capacity_provider: sim.simulation.capacity_provider.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = sim::run(options, stopped).await {
@@ -565,6 +569,7 @@ async fn agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         credentials: args.signing.credentials(),
         state_file: args.state_file,
         tick: Duration::from_millis(args.simulation.tick_millis.max(10)),
+        capacity_provider: args.simulation.capacity_provider,
     };
     sim::run(options, stopped).await?;
     Ok(())

@@ -79,6 +79,7 @@ async fn a_service_deploys_rolls_and_drains_on_simulated_agents() {
             },
             state_file: None,
             tick: Duration::from_millis(50),
+            capacity_provider: None,
         },
         stopped,
     ));
