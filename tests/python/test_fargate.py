@@ -170,7 +170,13 @@ def test_a_fargate_service_is_stable_through_the_waiter_and_rolls_a_new_definiti
     service = ecs.create_service(cluster="fg", serviceName="api", taskDefinition="web", desiredCount=3,
                                  launchType="FARGATE", networkConfiguration=NETWORK)["service"]
     assert service["launchType"] == "FARGATE"
+    assert service["platformVersion"] == "LATEST" and service["platformFamily"] == "Linux"
     ecs.get_waiter("services_stable").wait(cluster="fg", services=["api"], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    cluster = ecs.describe_clusters(clusters=["fg"], include=["STATISTICS"])["clusters"][0]
+    statistics = {s["name"]: s["value"] for s in cluster["statistics"]}
+    assert cluster["activeServicesCount"] == 1
+    assert statistics["activeFargateServiceCount"] == "1" and statistics["activeEC2ServiceCount"] == "0"
+    assert statistics["runningFargateTasksCount"] == "3"
     arns = ecs.list_tasks(cluster="fg", serviceName="api")["taskArns"]
     tasks = ecs.describe_tasks(cluster="fg", tasks=arns)["tasks"]
     assert len(tasks) == 3 and {t["launchType"] for t in tasks} == {"FARGATE"}

@@ -280,6 +280,29 @@ pub struct Service {
     pub options: Map<String, Value>,
 }
 
+impl Service {
+    /// How its tasks run: its launch type, or for a capacity provider strategy FARGATE when
+    /// the strategy's providers are Fargate's, else EC2.
+    pub fn runs_as(&self) -> &str {
+        if !self.launch_type.is_empty() {
+            return &self.launch_type;
+        }
+        let fargate = self
+            .options
+            .get("capacityProviderStrategy")
+            .and_then(Value::as_array)
+            .and_then(|s| s.first())
+            .and_then(|i| i.get("capacityProvider"))
+            .and_then(Value::as_str)
+            .is_some_and(|p| p.starts_with("FARGATE"));
+        if fargate {
+            "FARGATE"
+        } else {
+            "EC2"
+        }
+    }
+}
+
 /// `Deployment` in the model, without the counts (derived from the tasks when shown).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -195,8 +195,8 @@ pub async fn list_clusters(ctx: &Ctx, req: ListClustersRequest) -> Result<ListCl
 
 pub(crate) const ALL_FIELDS: [&str; 4] = ["TAGS", "SETTINGS", "CONFIGURATIONS", "STATISTICS"];
 
-/// The `statistics` ECS reports with `include: STATISTICS`: task counts per launch type (ecsd
-/// runs no services, so the service counts are zero).
+/// The `statistics` ECS reports with `include: STATISTICS`: task and service counts per launch
+/// type.
 fn statistics(counts: &ClusterCounts) -> Value {
     let count = |launch_type: &str, running: bool| {
         counts
@@ -217,13 +217,19 @@ fn statistics(counts: &ClusterCounts) -> Value {
     ] {
         out.push(json!({"name": name, "value": count(launch_type, running).to_string()}));
     }
-    for name in [
-        "activeEC2ServiceCount",
-        "activeFargateServiceCount",
-        "drainingEC2ServiceCount",
-        "drainingFargateServiceCount",
+    for (name, launch_type, status) in [
+        ("activeEC2ServiceCount", "EC2", "ACTIVE"),
+        ("activeFargateServiceCount", "FARGATE", "ACTIVE"),
+        ("drainingEC2ServiceCount", "EC2", "DRAINING"),
+        ("drainingFargateServiceCount", "FARGATE", "DRAINING"),
     ] {
-        out.push(json!({"name": name, "value": "0"}));
+        let n: i64 = counts
+            .services_by_launch_type
+            .iter()
+            .filter(|(l, s, _)| l == launch_type && s == status)
+            .map(|(_, _, n)| *n)
+            .sum();
+        out.push(json!({"name": name, "value": n.to_string()}));
     }
     Value::Array(out)
 }
@@ -243,7 +249,7 @@ pub(crate) fn view(cluster: &Cluster, counts: ClusterCounts, include: &[&str]) -
     );
     out.insert("runningTasksCount".into(), counts.running_tasks.into());
     out.insert("pendingTasksCount".into(), counts.pending_tasks.into());
-    out.insert("activeServicesCount".into(), 0.into());
+    out.insert("activeServicesCount".into(), counts.active_services.into());
     out.insert(
         "statistics".into(),
         if wants("STATISTICS") {

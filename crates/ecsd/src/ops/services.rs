@@ -479,6 +479,17 @@ pub async fn create_service(ctx: &Ctx, req: CreateServiceRequest) -> Result<Crea
                 Some(reference) => resolve_definition(tx, reference)?,
                 None => String::new(),
             };
+            let on_fargate = launch_type == "FARGATE"
+                || (launch_type.is_empty()
+                    && options
+                        .get("capacityProviderStrategy")
+                        .and_then(|s| s.pointer("/0/capacityProvider"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|p| p.starts_with("FARGATE")));
+            if on_fargate {
+                options.entry("platformVersion").or_insert(json!("LATEST"));
+                options.entry("platformFamily").or_insert(json!("Linux"));
+            }
             let scope = tx.scope().clone();
             let existing = tx.get::<Service>(&[cluster.as_str().into(), req.service_name.as_str().into()])?;
             if let Some(existing) = existing.filter(|s| s.status != ServiceStatus::Inactive) {

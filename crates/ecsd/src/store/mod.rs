@@ -61,6 +61,10 @@ pub struct ClusterCounts {
     pub pending_tasks: i64,
     /// (launch type, running, pending) for each launch type with tasks.
     pub by_launch_type: Vec<(String, i64, i64)>,
+    /// ACTIVE services.
+    pub active_services: i64,
+    /// (launch type, status, count) for ACTIVE and DRAINING services.
+    pub services_by_launch_type: Vec<(String, String, i64)>,
 }
 
 impl ClusterCounts {

@@ -96,13 +96,13 @@ impl Record for Service {
     const TABLE: Table = Table {
         name: "services",
         key: &["cluster", "name"],
-        columns: &["status"],
+        columns: &["status", "launch_type"],
     };
     fn key(&self) -> Vec<Param<'_>> {
         vec![cluster_of(&self.service_arn).into(), Param::Text(&self.service_name)]
     }
     fn columns(&self) -> Vec<Param<'_>> {
-        vec![Param::Text(self.status.as_str())]
+        vec![Param::Text(self.status.as_str()), Param::Text(self.runs_as())]
     }
 }
 

@@ -266,6 +266,8 @@ CREATE TABLE network_addresses (
     task TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (account, region, subnet, address)
 );
+-- Services by how their tasks run (cluster statistics count them so).
+ALTER TABLE services ADD COLUMN launch_type TEXT;
 -- The tasks ecsd runs itself (Fargate), until they stop.
 CREATE INDEX tasks_hosted ON tasks (launch_type) WHERE launch_type = 'FARGATE' AND last_status <> 'STOPPED';
 "#,

@@ -68,6 +68,18 @@ impl<'a> Tx<'a> {
             ..Default::default()
         };
         for row in self.query(
+            "SELECT COALESCE(launch_type, 'EC2'), status, COUNT(*) FROM services
+             WHERE account = $1 AND region = $2 AND cluster = $3 AND status IN ('ACTIVE', 'DRAINING')
+             GROUP BY launch_type, status",
+            &[cluster.into()],
+        )? {
+            let (launch_type, status, n) = (row.text(0)?.to_owned(), row.text(1)?.to_owned(), row.int(2)?);
+            if status == "ACTIVE" {
+                counts.active_services += n;
+            }
+            counts.services_by_launch_type.push((launch_type, status, n));
+        }
+        for row in self.query(
             "SELECT last_status, COALESCE(launch_type, 'EC2'), COUNT(*) FROM tasks
              WHERE account = $1 AND region = $2 AND cluster = $3 AND last_status <> 'STOPPED'
              GROUP BY last_status, launch_type",
