@@ -436,3 +436,26 @@ def test_fargate_tasks_carry_on_after_the_server_is_killed(tmp_path):
         assert {t["attachments"][0]["status"] for t in stopped} == {"DELETED"}
     finally:
         server.stop()
+
+
+def test_a_service_on_a_provider_waits_for_capacity_and_hears_when_it_has_it(ecs, server):
+    from test_events import all_events
+
+    provider = asg_provider(ecs, "svc-cp")
+    ecs.create_cluster(clusterName="asg", capacityProviders=["svc-cp"],
+                       defaultCapacityProviderStrategy=[{"capacityProvider": "svc-cp", "weight": 1}])
+    ecs.register_task_definition(family="half", cpu="512", memory="512", containerDefinitions=[{"name": "app", "image": "nginx:1"}])
+    service = ecs.create_service(cluster="asg", serviceName="w", taskDefinition="half", desiredCount=3)["service"]
+    assert service["capacityProviderStrategy"] == [{"capacityProvider": "svc-cp", "weight": 1}]
+    ecs.get_waiter("services_stable").wait(cluster="asg", services=["w"], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    # Three tasks of half an instance: two instances.
+    assert len(instances(ecs, "asg")) == 2
+    statistics = ecs.describe_clusters(clusters=["asg"], include=["STATISTICS"])["clusters"][0]["statistics"]
+    assert {s["name"]: s["value"] for s in statistics}["activeEC2ServiceCount"] == "1"
+
+    def steady():
+        actions = all_events(server.url, **{"detail-type": "ECS Service Action"})
+        return [e["event"]["detail"] for e in actions if e["event"]["detail"]["eventName"] == "CAPACITY_PROVIDER_STEADY_STATE"]
+
+    detail = wait_for(steady, timeout=10)[0]
+    assert detail["capacityProviderArns"] == [provider["capacityProviderArn"]]

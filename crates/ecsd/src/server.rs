@@ -1,7 +1,8 @@
 //! The HTTP server: opens the store, then serves the API on an already-bound listener until told
 //! to stop, within connection, header, body and time limits, with its background work beside
-//! (the service scheduler, the sweeper, webhook delivery, agent leases); on stop it lets
-//! in-flight requests finish and closes the store.
+//! (the service scheduler, the capacity ecsd provides for Fargate tasks and capacity providers,
+//! the sweeper, webhook delivery, agent leases); on stop it lets in-flight requests finish and
+//! closes the store.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ use crate::sessions::{lease, Hub, Timings};
 use crate::state::AppState;
 pub use crate::state::Limits;
 use crate::store::Store;
-use crate::store::{PostgresStore, SqliteStore, StoreError};
+use crate::store::{PostgresStore, Scheduled, SqliteStore, StoreError};
 use crate::throttle::Throttle;
 use crate::webhooks::{self, Webhook};
 use crate::wire;
@@ -474,7 +475,6 @@ fn head_size(request: &Request<Incoming>) -> usize {
 /// [`SCHEDULE_EVERY`] regardless. Each pass over a service is one write transaction, so every
 /// process sharing a store can run this: their passes are serialized by the store.
 async fn schedule(store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
-    use crate::store::StoreExt;
     let mut commits = store.commits();
     loop {
         tokio::select! {
@@ -483,73 +483,62 @@ async fn schedule(store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
             _ = stopped.changed() => return,
         }
         commits.borrow_and_update();
-        match store.scheduled_services().await {
-            Ok(services) => {
-                for service in services {
-                    let (cluster, name) = (service.cluster.clone(), service.name.clone());
-                    let pass = store
-                        .write(&service.scope, move |tx| {
-                            crate::ops::services::reconcile(tx, &cluster, &name)
-                        })
-                        .await;
-                    if let Err(e) = pass {
-                        tracing::warn!(service = %service.name, error = %e, "a scheduler pass failed");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "the scheduler cannot list the services"),
-        }
+        let services = store.scheduled_services().await;
+        each(&store, "service", services, |tx, due| {
+            crate::ops::services::reconcile(tx, &due.cluster, &due.name)
+        })
+        .await;
         tokio::time::sleep(SCHEDULE_SPACING).await;
+    }
+}
+
+/// Runs `pass` over each of `due` (as listed), each in a write transaction of its own.
+async fn each<F>(store: &Arc<dyn Store>, kind: &'static str, due: Result<Vec<Scheduled>, StoreError>, pass: F)
+where
+    F: Fn(&mut crate::store::Tx<'_>, &Scheduled) -> Result<bool, crate::error::ApiError> + Clone + Send + 'static,
+{
+    use crate::store::StoreExt;
+    let due = match due {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(kind, error = %e, "background work cannot list what is due");
+            return;
+        }
+    };
+    for item in due {
+        let (pass, scope, name) = (pass.clone(), item.scope.clone(), item.name.clone());
+        if let Err(e) = store.write(&scope, move |tx| pass(tx, &item)).await {
+            tracing::warn!(kind, name = %name, error = %e, "a background pass failed");
+        }
     }
 }
 
 /// How often the tasks ecsd runs itself move on a step.
 const HOST_EVERY: Duration = Duration::from_millis(250);
 
-/// Runs the capacity ecsd provides: every [`HOST_EVERY`], each Fargate task moves on one step of
-/// its lifecycle, and each capacity provider of an Auto Scaling group makes a pass (placing
-/// what waits for capacity, running its instances' tasks, scaling), each in a write
+/// Runs the capacity ecsd provides: every [`HOST_EVERY`], each capacity provider of an Auto
+/// Scaling group makes a pass (placing what waits for capacity, running its instances' tasks,
+/// scaling) and each Fargate task moves on one step of its lifecycle, each in a write
 /// transaction of its own, so that every process sharing a store can run this too.
 async fn host(store: Arc<dyn Store>, subnets: Subnets, timings: ScalingTimings, mut stopped: watch::Receiver<bool>) {
-    use crate::store::StoreExt;
     let subnets = Arc::new(subnets);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HOST_EVERY) => {}
             _ = stopped.changed() => return,
         }
-        match store.capacity_providers().await {
-            Ok(providers) => {
-                for provider in providers {
-                    let (name, subnets) = (provider.name.clone(), subnets.clone());
-                    let pass = store
-                        .write(&provider.scope, move |tx| {
-                            crate::ops::scaling::pass(tx, &subnets, &timings, &name)
-                        })
-                        .await;
-                    if let Err(e) = pass {
-                        tracing::warn!(provider = %provider.name, error = %e, "a capacity provider pass failed");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list the capacity providers"),
-        }
-        match store.hosted_tasks().await {
-            Ok(tasks) => {
-                for task in tasks {
-                    let (cluster, id, subnets) = (task.cluster.clone(), task.name.clone(), subnets.clone());
-                    let step = store
-                        .write(&task.scope, move |tx| {
-                            crate::ops::fargate::advance(tx, &subnets, &cluster, &id)
-                        })
-                        .await;
-                    if let Err(e) = step {
-                        tracing::warn!(task = %task.name, error = %e, "a Fargate task could not move on");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list the Fargate tasks"),
-        }
+        let providers = store.capacity_providers().await;
+        let on = subnets.clone();
+        each(&store, "capacity provider", providers, move |tx, due| {
+            crate::ops::scaling::pass(tx, &on, &timings, &due.name)
+        })
+        .await;
+        let tasks = store.hosted_tasks().await;
+        let on = subnets.clone();
+        each(&store, "Fargate task", tasks, move |tx, due| {
+            crate::ops::fargate::advance(tx, &on, &due.cluster, &due.name)
+        })
+        .await;
     }
 }
 

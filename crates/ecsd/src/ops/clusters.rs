@@ -1,4 +1,5 @@
-//! CreateCluster, DescribeClusters, ListClusters.
+//! CreateCluster, DescribeClusters, ListClusters, UpdateCluster, UpdateClusterSettings and
+//! DeleteCluster, and how a cluster is shown.
 
 use serde_json::{json, Map, Value};
 

@@ -3,7 +3,9 @@
 //! moves it one step through Fargate's lifecycle (PROVISIONING → PENDING → ACTIVATING → RUNNING →
 //! DEACTIVATING → STOPPING → DEPROVISIONING → STOPPED) each time the runner looks at it, its
 //! network interface holding an address of its subnet from PENDING until it stops. Its
-//! containers behave as the simulated agents' do (the `ecsd.simulate.*` labels).
+//! containers behave as the simulated agents' do (the `ecsd.simulate.*` labels). The tasks of
+//! the instances ecsd launches for capacity providers (`scaling`) take the same steps, less those
+//! of a network interface when they have none.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
