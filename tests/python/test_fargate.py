@@ -459,3 +459,34 @@ def test_a_service_on_a_provider_waits_for_capacity_and_hears_when_it_has_it(ecs
 
     detail = wait_for(steady, timeout=10)[0]
     assert detail["capacityProviderArns"] == [provider["capacityProviderArn"]]
+
+
+def test_with_fargate_on_agents_the_pools_agents_run_fargate_tasks(tmp_path):
+    server = Ecsd(tmp_path / "data", ["--fargate-on-agents", "--simulate-agents", "1", "--cluster", "ecsd-fargate"]).start()
+    try:
+        ecs = server.client()
+        wait_for(lambda: instances(ecs, "ecsd-fargate") if ecs.list_clusters()["clusterArns"] else None)
+        ecs.create_cluster(clusterName="apps")
+        ecs.register_task_definition(
+            family="web", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{"name": "app", "image": "nginx:1", "portMappings": [{"containerPort": 80}]}])
+        task = ecs.run_task(cluster="apps", taskDefinition="web", launchType="FARGATE", networkConfiguration=WIDE)["tasks"][0]
+        ecs.get_waiter("tasks_running").wait(cluster="apps", tasks=[task["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+        running = ecs.describe_tasks(cluster="apps", tasks=[task["taskArn"]])["tasks"][0]
+        assert "containerInstanceArn" not in running and running["launchType"] == "FARGATE"
+        # Its containers run in a task of the pool, on the agent's instance, in bridge mode.
+        carrier = ecs.describe_tasks(cluster="ecsd-fargate", tasks=[task["taskArn"].rsplit("/", 1)[1]])["tasks"][0]
+        assert carrier["startedBy"] == task["taskArn"] and carrier["lastStatus"] == "RUNNING"
+        assert carrier["containerInstanceArn"] == instances(ecs, "ecsd-fargate")[0]["containerInstanceArn"]
+        binding = running["containers"][0]["networkBindings"][0]
+        assert binding["containerPort"] == 80 and binding["hostPort"] > 0
+        assert running["containers"][0]["runtimeId"] == carrier["containers"][0]["runtimeId"]
+        ecs.stop_task(cluster="apps", task=task["taskArn"], reason="done")
+        ecs.get_waiter("tasks_stopped").wait(cluster="apps", tasks=[task["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+        stopped = ecs.describe_tasks(cluster="apps", tasks=[task["taskArn"]])["tasks"][0]
+        assert stopped["stopCode"] == "UserInitiated" and stopped["stoppedReason"] == "done"
+        assert stopped["containers"][0]["exitCode"] == 143
+        carrier = ecs.describe_tasks(cluster="ecsd-fargate", tasks=[carrier["taskArn"]])["tasks"][0]
+        assert carrier["lastStatus"] == "STOPPED"
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 mod config;
 
 use ecsd::auth::{Keys, Regions};
-use ecsd::server::{Limits, Options, Range, Retention, ScalingTimings, Server, Subnets};
+use ecsd::server::{FargateCapacity, Limits, Options, Range, Retention, ScalingTimings, Server, POOL_CLUSTER};
 use ecsd::sessions::Timings;
 use ecsd::throttle::{Family, Rate, Throttle};
 use ecsd::webhooks;
@@ -173,6 +173,11 @@ struct FargateArgs {
     /// 10.0.0.0/8 derived from its id.
     #[arg(long = "fargate-subnet", value_name = "SUBNET=CIDR", value_parser = subnet_range)]
     fargate_subnets: Vec<(String, Range)>,
+    /// Run the containers of Fargate tasks on real container instances: those registered in the
+    /// cluster `ecsd-fargate` of the task's account (ECS_CLUSTER=ecsd-fargate), apart from the
+    /// user's clusters. Without it, ecsd simulates them.
+    #[arg(long)]
+    fargate_on_agents: bool,
     /// Seconds a capacity provider with managed scaling keeps more instances than it needs
     /// before it retires some (ECS: 15 minutes).
     #[arg(long, default_value_t = 900.0)]
@@ -495,8 +500,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             None => Vec::new(),
         },
         channels: args.channels.timings(),
-        fargate_subnets: Subnets {
+        fargate: FargateCapacity {
             ranges: args.fargate.fargate_subnets.iter().cloned().collect(),
+            pool: args.fargate.fargate_on_agents.then(|| POOL_CLUSTER.to_owned()),
         },
         scaling: ScalingTimings {
             scale_in_after: Duration::from_secs_f64(args.fargate.scale_in_after_secs.max(0.0)),

@@ -29,7 +29,7 @@ use crate::connections::{Busy, Connection, Connections, Refusal};
 use crate::domain::now;
 use crate::error::{ApiError, ErrorCode};
 use crate::events_api;
-pub use crate::ops::fargate::{Range, Subnets};
+pub use crate::ops::fargate::{FargateCapacity, Range, POOL_CLUSTER};
 pub use crate::ops::scaling::ScalingTimings;
 use crate::sessions::{lease, Hub, Timings};
 use crate::state::AppState;
@@ -62,8 +62,8 @@ pub struct Options {
     pub webhooks: Vec<Webhook>,
     /// Heartbeat, manifest and timeout periods of the agent channels (ACS, TCS).
     pub channels: Timings,
-    /// The address ranges of the subnets Fargate tasks run in.
-    pub fargate_subnets: Subnets,
+    /// The address ranges of the subnets Fargate tasks run in, and where their containers run.
+    pub fargate: FargateCapacity,
     /// How long managed scaling of capacity providers waits.
     pub scaling: ScalingTimings,
 }
@@ -104,7 +104,7 @@ impl Options {
             retention: Retention::default(),
             webhooks: Vec::new(),
             channels: Timings::default(),
-            fargate_subnets: Subnets::default(),
+            fargate: FargateCapacity::default(),
             scaling: ScalingTimings::default(),
         }
     }
@@ -202,7 +202,7 @@ impl Server {
         background.push(tokio::spawn(schedule(store.clone(), stopped.clone())));
         background.push(tokio::spawn(host(
             store.clone(),
-            options.fargate_subnets.clone(),
+            options.fargate.clone(),
             options.scaling,
             stopped.clone(),
         )));
@@ -520,7 +520,12 @@ const HOST_EVERY: Duration = Duration::from_millis(250);
 /// Scaling group makes a pass (placing what waits for capacity, running its instances' tasks,
 /// scaling) and each Fargate task moves on one step of its lifecycle, each in a write
 /// transaction of its own, so that every process sharing a store can run this too.
-async fn host(store: Arc<dyn Store>, subnets: Subnets, timings: ScalingTimings, mut stopped: watch::Receiver<bool>) {
+async fn host(
+    store: Arc<dyn Store>,
+    subnets: FargateCapacity,
+    timings: ScalingTimings,
+    mut stopped: watch::Receiver<bool>,
+) {
     let subnets = Arc::new(subnets);
     loop {
         tokio::select! {

@@ -223,7 +223,10 @@ pub async fn undelivered(store: &dyn Store, instance: &Instance) -> Result<Vec<D
                     let found = task_definitions::find(tx, &arn)?.map(|d| d.definition);
                     definitions.insert(arn.clone(), found);
                 }
-                let definition = definitions[&arn].clone().unwrap_or_default();
+                let mut definition = definitions[&arn].clone().unwrap_or_default();
+                if task.group.as_deref() == Some(super::fargate::POOL_GROUP) {
+                    definition = super::fargate::for_agents(&definition);
+                }
                 out.push(Delivery {
                     id: task.id().to_owned(),
                     desired: task.desired_status,

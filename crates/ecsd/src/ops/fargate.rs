@@ -17,11 +17,12 @@ use super::task_definitions;
 use super::tasks::save_task;
 use crate::domain::health::task_health;
 use crate::domain::now;
-use crate::domain::records::{KeyValuePair, NetworkAddress, Task};
-use crate::domain::status::{ContainerStatus, TaskStatus};
+use crate::domain::placement::{self, Candidate, Placement};
+use crate::domain::records::{ContainerInstance, KeyValuePair, NetworkAddress, Task};
+use crate::domain::status::{ContainerInstanceStatus, ContainerStatus, TaskStatus};
 use crate::error::ApiError;
 use crate::store::sql::Param;
-use crate::store::{StoreError, Tx};
+use crate::store::{NewTask, StoreError, Tx};
 
 /// The platform version LATEST stands for, and the versions there are.
 pub const LATEST: &str = "1.4.0";
@@ -143,14 +144,18 @@ impl Range {
     }
 }
 
-/// Where the network interfaces of Fargate tasks take their addresses: a range per subnet, as
-/// configured; a subnet not configured gets a /24 of 10.0.0.0/8 derived from its id.
+/// How ecsd provides Fargate's capacity: where the network interfaces of Fargate tasks take
+/// their addresses (a range per subnet, as configured; a subnet not configured gets a /24 of
+/// 10.0.0.0/8 derived from its id), and whether their containers run on real agents.
 #[derive(Clone, Debug, Default)]
-pub struct Subnets {
+pub struct FargateCapacity {
     pub ranges: BTreeMap<String, Range>,
+    /// The cluster (of each account) whose container instances run Fargate tasks, instead of
+    /// ecsd's simulation.
+    pub pool: Option<String>,
 }
 
-impl Subnets {
+impl FargateCapacity {
     fn range(&self, subnet: &str) -> Range {
         self.ranges.get(subnet).copied().unwrap_or_else(|| {
             let d = digest(subnet);
@@ -164,7 +169,12 @@ impl Subnets {
 
 /// The free address of `subnet` that a new network interface takes, stored as held by
 /// `task_arn`; none when the range is used up.
-fn allocate(tx: &mut Tx<'_>, subnets: &Subnets, subnet: &str, task_arn: &str) -> Result<Option<String>, StoreError> {
+fn allocate(
+    tx: &mut Tx<'_>,
+    subnets: &FargateCapacity,
+    subnet: &str,
+    task_arn: &str,
+) -> Result<Option<String>, StoreError> {
     let taken: HashSet<String> = tx
         .list::<NetworkAddress>(&[Param::Text(subnet)], &[], None, usize::MAX)?
         .into_iter()
@@ -246,12 +256,22 @@ fn behaviour(tx: &mut Tx<'_>, task: &Task) -> Result<Behaviour, ApiError> {
 /// Moves the task `id` (on Fargate, or on an instance ecsd runs itself) one step on; whether
 /// it changed. A task without a network interface of its own has no ACTIVATING, DEACTIVATING
 /// or DEPROVISIONING step.
-pub fn advance(tx: &mut Tx<'_>, subnets: &Subnets, cluster: &str, id: &str) -> Result<bool, ApiError> {
+pub fn advance(tx: &mut Tx<'_>, subnets: &FargateCapacity, cluster: &str, id: &str) -> Result<bool, ApiError> {
     let Some(task) = tx.task(cluster, id)? else {
         return Ok(false);
     };
     if task.last_status == TaskStatus::Stopped {
         return Ok(false);
+    }
+    if let Some(pool) = subnets
+        .pool
+        .as_deref()
+        .filter(|_| task.launch_type.as_deref() == Some("FARGATE"))
+    {
+        let next = on_pool(tx, subnets, pool, &task)?;
+        let changed = next != task;
+        save_task(tx, cluster, &task, next)?;
+        return Ok(changed);
     }
     let behaviour = behaviour(tx, &task)?;
     let mut next = step(tx, subnets, &task, &behaviour)?;
@@ -269,7 +289,7 @@ pub fn advance(tx: &mut Tx<'_>, subnets: &Subnets, cluster: &str, id: &str) -> R
 }
 
 /// The task one step on.
-fn step(tx: &mut Tx<'_>, subnets: &Subnets, task: &Task, behaviour: &Behaviour) -> Result<Task, ApiError> {
+fn step(tx: &mut Tx<'_>, subnets: &FargateCapacity, task: &Task, behaviour: &Behaviour) -> Result<Task, ApiError> {
     let at = now();
     let mut next = task.clone();
     let stopping = task.desired_status == TaskStatus::Stopped;
@@ -413,6 +433,209 @@ fn step(tx: &mut Tx<'_>, subnets: &Subnets, task: &Task, behaviour: &Behaviour) 
         TaskStatus::Stopped | TaskStatus::Deleted => {}
     }
     Ok(next)
+}
+
+/// The group of the tasks that carry Fargate tasks' containers on the pool's instances.
+pub const POOL_GROUP: &str = "ecsd:fargate";
+/// The cluster whose instances run Fargate tasks with `--fargate-on-agents`.
+pub const POOL_CLUSTER: &str = "ecsd-fargate";
+
+/// The Fargate task one step on when its containers run on the pool's instances: its carrier, a
+/// task of the pool cluster with the same id, placed on one of them and run by its agent (real
+/// or simulated, over ACS), which the Fargate task follows as Fargate's lifecycle allows.
+fn on_pool(tx: &mut Tx<'_>, capacity: &FargateCapacity, pool: &str, task: &Task) -> Result<Task, ApiError> {
+    let at = now();
+    let mut next = task.clone();
+    let stopping = task.desired_status == TaskStatus::Stopped;
+    let carrier = tx.task(pool, task.id())?;
+    // What the user asks of the Fargate task, its carrier does.
+    if let Some(c) = carrier
+        .as_ref()
+        .filter(|c| stopping && c.desired_status != TaskStatus::Stopped)
+    {
+        let mut stop = c.clone();
+        stop.desired_status = TaskStatus::Stopped;
+        stop.stopping_at = Some(at);
+        stop.stop_code = task.stop_code.clone();
+        stop.stopped_reason = task.stopped_reason.clone();
+        save_task(tx, pool, c, stop)?;
+    }
+    let carrier_stopped = carrier.as_ref().is_some_and(|c| c.last_status == TaskStatus::Stopped);
+    if let Some(c) = &carrier {
+        follow(&mut next, c);
+    }
+    match task.last_status {
+        TaskStatus::Provisioning if stopping => next.last_status = TaskStatus::Deprovisioning,
+        TaskStatus::Provisioning => {
+            let Some(instance) = pool_instance(tx, pool, task)? else {
+                return Ok(next);
+            };
+            let subnet = detail(task, "subnetId").unwrap_or_default().to_owned();
+            let Some(address) = allocate(tx, capacity, &subnet, &task.task_arn)? else {
+                next.desired_status = TaskStatus::Stopped;
+                next.stop_code = Some("TaskFailedToStart".into());
+                next.stopped_reason = Some(format!(
+                    "ResourceInitializationError: unable to create a network interface: subnet {subnet} has no free addresses"
+                ));
+                next.last_status = TaskStatus::Deprovisioning;
+                return Ok(next);
+            };
+            carry(tx, pool, task, &instance)?;
+            attach(&mut next, tx.scope().region.as_str(), &subnet, &address);
+            next.last_status = TaskStatus::Pending;
+            next.pull_started_at = Some(at);
+        }
+        TaskStatus::Pending | TaskStatus::Activating | TaskStatus::Running if carrier_stopped || stopping => {
+            if carrier_stopped && !stopping {
+                let c = carrier.as_ref().expect("a stopped carrier");
+                next.desired_status = TaskStatus::Stopped;
+                next.stopping_at = Some(at);
+                next.stop_code = c.stop_code.clone();
+                next.stopped_reason = c.stopped_reason.clone();
+            }
+            next.last_status = if task.last_status == TaskStatus::Pending {
+                TaskStatus::Deprovisioning
+            } else {
+                TaskStatus::Deactivating
+            };
+        }
+        TaskStatus::Pending if carrier.as_ref().is_some_and(|c| c.last_status == TaskStatus::Running) => {
+            next.last_status = TaskStatus::Activating;
+            next.pull_stopped_at = carrier.as_ref().and_then(|c| c.pull_stopped_at).or(Some(at));
+        }
+        TaskStatus::Activating => {
+            next.last_status = TaskStatus::Running;
+            next.started_at = carrier.as_ref().and_then(|c| c.started_at).or(Some(at));
+        }
+        TaskStatus::Deactivating => next.last_status = TaskStatus::Stopping,
+        TaskStatus::Stopping if carrier_stopped || carrier.is_none() => {
+            next.execution_stopped_at = carrier.as_ref().and_then(|c| c.execution_stopped_at).or(Some(at));
+            set_attachment_status(&mut next, "DETACHING");
+            next.last_status = TaskStatus::Deprovisioning;
+        }
+        TaskStatus::Deprovisioning => {
+            if let (Some(subnet), Some(address)) = (detail(task, "subnetId"), detail(task, "privateIPv4Address")) {
+                tx.delete::<NetworkAddress>(&[Param::Text(subnet), Param::Text(address)])?;
+            }
+            set_attachment_status(&mut next, "DELETED");
+            next.last_status = TaskStatus::Stopped;
+            next.stopped_at = Some(at);
+            next.execution_stopped_at.get_or_insert(at);
+            for c in &mut next.containers {
+                c.last_status = ContainerStatus::Stopped;
+            }
+        }
+        _ => {}
+    }
+    Ok(next)
+}
+
+/// What the Fargate task shows of its carrier's containers.
+fn follow(task: &mut Task, carrier: &Task) {
+    for c in &mut task.containers {
+        let Some(from) = carrier.containers.iter().find(|f| f.name == c.name) else {
+            continue;
+        };
+        c.last_status = from.last_status;
+        c.exit_code = from.exit_code;
+        c.reason = from.reason.clone();
+        c.runtime_id = from.runtime_id.clone();
+        c.image_digest = from.image_digest.clone();
+        c.health_status = from.health_status.clone();
+        c.network_bindings = from.network_bindings.clone();
+    }
+    task.health_status = carrier.health_status.clone();
+    if carrier.last_status >= TaskStatus::Running && task.connectivity.is_none() {
+        task.connectivity = Some("CONNECTED".into());
+        task.connectivity_at = carrier.started_at;
+    }
+}
+
+/// An ACTIVE instance of the pool the task fits on (the one with the fewest tasks).
+fn pool_instance(tx: &mut Tx<'_>, pool: &str, task: &Task) -> Result<Option<ContainerInstance>, ApiError> {
+    let need = tx.reservation(task_cluster(task), task.id())?;
+    let instances = tx.list_container_instances(pool, Some(ContainerInstanceStatus::Active), None, usize::MAX)?;
+    let mut loads = tx.cluster_loads(pool)?;
+    let mut candidates: Vec<Candidate> = instances
+        .into_iter()
+        .map(|instance| {
+            let load = loads
+                .remove(super::tasks::id_of(&instance.container_instance_arn))
+                .unwrap_or_default();
+            Candidate { instance, load }
+        })
+        .collect();
+    let placement = Placement {
+        need: &need,
+        count: 1,
+        strategies: &[],
+        member_of: &[],
+        distinct_instance: false,
+        group: POOL_GROUP,
+    };
+    let (placed, _) = placement::place(&mut candidates, &placement);
+    Ok(placed.first().map(|i| candidates[*i].instance.clone()))
+}
+
+fn task_cluster(task: &Task) -> &str {
+    crate::domain::arn::cluster_of(&task.task_arn).unwrap_or_default()
+}
+
+/// Stores the carrier of a Fargate task on `instance` of the pool: the same containers, run as
+/// the agent can run them without an ENI of AWS's (bridge networking, see [`for_agents`]).
+fn carry(tx: &mut Tx<'_>, pool: &str, task: &Task, instance: &ContainerInstance) -> Result<(), ApiError> {
+    let scope = tx.scope().clone();
+    let need = tx.reservation(task_cluster(task), task.id())?;
+    let id = task.id().to_owned();
+    let mut carrier = task.clone();
+    carrier.task_arn = scope.task_arn(pool, &id);
+    carrier.cluster_arn = scope.cluster_arn(pool);
+    carrier.container_instance_arn = Some(instance.container_instance_arn.clone());
+    carrier.last_status = TaskStatus::Pending;
+    carrier.desired_status = TaskStatus::Running;
+    carrier.version = 1;
+    carrier.created_at = now();
+    carrier.attachments = Vec::new();
+    carrier.launch_type = Some("EC2".into());
+    carrier.group = Some(POOL_GROUP.into());
+    carrier.started_by = Some(task.task_arn.clone());
+    carrier.tags = Vec::new();
+    carrier.extra = serde_json::Map::new();
+    for c in &mut carrier.containers {
+        c.container_arn = scope.container_arn(pool, &id, &crate::domain::new_id());
+        c.task_arn = carrier.task_arn.clone();
+        c.network_interfaces = Vec::new();
+    }
+    super::tasks::insert_task(
+        tx,
+        pool,
+        &NewTask {
+            client_token: None,
+            client_request: None,
+            task: &carrier,
+            reservation: &need,
+        },
+    )?;
+    Ok(())
+}
+
+/// The task definition of a Fargate task's carrier as its agent gets it: bridge networking,
+/// each container port on a port of the host's choosing.
+pub fn for_agents(definition: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    let mut out = definition.clone();
+    out.insert("networkMode".into(), "bridge".into());
+    if let Some(containers) = out.get_mut("containerDefinitions").and_then(Value::as_array_mut) {
+        for mapping in containers
+            .iter_mut()
+            .filter_map(|c| c.get_mut("portMappings").and_then(Value::as_array_mut))
+            .flatten()
+        {
+            if let Some(m) = mapping.as_object_mut() {
+                m.insert("hostPort".into(), 0.into());
+            }
+        }
+    }
+    out
 }
 
 /// Stops what still runs of the task's containers (as a stop request does) and moves it on.

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::capacity_providers::{self, INSTANCE_ATTRIBUTE};
 use super::container_instances::save_instance;
-use super::fargate::{self, Subnets};
+use super::fargate::{self, FargateCapacity};
 use super::tasks::save_task;
 use crate::domain::placement::{self, Candidate, Placement};
 use crate::domain::records::{Attribute, CapacityProviderRecord, ContainerInstance, Resource, Task};
@@ -75,7 +75,12 @@ impl Group {
 }
 
 /// One pass over the capacity provider `name`; whether anything changed.
-pub fn pass(tx: &mut Tx<'_>, subnets: &Subnets, timings: &ScalingTimings, name: &str) -> Result<bool, ApiError> {
+pub fn pass(
+    tx: &mut Tx<'_>,
+    subnets: &FargateCapacity,
+    timings: &ScalingTimings,
+    name: &str,
+) -> Result<bool, ApiError> {
     let Some(mut record) = tx
         .get::<CapacityProviderRecord>(&[Param::Text(name)])?
         .filter(|r| r.status == "ACTIVE")

@@ -60,7 +60,7 @@ pub(crate) fn save_task(tx: &mut Tx<'_>, cluster: &str, previous: &Task, mut nex
 
 /// Stores a new task, holding its reservation on its instance until it is STOPPED, and its
 /// first state-change event.
-fn insert_task(tx: &mut Tx<'_>, cluster: &str, new: &NewTask<'_>) -> Result<(), StoreError> {
+pub(crate) fn insert_task(tx: &mut Tx<'_>, cluster: &str, new: &NewTask<'_>) -> Result<(), StoreError> {
     tx.insert_task(new)?;
     let task = new.task;
     if let Some(instance) = task.container_instance_arn.as_deref().map(id_of) {

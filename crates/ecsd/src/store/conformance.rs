@@ -1,7 +1,7 @@
 //! The store conformance suite: what every backend must do, run against each of them. Records
 //! round-trip; lists come in key order and resume after a key, also while records come and go;
 //! event sequence numbers are never reused and no reader sees one before a smaller one;
-//! cursors and sweeps; a domain abort rolls back its writes and only its own; concurrent writers
+//! records are deleted by key; cursors and sweeps; a domain abort rolls back its writes and only its own; concurrent writers
 //! lose no update; agent leases lapse.
 //!
 //! `cargo test -p ecsd store::conformance` runs it on SQLite, and on PostgreSQL too when
@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::{FamilyStatus, NewTask, Store, StoreError, StoreExt, TaskFilter, Tx};
 use crate::domain::placement::{Reservation, Usage};
-use crate::domain::records::{Cluster, ContainerInstance, StoredTaskDefinition, Task};
+use crate::domain::records::{AccountSetting, Cluster, ContainerInstance, NetworkAddress, StoredTaskDefinition, Task};
 use crate::domain::status::{ClusterStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::Scope;
 
@@ -155,6 +155,37 @@ async fn records_round_trip_and_list_in_key_order(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(other.is_empty());
+}
+
+async fn records_are_deleted_by_key_and_only_theirs(store: Arc<dyn Store>) {
+    let address = |a: &str| NetworkAddress {
+        subnet: "subnet-1".into(),
+        address: a.into(),
+        task_arn: format!("task-{a}"),
+    };
+    write(&store, move |tx| {
+        for a in ["10.0.0.5", "10.0.0.4"] {
+            tx.put(&address(a))?;
+        }
+        tx.put(&AccountSetting {
+            name: "containerInsights".into(),
+            value: "enabled".into(),
+            principal_arn: "arn:aws:iam::123456789012:root".into(),
+        })
+    })
+    .await;
+    let (deleted, again, left, setting) = write(&store, |tx| {
+        let deleted = tx.delete::<NetworkAddress>(&["subnet-1".into(), "10.0.0.4".into()])?;
+        let again = tx.delete::<NetworkAddress>(&["subnet-1".into(), "10.0.0.4".into()])?;
+        let left = tx.list::<NetworkAddress>(&["subnet-1".into()], &[], None, 10)?;
+        let setting =
+            tx.get::<AccountSetting>(&["arn:aws:iam::123456789012:root".into(), "containerInsights".into()])?;
+        Ok((deleted, again, left, setting))
+    })
+    .await;
+    assert!(deleted && !again);
+    assert_eq!(left, vec![address("10.0.0.5")]);
+    assert_eq!(setting.map(|s| s.value).as_deref(), Some("enabled"));
 }
 
 async fn task_definitions_keep_their_revisions(store: Arc<dyn Store>) {
@@ -559,6 +590,7 @@ macro_rules! conformance {
 
 conformance!(
     records_round_trip_and_list_in_key_order,
+    records_are_deleted_by_key_and_only_theirs,
     task_definitions_keep_their_revisions,
     pages_stay_valid_while_records_come_and_go,
     what_tasks_hold_is_kept_beside_them,
