@@ -484,7 +484,7 @@ async fn schedule(store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
         }
         commits.borrow_and_update();
         let services = store.scheduled_services().await;
-        each(&store, "service", services, |tx, due| {
+        each(&store, "service", services, None::<Check>, |tx, due| {
             crate::ops::services::reconcile(tx, &due.cluster, &due.name)
         })
         .await;
@@ -492,9 +492,19 @@ async fn schedule(store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-/// Runs `pass` over each of `due` (as listed), each in a write transaction of its own.
-async fn each<F>(store: &Arc<dyn Store>, kind: &'static str, due: Result<Vec<Scheduled>, StoreError>, pass: F)
-where
+/// A look, in a read transaction, at whether a background pass has anything to do.
+type Check = fn(&mut crate::store::Tx<'_>, &Scheduled) -> Result<bool, crate::error::ApiError>;
+
+/// Runs `pass` over each of `due` (as listed), each in a write transaction of its own; with a
+/// `check`, only over those it finds something to do for.
+async fn each<C, F>(
+    store: &Arc<dyn Store>,
+    kind: &'static str,
+    due: Result<Vec<Scheduled>, StoreError>,
+    check: Option<C>,
+    pass: F,
+) where
+    C: Fn(&mut crate::store::Tx<'_>, &Scheduled) -> Result<bool, crate::error::ApiError> + Clone + Send + 'static,
     F: Fn(&mut crate::store::Tx<'_>, &Scheduled) -> Result<bool, crate::error::ApiError> + Clone + Send + 'static,
 {
     use crate::store::StoreExt;
@@ -506,7 +516,19 @@ where
         }
     };
     for item in due {
-        let (pass, scope, name) = (pass.clone(), item.scope.clone(), item.name.clone());
+        let (scope, name) = (item.scope.clone(), item.name.clone());
+        if let Some(check) = check.clone() {
+            let looked = item.clone();
+            match store.read(&scope, move |tx| check(tx, &looked)).await {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::warn!(kind, name = %name, error = %e, "a background check failed");
+                    continue;
+                }
+            }
+        }
+        let pass = pass.clone();
         if let Err(e) = store.write(&scope, move |tx| pass(tx, &item)).await {
             tracing::warn!(kind, name = %name, error = %e, "a background pass failed");
         }
@@ -533,14 +555,21 @@ async fn host(
             _ = stopped.changed() => return,
         }
         let providers = store.capacity_providers().await;
-        let on = subnets.clone();
-        each(&store, "capacity provider", providers, move |tx, due| {
+        let (on, looking) = (subnets.clone(), subnets.clone());
+        let check = move |tx: &mut crate::store::Tx<'_>, due: &Scheduled| {
+            crate::ops::scaling::due(tx, &looking, &timings, &due.name)
+        };
+        each(&store, "capacity provider", providers, Some(check), move |tx, due| {
             crate::ops::scaling::pass(tx, &on, &timings, &due.name)
         })
         .await;
         let tasks = store.hosted_tasks().await;
-        let on = subnets.clone();
-        each(&store, "Fargate task", tasks, move |tx, due| {
+        let (on, looking) = (subnets.clone(), subnets.clone());
+        let check = move |tx: &mut crate::store::Tx<'_>, due: &Scheduled| match tx.task(&due.cluster, &due.name)? {
+            Some(task) => crate::ops::fargate::due(tx, &looking, &task),
+            None => Ok(false),
+        };
+        each(&store, "Fargate task", tasks, Some(check), move |tx, due| {
             crate::ops::fargate::advance(tx, &on, &due.cluster, &due.name)
         })
         .await;

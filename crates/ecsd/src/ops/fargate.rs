@@ -288,6 +288,56 @@ pub fn advance(tx: &mut Tx<'_>, subnets: &FargateCapacity, cluster: &str, id: &s
     Ok(changed)
 }
 
+/// Whether [`advance`] would move the task on (a read-only look, so that a task that runs
+/// quietly costs no write): anything but a RUNNING task that nothing asks to stop is due.
+pub fn due(tx: &mut Tx<'_>, capacity: &FargateCapacity, task: &Task) -> Result<bool, ApiError> {
+    let stopping = task.desired_status == TaskStatus::Stopped;
+    if task.last_status == TaskStatus::Stopped {
+        return Ok(false);
+    }
+    if let Some(pool) = capacity
+        .pool
+        .as_deref()
+        .filter(|_| task.launch_type.as_deref() == Some("FARGATE"))
+    {
+        let carrier = tx.task(pool, task.id())?;
+        return Ok(match task.last_status {
+            TaskStatus::Provisioning if !stopping => pool_instance(tx, pool, task)?.is_some(),
+            TaskStatus::Pending | TaskStatus::Running if !stopping => carrier.is_none_or(|c| {
+                let mut followed = task.clone();
+                follow(&mut followed, &c);
+                c.last_status == TaskStatus::Stopped
+                    || c.last_status >= TaskStatus::Running && followed != *task
+                    || task.last_status == TaskStatus::Pending && c.last_status == TaskStatus::Running
+            }),
+            TaskStatus::Stopping => carrier.is_none_or(|c| c.last_status == TaskStatus::Stopped),
+            _ => true,
+        });
+    }
+    if task.last_status != TaskStatus::Running || stopping {
+        return Ok(true);
+    }
+    let spot = task.extra.get("capacityProviderName").and_then(Value::as_str) == Some("FARGATE_SPOT");
+    if spot
+        && task
+            .tags
+            .iter()
+            .any(|t| t.key.as_deref() == Some(SPOT_INTERRUPTION_TAG))
+    {
+        return Ok(true);
+    }
+    let behaviour = behaviour(tx, task)?;
+    let started = task.started_at.unwrap_or_default();
+    Ok(task.containers.iter().any(|c| {
+        c.last_status == ContainerStatus::Running
+            && behaviour
+                .containers
+                .get(&c.name)
+                .and_then(|b| b.run_seconds)
+                .is_some_and(|s| started + s <= now())
+    }))
+}
+
 /// The task one step on.
 fn step(tx: &mut Tx<'_>, subnets: &FargateCapacity, task: &Task, behaviour: &Behaviour) -> Result<Task, ApiError> {
     let at = now();

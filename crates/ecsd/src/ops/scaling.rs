@@ -14,7 +14,7 @@ use super::capacity_providers::{self, INSTANCE_ATTRIBUTE};
 use super::container_instances::save_instance;
 use super::fargate::{self, FargateCapacity};
 use super::tasks::save_task;
-use crate::domain::placement::{self, Candidate, Placement};
+use crate::domain::placement::{self, Candidate, Placement, Reservation};
 use crate::domain::records::{Attribute, CapacityProviderRecord, ContainerInstance, Resource, Task};
 use crate::domain::status::{ContainerInstanceStatus, TaskStatus};
 use crate::domain::{new_id, now};
@@ -103,34 +103,9 @@ pub fn pass(
     }
 
     // Tasks waiting for capacity take what there is now, oldest first.
-    let instances: Vec<ContainerInstance> = tx
-        .list_container_instances(&cluster, Some(ContainerInstanceStatus::Active), None, usize::MAX)?
-        .into_iter()
-        .filter(|i| capacity_providers::of_instance(i) == Some(name))
-        .collect();
-    let mut loads = tx.cluster_loads(&cluster)?;
-    let mut candidates: Vec<Candidate> = instances
-        .into_iter()
-        .map(|instance| {
-            let load = loads
-                .remove(super::tasks::id_of(&instance.container_instance_arn))
-                .unwrap_or_default();
-            Candidate { instance, load }
-        })
-        .collect();
-    let mut waiting: Vec<Task> = tx
-        .list::<Task>(
-            &[Param::Text(&cluster)],
-            &[Filter::Eq("last_status", "PROVISIONING".into())],
-            None,
-            usize::MAX,
-        )?
-        .into_iter()
-        .filter(|t| t.container_instance_arn.is_none() && capacity_providers::of_task(t) == Some(name))
-        .collect();
-    waiting.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+    let mut candidates = candidates(tx, &cluster, name)?;
     let mut unplaced = Vec::new();
-    for task in waiting {
+    for task in waiting(tx, &cluster, name)? {
         if task.desired_status == TaskStatus::Stopped {
             changed |= fargate::advance(tx, subnets, &cluster, task.id())?;
             continue;
@@ -172,24 +147,7 @@ pub fn pass(
     if scaling.status == Some(ManagedScalingStatus::Enabled) {
         let group = Group::of(&record);
         let current = candidates.len();
-        let busy = candidates
-            .iter()
-            .filter(|c| c.load.running + c.load.pending > 0)
-            .count();
-        // The instances the waiting tasks need besides, each of the group's size.
-        let more = if unplaced.is_empty() {
-            0
-        } else {
-            let cpu = unplaced.iter().map(|n| n.cpu.max(0) as u64).sum::<u64>();
-            let memory = unplaced.iter().map(|n| n.memory.max(0) as u64).sum::<u64>();
-            let fit = cpu.div_ceil(group.cpu as u64).max(memory.div_ceil(group.memory as u64));
-            (fit as usize).max(1)
-        };
-        let needed = busy + more;
-        let target = scaling.target_capacity.unwrap_or(100).clamp(1, 100) as usize;
-        let desired = (needed * 100)
-            .div_ceil(target)
-            .clamp(group.min_size, group.max_size.max(group.min_size));
+        let desired = desired_size(&record, &group, &candidates, &unplaced);
         let min_step = scaling.minimum_scaling_step_size.unwrap_or(1).max(1) as usize;
         let max_step = scaling.maximum_scaling_step_size.unwrap_or(10000).max(1) as usize;
         if desired > current {
@@ -201,8 +159,8 @@ pub fn pass(
             record.scaler.surplus_since = None;
             steady = false;
         } else if desired < current {
+            // More than it needs is steady still: nothing waits.
             let since = *record.scaler.surplus_since.get_or_insert(at);
-            steady = false;
             if at - since >= timings.scale_in_after.as_secs_f64() {
                 let protect = provider.managed_termination_protection == Some(ManagedTerminationProtection::Enabled);
                 // Empty instances go first; with managed termination protection, only those.
@@ -242,6 +200,132 @@ pub fn pass(
         changed = true;
     }
     Ok(changed)
+}
+
+/// How many instances the provider's group should have: enough for the instances with tasks
+/// and the waiting tasks (`unplaced`) to make its reservation `targetCapacity`, within its
+/// bounds.
+fn desired_size(
+    record: &CapacityProviderRecord,
+    group: &Group,
+    candidates: &[Candidate],
+    unplaced: &[Reservation],
+) -> usize {
+    let busy = candidates
+        .iter()
+        .filter(|c| c.load.running + c.load.pending > 0)
+        .count();
+    // The instances the waiting tasks need besides, each of the group's size.
+    let more = if unplaced.is_empty() {
+        0
+    } else {
+        let cpu = unplaced.iter().map(|n| n.cpu.max(0) as u64).sum::<u64>();
+        let memory = unplaced.iter().map(|n| n.memory.max(0) as u64).sum::<u64>();
+        let fit = cpu.div_ceil(group.cpu as u64).max(memory.div_ceil(group.memory as u64));
+        (fit as usize).max(1)
+    };
+    let scaling = record
+        .auto_scaling_group_provider
+        .managed_scaling
+        .clone()
+        .unwrap_or_default();
+    let target = scaling.target_capacity.unwrap_or(100).clamp(1, 100) as usize;
+    ((busy + more) * 100)
+        .div_ceil(target)
+        .clamp(group.min_size, group.max_size.max(group.min_size))
+}
+
+/// The provider's ACTIVE instances in `cluster`, with what their tasks hold.
+fn candidates(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<Vec<Candidate>, ApiError> {
+    let instances: Vec<ContainerInstance> = tx
+        .list_container_instances(cluster, Some(ContainerInstanceStatus::Active), None, usize::MAX)?
+        .into_iter()
+        .filter(|i| capacity_providers::of_instance(i) == Some(name))
+        .collect();
+    let mut loads = tx.cluster_loads(cluster)?;
+    Ok(instances
+        .into_iter()
+        .map(|instance| {
+            let load = loads
+                .remove(super::tasks::id_of(&instance.container_instance_arn))
+                .unwrap_or_default();
+            Candidate { instance, load }
+        })
+        .collect())
+}
+
+/// The provider's tasks in `cluster` that wait for capacity (no instance yet), oldest first.
+fn waiting(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<Vec<Task>, ApiError> {
+    let mut waiting: Vec<Task> = tx
+        .list::<Task>(
+            &[Param::Text(cluster)],
+            &[Filter::Eq("last_status", "PROVISIONING".into())],
+            None,
+            usize::MAX,
+        )?
+        .into_iter()
+        .filter(|t| t.container_instance_arn.is_none() && capacity_providers::of_task(t) == Some(name))
+        .collect();
+    waiting.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+    Ok(waiting)
+}
+
+/// Whether a [`pass`] over the provider `name` has anything to do (a read-only look, so that
+/// a quiet provider costs no write).
+pub fn due(
+    tx: &mut Tx<'_>,
+    capacity: &FargateCapacity,
+    timings: &ScalingTimings,
+    name: &str,
+) -> Result<bool, ApiError> {
+    let Some(record) = tx
+        .get::<CapacityProviderRecord>(&[Param::Text(name)])?
+        .filter(|r| r.status == "ACTIVE")
+    else {
+        return Ok(false);
+    };
+    let Some(cluster) = capacity_providers::clusters_with(tx, name)?.into_iter().next() else {
+        return Ok(false);
+    };
+    let cluster = cluster.cluster_name;
+    for id in &record.scaler.instances {
+        for (task, _) in tx.instance_tasks(&cluster, id)? {
+            if fargate::due(tx, capacity, &task)? {
+                return Ok(true);
+            }
+        }
+    }
+    if !waiting(tx, &cluster, name)?.is_empty() || !record.scaler.steady {
+        return Ok(true);
+    }
+    let scaling = record
+        .auto_scaling_group_provider
+        .managed_scaling
+        .clone()
+        .unwrap_or_default();
+    if scaling.status != Some(ManagedScalingStatus::Enabled) {
+        return Ok(false);
+    }
+    let candidates = candidates(tx, &cluster, name)?;
+    let desired = desired_size(&record, &Group::of(&record), &candidates, &[]);
+    if desired > candidates.len() {
+        return Ok(true);
+    }
+    // A surplus: due once to note since when, then once it has lasted, if an instance ecsd
+    // launched is empty to retire.
+    let retirable = candidates.iter().any(|c| {
+        c.load.running + c.load.pending == 0
+            && record
+                .scaler
+                .instances
+                .iter()
+                .any(|id| c.instance.container_instance_arn.ends_with(id))
+    });
+    Ok(match record.scaler.surplus_since {
+        _ if desired == candidates.len() => false,
+        None => true,
+        Some(since) => retirable && now() - since >= timings.scale_in_after.as_secs_f64(),
+    })
 }
 
 /// Puts a task that waited for capacity on `instance`: it holds its resources there from now.
