@@ -490,3 +490,33 @@ def test_with_fargate_on_agents_the_pools_agents_run_fargate_tasks(tmp_path):
         assert carrier["lastStatus"] == "STOPPED"
     finally:
         server.stop()
+
+
+def test_a_deployment_waits_for_a_protected_task_then_proceeds(ecs):
+    ecs.create_cluster(clusterName="fg")
+    fargate_definition(ecs)
+    ecs.create_service(cluster="fg", serviceName="api", taskDefinition="web", desiredCount=2,
+                       launchType="FARGATE", networkConfiguration=WIDE)
+    ecs.get_waiter("services_stable").wait(cluster="fg", services=["api"], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    old = ecs.list_tasks(cluster="fg", serviceName="api")["taskArns"]
+    ecs.update_task_protection(cluster="fg", tasks=old[:1], protectionEnabled=True)
+    fargate_definition(ecs, cpu="512", memory="1024")
+    ecs.update_service(cluster="fg", service="api", taskDefinition="web:2")
+
+    def replaced_but_the_protected():
+        arns = ecs.list_tasks(cluster="fg", serviceName="api")["taskArns"]
+        tasks = ecs.describe_tasks(cluster="fg", tasks=arns)["tasks"]
+        new = [t for t in tasks if t["taskDefinitionArn"].endswith(":2") and t["lastStatus"] == "RUNNING"]
+        return len(new) == 2 and set(arns) - {t["taskArn"] for t in new} == {old[0]}
+
+    wait_for(replaced_but_the_protected)
+    time.sleep(1)
+    service = ecs.describe_services(cluster="fg", services=["api"])["services"][0]
+    assert len(service["deployments"]) == 2
+    assert service["deployments"][0]["rolloutState"] == "IN_PROGRESS"
+    assert old[0] in ecs.list_tasks(cluster="fg", serviceName="api")["taskArns"]
+    ecs.update_task_protection(cluster="fg", tasks=old[:1], protectionEnabled=False)
+    ecs.get_waiter("services_stable").wait(cluster="fg", services=["api"], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    service = ecs.describe_services(cluster="fg", services=["api"])["services"][0]
+    assert service["deployments"][0]["rolloutState"] == "COMPLETED"
+    assert old[0] not in ecs.list_tasks(cluster="fg", serviceName="api")["taskArns"]
