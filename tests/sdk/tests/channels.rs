@@ -889,3 +889,106 @@ async fn a_graceful_stop_records_its_agents_as_disconnected() {
     assert!(!described.container_instances()[0].agent_connected());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn with_fargate_on_agents_a_fargate_task_reaches_the_pools_agent_in_bridge_mode() {
+    use aws_sdk_ecs::types::{AwsVpcConfiguration, Compatibility, LaunchType, NetworkConfiguration};
+    use ecsd::server::POOL_CLUSTER;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = quick_options(dir.path()).await;
+    options.fargate.pool = Some(POOL_CLUSTER.into());
+    let server = Running::start_with(options).await;
+    let client = server.client();
+    client.create_cluster().cluster_name(POOL_CLUSTER).send().await.unwrap();
+    client.create_cluster().cluster_name("apps").send().await.unwrap();
+    let instance = register_instance(&client, POOL_CLUSTER).await;
+    let agent = FakeAgent::connect(&server, POOL_CLUSTER, &instance).await;
+    client
+        .register_task_definition()
+        .family("api")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("api")
+                .image("nginx:latest")
+                .port_mappings(PortMapping::builder().container_port(8080).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let run = client
+        .run_task()
+        .cluster("apps")
+        .task_definition("api")
+        .launch_type(LaunchType::Fargate)
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    AwsVpcConfiguration::builder()
+                        .subnets("subnet-0a0a0a0a")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let arn = run.tasks()[0].task_arn().unwrap().to_owned();
+    let id = arn.rsplit('/').next().unwrap().to_owned();
+    let payload = agent
+        .wait_for("the carrier in a payload", |v| {
+            v.of("PayloadMessage")
+                .into_iter()
+                .find(|m| m["tasks"][0]["arn"].as_str().is_some_and(|a| a.ends_with(&id)))
+                .cloned()
+        })
+        .await;
+    let carrier = &payload["tasks"][0];
+    assert!(carrier["arn"]
+        .as_str()
+        .unwrap()
+        .contains(&format!(":task/{POOL_CLUSTER}/")));
+    assert_eq!(carrier["networkMode"], "bridge");
+    assert_eq!(carrier["containers"][0]["portMappings"][0]["hostPort"], 0);
+    let described = |cluster: &'static str, task: String| {
+        let client = client.clone();
+        async move {
+            client
+                .describe_tasks()
+                .cluster(cluster)
+                .tasks(task)
+                .send()
+                .await
+                .unwrap()
+                .tasks()[0]
+                .clone()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while described("apps", arn.clone()).await.last_status() != Some("RUNNING") {
+        assert!(tokio::time::Instant::now() < deadline, "the Fargate task never ran");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    client.stop_task().cluster("apps").task(&arn).send().await.unwrap();
+    agent
+        .wait_for("the carrier again, to stop", |v| {
+            v.of("PayloadMessage")
+                .into_iter()
+                .find(|m| m["tasks"][0]["arn"] == carrier["arn"] && m["tasks"][0]["desiredStatus"] == "STOPPED")
+                .map(|_| ())
+        })
+        .await;
+    while described("apps", arn.clone()).await.last_status() != Some("STOPPED") {
+        assert!(tokio::time::Instant::now() < deadline, "the Fargate task never stopped");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(described(POOL_CLUSTER, id).await.last_status(), Some("STOPPED"));
+    assert!(agent.violations().is_empty(), "{:?}", agent.violations());
+    server.stop().await;
+}
