@@ -1,17 +1,21 @@
 //! The shared store: PostgreSQL, for several ecsd processes behind one load balancer.
 //!
-//! Write transactions run at READ COMMITTED and first take one transaction-scoped advisory
-//! lock, so writers from every process run one at a time: no lost update, no overcommitted
-//! instance, and event sequence numbers that are committed in order (a reader can never see
-//! event N+1 before event N). Reads run as REPEATABLE READ, READ ONLY snapshots and are not
+//! Writes are committed in groups, as on SQLite: one writer thread per process takes every
+//! write queued while the previous group committed, runs each in a savepoint of one READ
+//! COMMITTED transaction (a write whose closure fails rolls back to its savepoint, alone), and
+//! commits them together, answering none before the commit. Each group first takes one
+//! transaction-scoped advisory lock, so the groups of every process run one at a time: no lost
+//! update, no overcommitted instance, and event sequence numbers that are committed in order (a
+//! reader can never see event N+1 before event N); the lock and the commit cost once per group,
+//! not once per write. Reads run as REPEATABLE READ, READ ONLY snapshots on a pool and are not
 //! serialized. Nothing is needed from the database beyond a plain schema: no extension, no
-//! special isolation level. Handlers' closures are synchronous; they run on the blocking pool
-//! and drive the async driver there.
+//! special isolation level. Handlers' closures are synchronous; they run on blocking threads and
+//! drive the async driver there.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
@@ -26,6 +30,13 @@ const WRITE_LOCK: i64 = 0x6563_7364_7772_6974; // "ecsdwrit"
 /// Migrations run under this one, by one process at a time.
 const MIGRATION_LOCK: i64 = 0x6563_7364_6d69_6772; // "ecsdmigr"
 const POOL_SIZE: usize = 16;
+/// The most writes one commit takes.
+const MAX_GROUP: usize = 256;
+
+struct Job {
+    work: SqlFn,
+    reply: tokio::sync::oneshot::Sender<TxOutcome>,
+}
 /// How often a process looks for events committed by other processes.
 const EVENT_POLL: Duration = Duration::from_millis(200);
 
@@ -33,6 +44,8 @@ pub struct PostgresStore {
     pool: Pool,
     commits: watch::Sender<u64>,
     poller: tokio::task::JoinHandle<()>,
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl PostgresStore {
@@ -70,7 +83,35 @@ impl PostgresStore {
         })?;
         let (commits, _) = watch::channel(0);
         let poller = tokio::spawn(poll_events(pool.clone(), commits.clone()));
-        Ok(PostgresStore { pool, commits, poller })
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let (rt, writer_pool, writer_commits) = (Handle::current(), pool.clone(), commits.clone());
+        let writer = std::thread::Builder::new()
+            .name("ecsd-postgres-writer".into())
+            .spawn(move || write_loop(&rt, &writer_pool, &queue, &writer_commits))
+            .map_err(|e| StoreError::Worker(e.to_string()))?;
+        Ok(PostgresStore {
+            pool,
+            commits,
+            poller,
+            jobs: std::sync::Mutex::new(Some(jobs)),
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Queues `work` for the writer's next commit group.
+    fn submit(&self, work: SqlFn) -> BoxFuture<TxOutcome> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self
+            .jobs
+            .lock()
+            .ok()
+            .and_then(|jobs| jobs.as_ref().map(|j| j.send(Job { work, reply })));
+        Box::pin(async move {
+            match sent {
+                Some(Ok(())) => answer.await.unwrap_or(Err(StoreError::Closed)),
+                _ => Err(StoreError::Closed),
+            }
+        })
     }
 
     fn blocking<R: Send + 'static>(
@@ -90,6 +131,107 @@ impl PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.poller.abort();
+        drop(self.jobs.lock().map(|mut j| j.take()));
+    }
+}
+
+/// The writer: groups what is queued, commits each group, answers after the commit.
+fn write_loop(rt: &Handle, pool: &Pool, queue: &std::sync::mpsc::Receiver<Job>, commits: &watch::Sender<u64>) {
+    let mut client: Option<deadpool_postgres::Object> = None;
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        // A connection the database dropped is replaced before the next group.
+        if client.as_ref().is_some_and(|c| c.is_closed()) {
+            client = None;
+        }
+        let conn = match client.take() {
+            Some(conn) => Ok(conn),
+            None => rt.block_on(pool.get()).map_err(|e| StoreError::Worker(causes(&e))),
+        };
+        match conn {
+            Ok(mut conn) => {
+                commit_group(rt, &mut conn, group, commits);
+                client = Some(conn);
+            }
+            Err(e) => {
+                for job in group {
+                    let _ = job.reply.send(Err(StoreError::Worker(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn commit_group(rt: &Handle, client: &mut deadpool_postgres::Object, group: Vec<Job>, commits: &watch::Sender<u64>) {
+    let started = std::time::Instant::now();
+    let size = group.len();
+    // The transaction, the lock and the first savepoint in one round trip; between writes,
+    // releasing one savepoint and setting the next in another.
+    let begin = format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK}); SAVEPOINT ecsd_write"
+    );
+    if let Err(e) = rt.block_on(client.batch_execute(&begin)) {
+        let _ = rt.block_on(client.batch_execute("ROLLBACK"));
+        let message = causes(&e);
+        for job in group {
+            let _ = job.reply.send(Err(StoreError::Worker(message.clone())));
+        }
+        return;
+    }
+    let mut answers = Vec::with_capacity(size);
+    let mut broken: Option<String> = None;
+    for (i, Job { work, reply }) in group.into_iter().enumerate() {
+        if let Some(why) = &broken {
+            let _ = reply.send(Err(StoreError::Worker(why.clone())));
+            continue;
+        }
+        let result = {
+            let mut conn = Conn { client: &*client, rt };
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || work(&mut conn)))
+                .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())))
+        };
+        let kept = matches!(result, Ok(Ok(_)));
+        let next = match (kept, i + 1 == size) {
+            (true, true) => None,
+            (true, false) => Some("RELEASE SAVEPOINT ecsd_write; SAVEPOINT ecsd_write"),
+            // Rolling back to the savepoint keeps it, for the next write.
+            (false, _) => Some("ROLLBACK TO SAVEPOINT ecsd_write"),
+        };
+        if let Some(statement) = next {
+            if let Err(e) = rt.block_on(client.batch_execute(statement)) {
+                broken = Some(causes(&e));
+            }
+        }
+        answers.push((reply, result));
+    }
+    let committed = match broken {
+        Some(why) => {
+            let _ = rt.block_on(client.batch_execute("ROLLBACK"));
+            Err(why)
+        }
+        None => rt.block_on(client.batch_execute("COMMIT")).map_err(|e| causes(&e)),
+    };
+    match committed {
+        Ok(()) => {
+            metrics::histogram!(crate::monitoring::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::monitoring::COMMIT_GROUP).record(size as f64);
+            commits.send_modify(|n| *n += 1);
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(message) => {
+            tracing::error!(error = %message, "commit failed");
+            for (reply, _) in answers {
+                let _ = reply.send(Err(StoreError::Worker(format!("commit failed: {message}"))));
+            }
+        }
     }
 }
 
@@ -180,48 +322,33 @@ async fn poll_events(pool: Pool, commits: watch::Sender<u64>) {
 
 impl Backend for PostgresStore {
     fn run(&self, write: bool, f: SqlFn) -> BoxFuture<TxOutcome> {
-        let commits = self.commits.clone();
+        if write {
+            return self.submit(f);
+        }
         self.blocking(move |rt, mut client| {
-            let started = std::time::Instant::now();
-            let tx = if write {
-                let tx = rt.block_on(
-                    client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::ReadCommitted)
-                        .start(),
-                )?;
-                rt.block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))?;
-                tx
-            } else {
-                rt.block_on(
-                    client
-                        .build_transaction()
-                        .isolation_level(IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start(),
-                )?
-            };
+            let tx = rt.block_on(
+                client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start(),
+            )?;
             let result = {
-                let mut conn = Conn { tx: &tx, rt };
+                let mut conn = Conn { client: &tx, rt };
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(&mut conn)))
                     .map_err(|_| StoreError::Worker("a transaction panicked".into()))?
             };
-            match result {
-                Ok(Ok(value)) => {
-                    rt.block_on(tx.commit())?;
-                    if write {
-                        metrics::histogram!(crate::monitoring::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-                        metrics::histogram!(crate::monitoring::COMMIT_GROUP).record(1.0);
-                        commits.send_modify(|n| *n += 1);
-                    }
-                    Ok(Ok(value))
-                }
-                other => {
-                    rt.block_on(tx.rollback())?;
-                    other
-                }
-            }
+            // A read changes nothing: it ends the same whichever way it went.
+            rt.block_on(tx.rollback())?;
+            result
         })
+    }
+
+    fn close(&self) {
+        drop(self.jobs.lock().map(|mut j| j.take()));
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
     }
 
     fn commits(&self) -> watch::Receiver<u64> {
@@ -229,9 +356,10 @@ impl Backend for PostgresStore {
     }
 }
 
-/// An open transaction, driven from a blocking thread.
-struct Conn<'a> {
-    tx: &'a deadpool_postgres::Transaction<'a>,
+/// An open transaction (a read's, or the writer's session inside its group), driven from a
+/// blocking thread.
+struct Conn<'a, C: GenericClient> {
+    client: &'a C,
     rt: &'a Handle,
 }
 
@@ -274,20 +402,20 @@ fn cells(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(out))
 }
 
-impl Sql for Conn<'_> {
+impl<C: GenericClient> Sql for Conn<'_, C> {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
         self.rt.block_on(async {
-            let stmt = self.tx.prepare_cached(&Dialect::Postgres.render(sql)).await?;
+            let stmt = self.client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            self.tx.query(&stmt, &params).await?.iter().map(cells).collect()
+            self.client.query(&stmt, &params).await?.iter().map(cells).collect()
         })
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
         self.rt.block_on(async {
-            let stmt = self.tx.prepare_cached(&Dialect::Postgres.render(sql)).await?;
+            let stmt = self.client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            Ok(self.tx.execute(&stmt, &params).await?)
+            Ok(self.client.execute(&stmt, &params).await?)
         })
     }
 }
