@@ -115,10 +115,18 @@ async fn a_service_deploys_rolls_and_drains_on_simulated_agents() {
 
     let steady = stable(&client, "web").await;
     assert_eq!(steady.running_count(), 2);
-    assert_eq!(
-        steady.deployments()[0].rollout_state().map(|s| s.as_str()),
-        Some("COMPLETED")
-    );
+    // The scheduler's next pass, which sees the tasks run, completes the deployment (as in ECS,
+    // a moment after the waiter's condition holds).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let service = described(&client, "web").await;
+        let state = service.deployments()[0].rollout_state().map(|s| s.as_str().to_owned());
+        if state.as_deref() == Some("COMPLETED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deployment never completed: {state:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let second = register(&client, "nginx:2").await;
     client

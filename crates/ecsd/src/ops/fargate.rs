@@ -17,9 +17,9 @@ use super::task_definitions;
 use super::tasks::save_task;
 use crate::domain::health::task_health;
 use crate::domain::now;
-use crate::domain::placement::{self, Candidate, Placement};
+use crate::domain::placement::{self, Placement};
 use crate::domain::records::{ContainerInstance, KeyValuePair, NetworkAddress, Task};
-use crate::domain::status::{ContainerInstanceStatus, ContainerStatus, TaskStatus};
+use crate::domain::status::{ContainerStatus, TaskStatus};
 use crate::error::ApiError;
 use crate::store::sql::Param;
 use crate::store::{NewTask, StoreError, Tx};
@@ -464,22 +464,7 @@ fn step(tx: &mut Tx<'_>, subnets: &FargateCapacity, task: &Task, behaviour: &Beh
             stop_containers(&mut next, at, TaskStatus::Deprovisioning);
             set_attachment_status(&mut next, "DETACHING");
         }
-        TaskStatus::Deprovisioning => {
-            if let Some(subnet) = detail(task, "subnetId") {
-                if let Some(address) = detail(task, "privateIPv4Address") {
-                    tx.delete::<NetworkAddress>(&[Param::Text(subnet), Param::Text(address)])?;
-                }
-            }
-            set_attachment_status(&mut next, "DELETED");
-            next.last_status = TaskStatus::Stopped;
-            next.stopped_at = Some(at);
-            next.execution_stopped_at.get_or_insert(at);
-            for c in &mut next.containers {
-                if c.last_status != ContainerStatus::Stopped {
-                    c.last_status = ContainerStatus::Stopped;
-                }
-            }
-        }
+        TaskStatus::Deprovisioning => deprovision(tx, task, &mut next, at)?,
         TaskStatus::Stopped | TaskStatus::Deleted => {}
     }
     Ok(next)
@@ -563,18 +548,7 @@ fn on_pool(tx: &mut Tx<'_>, capacity: &FargateCapacity, pool: &str, task: &Task)
             set_attachment_status(&mut next, "DETACHING");
             next.last_status = TaskStatus::Deprovisioning;
         }
-        TaskStatus::Deprovisioning => {
-            if let (Some(subnet), Some(address)) = (detail(task, "subnetId"), detail(task, "privateIPv4Address")) {
-                tx.delete::<NetworkAddress>(&[Param::Text(subnet), Param::Text(address)])?;
-            }
-            set_attachment_status(&mut next, "DELETED");
-            next.last_status = TaskStatus::Stopped;
-            next.stopped_at = Some(at);
-            next.execution_stopped_at.get_or_insert(at);
-            for c in &mut next.containers {
-                c.last_status = ContainerStatus::Stopped;
-            }
-        }
+        TaskStatus::Deprovisioning => deprovision(tx, task, &mut next, at)?,
         _ => {}
     }
     Ok(next)
@@ -604,17 +578,7 @@ fn follow(task: &mut Task, carrier: &Task) {
 /// An ACTIVE instance of the pool the task fits on (the one with the fewest tasks).
 fn pool_instance(tx: &mut Tx<'_>, pool: &str, task: &Task) -> Result<Option<ContainerInstance>, ApiError> {
     let need = tx.reservation(task_cluster(task), task.id())?;
-    let instances = tx.list_container_instances(pool, Some(ContainerInstanceStatus::Active), None, usize::MAX)?;
-    let mut loads = tx.cluster_loads(pool)?;
-    let mut candidates: Vec<Candidate> = instances
-        .into_iter()
-        .map(|instance| {
-            let load = loads
-                .remove(super::tasks::id_of(&instance.container_instance_arn))
-                .unwrap_or_default();
-            Candidate { instance, load }
-        })
-        .collect();
+    let mut candidates = super::tasks::candidates(tx, pool, |_| true)?;
     let placement = Placement {
         need: &need,
         count: 1,
@@ -686,6 +650,22 @@ pub fn for_agents(definition: &serde_json::Map<String, Value>) -> serde_json::Ma
         }
     }
     out
+}
+
+/// The last step: the address goes back to its subnet, the attachment is deleted, the task and
+/// its containers are STOPPED.
+fn deprovision(tx: &mut Tx<'_>, task: &Task, next: &mut Task, at: f64) -> Result<(), StoreError> {
+    if let (Some(subnet), Some(address)) = (detail(task, "subnetId"), detail(task, "privateIPv4Address")) {
+        tx.delete::<NetworkAddress>(&[Param::Text(subnet), Param::Text(address)])?;
+    }
+    set_attachment_status(next, "DELETED");
+    next.last_status = TaskStatus::Stopped;
+    next.stopped_at = Some(at);
+    next.execution_stopped_at.get_or_insert(at);
+    for c in &mut next.containers {
+        c.last_status = ContainerStatus::Stopped;
+    }
+    Ok(())
 }
 
 /// Stops what still runs of the task's containers (as a stop request does) and moves it on.

@@ -81,16 +81,9 @@ pub fn pass(
     timings: &ScalingTimings,
     name: &str,
 ) -> Result<bool, ApiError> {
-    let Some(mut record) = tx
-        .get::<CapacityProviderRecord>(&[Param::Text(name)])?
-        .filter(|r| r.status == "ACTIVE")
-    else {
+    let Some((mut record, cluster)) = provider(tx, name)? else {
         return Ok(false);
     };
-    let Some(cluster) = capacity_providers::clusters_with(tx, name)?.into_iter().next() else {
-        return Ok(false);
-    };
-    let cluster = cluster.cluster_name;
     let before = record.clone();
     let at = now();
     let mut changed = false;
@@ -237,21 +230,21 @@ fn desired_size(
 
 /// The provider's ACTIVE instances in `cluster`, with what their tasks hold.
 fn candidates(tx: &mut Tx<'_>, cluster: &str, name: &str) -> Result<Vec<Candidate>, ApiError> {
-    let instances: Vec<ContainerInstance> = tx
-        .list_container_instances(cluster, Some(ContainerInstanceStatus::Active), None, usize::MAX)?
-        .into_iter()
-        .filter(|i| capacity_providers::of_instance(i) == Some(name))
-        .collect();
-    let mut loads = tx.cluster_loads(cluster)?;
-    Ok(instances
-        .into_iter()
-        .map(|instance| {
-            let load = loads
-                .remove(super::tasks::id_of(&instance.container_instance_arn))
-                .unwrap_or_default();
-            Candidate { instance, load }
-        })
-        .collect())
+    Ok(super::tasks::candidates(tx, cluster, |i| {
+        capacity_providers::of_instance(i) == Some(name)
+    })?)
+}
+
+/// The ACTIVE provider `name` and the cluster it is associated with, if both are there.
+fn provider(tx: &mut Tx<'_>, name: &str) -> Result<Option<(CapacityProviderRecord, String)>, ApiError> {
+    let Some(record) = tx
+        .get::<CapacityProviderRecord>(&[Param::Text(name)])?
+        .filter(|r| r.status == "ACTIVE")
+    else {
+        return Ok(None);
+    };
+    let cluster = capacity_providers::clusters_with(tx, name)?.into_iter().next();
+    Ok(cluster.map(|c| (record, c.cluster_name)))
 }
 
 /// The provider's tasks in `cluster` that wait for capacity (no instance yet), oldest first.
@@ -278,16 +271,9 @@ pub fn due(
     timings: &ScalingTimings,
     name: &str,
 ) -> Result<bool, ApiError> {
-    let Some(record) = tx
-        .get::<CapacityProviderRecord>(&[Param::Text(name)])?
-        .filter(|r| r.status == "ACTIVE")
-    else {
+    let Some((record, cluster)) = provider(tx, name)? else {
         return Ok(false);
     };
-    let Some(cluster) = capacity_providers::clusters_with(tx, name)?.into_iter().next() else {
-        return Ok(false);
-    };
-    let cluster = cluster.cluster_name;
     for id in &record.scaler.instances {
         for (task, _) in tx.instance_tasks(&cluster, id)? {
             if fargate::due(tx, capacity, &task)? {

@@ -626,6 +626,26 @@ pub(crate) struct Rules<'a> {
 /// The tasks placed, and the instances refused with why.
 pub(crate) type Placed = (Vec<Task>, Vec<(String, &'static str)>);
 
+/// The ACTIVE instances of `cluster` that `keep` keeps, each with what its tasks hold.
+pub(crate) fn candidates(
+    tx: &mut Tx<'_>,
+    cluster: &str,
+    keep: impl Fn(&ContainerInstance) -> bool,
+) -> Result<Vec<Candidate>, StoreError> {
+    let instances = tx.list_container_instances(cluster, Some(ContainerInstanceStatus::Active), None, usize::MAX)?;
+    let mut loads = tx.cluster_loads(cluster)?;
+    Ok(instances
+        .into_iter()
+        .filter(|i| keep(i))
+        .map(|instance| {
+            let load = loads
+                .remove(id_of(&instance.container_instance_arn))
+                .unwrap_or_default();
+            Candidate { instance, load }
+        })
+        .collect())
+}
+
 /// Places `count` tasks of `template` on the cluster's ACTIVE instances and stores them:
 /// the tasks made, and why the others could not be placed.
 pub(crate) fn place_tasks(
@@ -642,32 +662,16 @@ pub(crate) fn place_tasks(
             .collect::<Result<_, _>>()?;
         return Ok((tasks, Vec::new()));
     }
-    let mut instances = tx.list_container_instances(
-        &template.cluster,
-        Some(ContainerInstanceStatus::Active),
-        None,
-        usize::MAX,
-    )?;
     let provider = template.extra.get("capacityProviderName").and_then(Value::as_str);
-    if let Some(provider) = provider {
-        // A provider's tasks run on its own instances.
-        instances.retain(|i| capacity_providers::of_instance(i) == Some(provider));
-    }
-    if instances.is_empty() && provider.is_none() {
+    // A provider's tasks run on its own instances.
+    let mut candidates = candidates(tx, &template.cluster, |i| {
+        provider.is_none_or(|p| capacity_providers::of_instance(i) == Some(p))
+    })?;
+    if candidates.is_empty() && provider.is_none() {
         return Err(ApiError::invalid_parameter(
             "No Container Instances were found in your cluster.",
         ));
     }
-    let mut loads = tx.cluster_loads(&template.cluster)?;
-    let mut candidates: Vec<Candidate> = instances
-        .into_iter()
-        .map(|instance| {
-            let load = loads
-                .remove(id_of(&instance.container_instance_arn))
-                .unwrap_or_default();
-            Candidate { instance, load }
-        })
-        .collect();
     let placement = Placement {
         need: &template.need,
         count,
