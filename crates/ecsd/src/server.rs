@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use crate::auth::{Keys, Regions};
 use crate::channels;
 use crate::connections::{Busy, Connection, Connections, Refusal};
-use crate::domain::now;
+use crate::domain::{now, Scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::events_api;
 pub use crate::ops::fargate::{FargateCapacity, Range, POOL_CLUSTER};
@@ -496,7 +496,8 @@ async fn schedule(store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
 type Check = fn(&mut crate::store::Tx<'_>, &Scheduled) -> Result<bool, crate::error::ApiError>;
 
 /// Runs `pass` over each of `due` (as listed), each in a write transaction of its own; with a
-/// `check`, only over those it finds something to do for.
+/// `check`, only over those it finds something to do for (one read transaction per account and
+/// region looks at them all).
 async fn each<C, F>(
     store: &Arc<dyn Store>,
     kind: &'static str,
@@ -515,19 +516,45 @@ async fn each<C, F>(
             return;
         }
     };
-    for item in due {
-        let (scope, name) = (item.scope.clone(), item.name.clone());
-        if let Some(check) = check.clone() {
-            let looked = item.clone();
-            match store.read(&scope, move |tx| check(tx, &looked)).await {
-                Ok(false) => continue,
-                Ok(true) => {}
-                Err(e) => {
-                    tracing::warn!(kind, name = %name, error = %e, "a background check failed");
-                    continue;
+    let due = match check {
+        None => due,
+        // One read per account and region looks at all of its items.
+        Some(check) => {
+            let mut scopes: Vec<(Scope, Vec<Scheduled>)> = Vec::new();
+            for item in due {
+                match scopes.iter_mut().find(|(s, _)| *s == item.scope) {
+                    Some((_, items)) => items.push(item),
+                    None => scopes.push((item.scope.clone(), vec![item])),
                 }
             }
+            let mut kept = Vec::new();
+            for (scope, items) in scopes {
+                let check = check.clone();
+                let looked = store
+                    .read(&scope, move |tx| {
+                        let mut kept = Vec::new();
+                        for item in items {
+                            match check(tx, &item) {
+                                Ok(true) => kept.push(item),
+                                Ok(false) => {}
+                                Err(e) => {
+                                    tracing::warn!(kind, name = %item.name, error = %e, "a background check failed")
+                                }
+                            }
+                        }
+                        Ok::<_, crate::error::ApiError>(kept)
+                    })
+                    .await;
+                match looked {
+                    Ok(items) => kept.extend(items),
+                    Err(e) => tracing::warn!(kind, error = %e, "a background check failed"),
+                }
+            }
+            kept
         }
+    };
+    for item in due {
+        let (scope, name) = (item.scope.clone(), item.name.clone());
         let pass = pass.clone();
         if let Err(e) = store.write(&scope, move |tx| pass(tx, &item)).await {
             tracing::warn!(kind, name = %name, error = %e, "a background pass failed");
