@@ -45,6 +45,16 @@ def fargate_definition(ecs, family="web", cpu="256", memory="512", **labels):
     )["taskDefinition"]
 
 
+def fargate_service(ecs, desired, network):
+    """A Fargate service `api` of `desired` tasks in a new cluster `fg`, stable; its task ARNs."""
+    ecs.create_cluster(clusterName="fg")
+    fargate_definition(ecs)
+    ecs.create_service(cluster="fg", serviceName="api", taskDefinition="web", desiredCount=desired,
+                       launchType="FARGATE", networkConfiguration=network)
+    ecs.get_waiter("services_stable").wait(cluster="fg", services=["api"], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    return ecs.list_tasks(cluster="fg", serviceName="api")["taskArns"]
+
+
 def error_of(call, **kwargs):
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         call(**kwargs)
@@ -368,12 +378,7 @@ def test_account_settings_are_kept_per_principal_and_default_new_clusters(ecs, a
 
 
 def test_task_protection_holds_a_scale_in_until_it_ends(ecs):
-    ecs.create_cluster(clusterName="fg")
-    fargate_definition(ecs)
-    ecs.create_service(cluster="fg", serviceName="api", taskDefinition="web", desiredCount=3,
-                       launchType="FARGATE", networkConfiguration=NETWORK)
-    ecs.get_waiter("services_stable").wait(cluster="fg", services=["api"], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    arns = ecs.list_tasks(cluster="fg", serviceName="api")["taskArns"]
+    arns = fargate_service(ecs, 3, NETWORK)
     protected = ecs.update_task_protection(cluster="fg", tasks=arns[:1], protectionEnabled=True, expiresInMinutes=1)
     assert protected["protectedTasks"][0]["protectionEnabled"] is True
     expires = protected["protectedTasks"][0]["expirationDate"].timestamp()
@@ -493,12 +498,7 @@ def test_with_fargate_on_agents_the_pools_agents_run_fargate_tasks(tmp_path):
 
 
 def test_a_deployment_waits_for_a_protected_task_then_proceeds(ecs):
-    ecs.create_cluster(clusterName="fg")
-    fargate_definition(ecs)
-    ecs.create_service(cluster="fg", serviceName="api", taskDefinition="web", desiredCount=2,
-                       launchType="FARGATE", networkConfiguration=WIDE)
-    ecs.get_waiter("services_stable").wait(cluster="fg", services=["api"], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    old = ecs.list_tasks(cluster="fg", serviceName="api")["taskArns"]
+    old = fargate_service(ecs, 2, WIDE)
     ecs.update_task_protection(cluster="fg", tasks=old[:1], protectionEnabled=True)
     fargate_definition(ecs, cpu="512", memory="1024")
     ecs.update_service(cluster="fg", service="api", taskDefinition="web:2")

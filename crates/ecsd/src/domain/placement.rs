@@ -409,6 +409,20 @@ fn refusal(candidate: &Candidate, placement: &Placement<'_>, taken: &[usize], in
     misfit(&candidate.instance, &candidate.load, placement.need)
 }
 
+/// Where one task of `group` needing `need` goes, by the default strategy and no constraint
+/// (what background placement does: a task waiting for capacity, a Fargate task's carrier).
+pub fn place_one(candidates: &mut [Candidate], need: &Reservation, group: &str) -> Option<usize> {
+    let placement = Placement {
+        need,
+        count: 1,
+        strategies: &[],
+        member_of: &[],
+        distinct_instance: false,
+        group,
+    };
+    place(candidates, &placement).0.first().copied()
+}
+
 /// Where each of the tasks goes: among the instances it fits on and whose constraints hold,
 /// the best by the strategies (by default, the fewest tasks), ties going to the earliest
 /// registered. Returns the index into `candidates` of each placed task and, if some task fits

@@ -17,7 +17,7 @@ use super::task_definitions;
 use super::tasks::save_task;
 use crate::domain::health::task_health;
 use crate::domain::now;
-use crate::domain::placement::{self, Placement};
+use crate::domain::placement;
 use crate::domain::records::{ContainerInstance, KeyValuePair, NetworkAddress, Task};
 use crate::domain::status::{ContainerStatus, TaskStatus};
 use crate::error::ApiError;
@@ -579,16 +579,7 @@ fn follow(task: &mut Task, carrier: &Task) {
 fn pool_instance(tx: &mut Tx<'_>, pool: &str, task: &Task) -> Result<Option<ContainerInstance>, ApiError> {
     let need = tx.reservation(task_cluster(task), task.id())?;
     let mut candidates = super::tasks::candidates(tx, pool, |_| true)?;
-    let placement = Placement {
-        need: &need,
-        count: 1,
-        strategies: &[],
-        member_of: &[],
-        distinct_instance: false,
-        group: POOL_GROUP,
-    };
-    let (placed, _) = placement::place(&mut candidates, &placement);
-    Ok(placed.first().map(|i| candidates[*i].instance.clone()))
+    Ok(placement::place_one(&mut candidates, &need, POOL_GROUP).map(|i| candidates[i].instance.clone()))
 }
 
 fn task_cluster(task: &Task) -> &str {

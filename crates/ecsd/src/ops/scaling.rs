@@ -14,7 +14,7 @@ use super::capacity_providers::{self, INSTANCE_ATTRIBUTE};
 use super::container_instances::save_instance;
 use super::fargate::{self, FargateCapacity};
 use super::tasks::save_task;
-use crate::domain::placement::{self, Candidate, Placement, Reservation};
+use crate::domain::placement::{self, Candidate, Reservation};
 use crate::domain::records::{Attribute, CapacityProviderRecord, ContainerInstance, Resource, Task};
 use crate::domain::status::{ContainerInstanceStatus, TaskStatus};
 use crate::domain::{new_id, now};
@@ -105,16 +105,7 @@ pub fn pass(
         }
         let need = tx.reservation(&cluster, task.id())?;
         let group = task.group.clone().unwrap_or_default();
-        let placement = Placement {
-            need: &need,
-            count: 1,
-            strategies: &[],
-            member_of: &[],
-            distinct_instance: false,
-            group: &group,
-        };
-        let (placed, _) = placement::place(&mut candidates, &placement);
-        if let Some(&i) = placed.first() {
+        if let Some(i) = placement::place_one(&mut candidates, &need, &group) {
             assign(tx, &cluster, &task, &candidates[i].instance)?;
             changed = true;
         } else if task.created_at + timings.provisioning_timeout.as_secs_f64() <= at {
