@@ -264,6 +264,9 @@ struct AccessArgs {
     /// Token bucket of an operation family, FAMILY=RATE/BURST (read, write, agent), e.g. write=40/100.
     #[arg(long = "throttle", value_parser = family_rate)]
     throttle: Vec<(Family, Rate)>,
+    /// Seconds a web console session lasts after sign-in.
+    #[arg(long, default_value_t = ecsd::console::DEFAULT_LIFETIME.as_secs_f64())]
+    console_session_secs: f64,
 }
 
 impl AccessArgs {
@@ -508,6 +511,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             scale_in_after: Duration::from_secs_f64(args.fargate.scale_in_after_secs.max(0.0)),
             provisioning_timeout: Duration::from_secs_f64(args.fargate.provisioning_timeout_secs.max(0.0)),
         },
+        console_session: Duration::from_secs_f64(args.access.console_session_secs.max(1.0)),
     };
     let sim = &args.simulate;
     let region = sim

@@ -2,7 +2,7 @@
 //! `GET /events?after=SEQ&limit=N` answers a JSON page, and `GET /events/stream` the same events
 //! as Server-Sent Events (`id:` the sequence number, `data:` the envelope), resumable with
 //! `Last-Event-ID`, or from the newest event on with `from=now` (as `tail -f` starts). Both see only the caller's account and region, optionally one cluster
-//! (`cluster=`) and one kind of event (`detail-type=`); a principal limited to some clusters
+//! (`cluster=`), one kind of event (`detail-type=`) and one resource (`resource=ARN`); a principal limited to some clusters
 //! sees the events of those clusters only.
 
 use std::collections::VecDeque;
@@ -18,9 +18,11 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::auth::Caller;
 use crate::auth::Principal;
+use crate::domain::now;
 use crate::error::ApiError;
-use crate::gate::{self, Signed};
+use crate::gate::{self, Admitted, Signed};
 use crate::state::AppState;
 use crate::store::{EventQuery, StoredEvent};
 use crate::throttle::Family;
@@ -43,6 +45,8 @@ pub struct EventsParams {
     detail_type: Option<String>,
     /// `now`: a stream starts after the newest event committed.
     from: Option<String>,
+    /// Only the events about this resource (an ARN of `resources`).
+    resource: Option<String>,
 }
 
 /// A query of the event log, and which clusters' events the caller may see of what it reads.
@@ -50,6 +54,8 @@ struct Read {
     query: EventQuery,
     /// Set for a principal limited to some clusters that named none.
     principal: Option<Arc<Principal>>,
+    /// When the caller's authority ends (a console session's expiry): a stream ends then.
+    until: Option<f64>,
 }
 
 impl Read {
@@ -69,6 +75,11 @@ fn authorize(state: &AppState, request: &Request, params: &EventsParams) -> Resu
         body: b"",
     };
     let admitted = gate::admit(state, &signed, Family::Read, READ_EVENTS)?;
+    read_for(&admitted, params)
+}
+
+/// What a caller admitted to read events reads of what `params` ask.
+fn read_for(admitted: &Admitted, params: &EventsParams) -> Result<Read, ApiError> {
     let scope = &admitted.scope;
     let cluster = params
         .cluster
@@ -89,9 +100,14 @@ fn authorize(state: &AppState, request: &Request, params: &EventsParams) -> Resu
         region: Some(admitted.scope.region.clone()),
         cluster,
         detail_type: params.detail_type.clone(),
+        resource: params.resource.clone(),
         noticed: false,
     };
-    Ok(Read { query, principal })
+    Ok(Read {
+        query,
+        principal,
+        until: None,
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -114,17 +130,32 @@ pub async fn page(
     request: Request,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let read = match authorize(&state, &request, &params) {
-        Ok(read) => read,
-        Err(e) => return error_response(&request_id, &e),
-    };
+    match authorize(&state, &request, &params) {
+        Ok(read) => answer_page(&state, read, &request_id).await,
+        Err(e) => error_response(&request_id, &e),
+    }
+}
+
+/// A page of events for a caller known by other means (the console's session), admitted here
+/// exactly as a signed request is.
+pub async fn page_for(state: &AppState, caller: Caller, params: &EventsParams) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let read =
+        gate::authorize(state, caller, Family::Read, READ_EVENTS).and_then(|admitted| read_for(&admitted, params));
+    match read {
+        Ok(read) => answer_page(state, read, &request_id).await,
+        Err(e) => error_response(&request_id, &e),
+    }
+}
+
+async fn answer_page(state: &AppState, read: Read, request_id: &str) -> Response {
     let limit = read.query.limit;
     let after = read.query.after;
     let page = match state.store.events(read.query.clone()).await {
         Ok(page) => page,
         Err(e) => {
-            tracing::error!(%request_id, error = %e, "cannot read the event log");
-            return error_response(&request_id, &ApiError::from(e));
+            tracing::error!(request_id, error = %e, "cannot read the event log");
+            return error_response(request_id, &ApiError::from(e));
         }
     };
     // A full page resumes after its last event; a short one after everything committed so far,
@@ -158,11 +189,44 @@ pub async fn stream(
     request: Request,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut read = match authorize(&state, &request, &params) {
-        Ok(read) => read,
-        Err(e) => return error_response(&request_id, &e),
-    };
-    if let Some(seq) = last_event_id(request.headers()) {
+    match authorize(&state, &request, &params) {
+        Ok(read) => follow(state, read, &params, request.headers(), &request_id).await,
+        Err(e) => error_response(&request_id, &e),
+    }
+}
+
+/// The event stream for a caller known by other means (the console's session, which ends at
+/// `until`), admitted here exactly as a signed request is.
+pub async fn stream_for(
+    state: Arc<AppState>,
+    caller: Caller,
+    until: f64,
+    params: &EventsParams,
+    headers: &HeaderMap,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let read =
+        gate::authorize(&state, caller, Family::Read, READ_EVENTS).and_then(|admitted| read_for(&admitted, params));
+    match read {
+        Ok(read) => {
+            let read = Read {
+                until: Some(until),
+                ..read
+            };
+            follow(state, read, params, headers, &request_id).await
+        }
+        Err(e) => error_response(&request_id, &e),
+    }
+}
+
+async fn follow(
+    state: Arc<AppState>,
+    mut read: Read,
+    params: &EventsParams,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Response {
+    if let Some(seq) = last_event_id(headers) {
         read.query.after = seq;
     } else if params.from.as_deref() == Some("now") {
         let head = EventQuery {
@@ -173,13 +237,13 @@ pub async fn stream(
         match state.store.events(head).await {
             Ok(page) => read.query.after = page.last_seq,
             Err(e) => {
-                tracing::error!(%request_id, error = %e, "cannot read the event log");
-                return error_response(&request_id, &ApiError::from(e));
+                tracing::error!(request_id, error = %e, "cannot read the event log");
+                return error_response(request_id, &ApiError::from(e));
             }
         }
     } else if let Some(from) = &params.from {
         let refusal = ApiError::invalid_parameter(format!("Invalid 'from' '{from}': the only value is 'now'."));
-        return error_response(&request_id, &refusal);
+        return error_response(request_id, &refusal);
     }
     read.query.limit = STREAM_BATCH;
     Sse::new(events(state, read))
@@ -205,7 +269,8 @@ fn events(state: Arc<AppState>, read: Read) -> impl Stream<Item = Result<Event, 
     };
     stream::unfold(cursor, |mut c| async move {
         loop {
-            if *c.shutdown.borrow() {
+            let left = c.read.until.map(|until| until - now());
+            if *c.shutdown.borrow() || left.is_some_and(|left| left <= 0.0) {
                 return None;
             }
             if let Some(event) = c.buffered.pop_front() {
@@ -225,7 +290,7 @@ fn events(state: Arc<AppState>, read: Read) -> impl Stream<Item = Result<Event, 
                     tokio::select! {
                         _ = c.commits.changed() => {}
                         _ = c.shutdown.changed() => {}
-                        _ = tokio::time::sleep(STREAM_POLL) => {}
+                        _ = tokio::time::sleep(left.map_or(STREAM_POLL, |left| STREAM_POLL.min(Duration::from_secs_f64(left)))) => {}
                     }
                 }
                 Err(e) => {

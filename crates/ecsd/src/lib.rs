@@ -9,7 +9,8 @@
 //!   agent leases).
 //! - Doors into the server: [`wire`] (the ECS API, AWS JSON 1.1 on `POST /`), [`channels`]
 //!   (the ACS and TCS websockets agents keep open; [`sessions`] holds who is connected where),
-//!   [`events_api`] (the event log over HTTP).
+//!   [`events_api`] (the event log over HTTP), [`console`] (the web console, whose requests
+//!   become API calls of the signed-in principal).
 //!   Each lets requests in only through [`gate`] (SigV4 with [`auth`], served regions,
 //!   [`throttle`], permissions, cluster scope); [`state`] is what they are all served with.
 //! - [`ops`]: one module per resource family, one function per operation, taking and returning
@@ -43,6 +44,7 @@
 pub mod auth;
 pub mod channels;
 pub mod connections;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod events_api;

@@ -66,6 +66,8 @@ pub struct Options {
     pub fargate: FargateCapacity,
     /// How long managed scaling of capacity providers waits.
     pub scaling: ScalingTimings,
+    /// How long a web console session lasts.
+    pub console_session: Duration,
 }
 
 /// How long history is kept.
@@ -106,6 +108,7 @@ impl Options {
             channels: Timings::default(),
             fargate: FargateCapacity::default(),
             scaling: ScalingTimings::default(),
+            console_session: crate::console::DEFAULT_LIFETIME,
         }
     }
 }
@@ -120,8 +123,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// The routes: `POST /` for the API, `GET /health`, the event log, the agent channels, and a
-/// JSON 404 for anything else.
+/// The routes: `POST /` for the API, `GET /health`, the event log, the agent channels, the
+/// web console under `/console`, and a JSON 404 for anything else.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(wire::handle))
@@ -134,6 +137,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events_api::page))
         .route("/events/stream", get(events_api::stream))
         .route("/metrics", get(crate::monitoring::scrape))
+        .merge(crate::console::routes())
         .fallback(|| async {
             let err = ApiError::from(wire::RouteError::NotTheApi);
             let mut response = wire::error_response(&uuid::Uuid::new_v4().to_string(), &err);
@@ -227,6 +231,7 @@ impl Server {
             shutdown: stopped,
             channels: hub.clone(),
             timings: options.channels,
+            console_session: options.console_session,
         }));
         let connections = Connections::new(limits.max_connections, limits.max_connections_per_client);
         let overflow = Arc::new(Semaphore::new(MAX_OVERFLOW));

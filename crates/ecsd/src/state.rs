@@ -24,6 +24,8 @@ pub struct AppState {
     /// The agents connected to this process over ACS.
     pub channels: Arc<Hub>,
     pub timings: Timings,
+    /// How long a web console session lasts.
+    pub console_session: Duration,
 }
 
 /// Limits that keep one client from holding the server.

@@ -112,7 +112,7 @@ pub async fn deliver(store: Arc<dyn Store>, hook: Webhook, mut shutdown: watch::
             region: hook.region.clone(),
             cluster: hook.cluster.clone(),
             detail_type: hook.detail_type.clone(),
-            noticed: false,
+            ..EventQuery::default()
         };
         let page = match store.events(query).await {
             Ok(page) => page,

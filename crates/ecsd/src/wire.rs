@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Principal};
 use crate::error::{ApiError, ErrorCode};
 use crate::gate::{self, Signed};
 use crate::model::Model;
@@ -156,13 +156,24 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         call(&state, caller, operation, &body).await
     }
     .await;
+    finish(&request_id, started, op_name, principal.as_deref(), result)
+}
+
+/// The answer to an API call, whichever door it came in by, counted and logged as one.
+pub(crate) fn finish(
+    request_id: &str,
+    started: Instant,
+    op_name: &'static str,
+    principal: Option<&Principal>,
+    result: Result<Value, ApiError>,
+) -> Response {
     let (response, code) = match result {
-        Ok(value) => (answer(StatusCode::OK, &request_id, None, &value), None),
+        Ok(value) => (answer(StatusCode::OK, request_id, None, &value), None),
         Err(err) => {
             if err.code.http_status() >= 500 {
                 tracing::error!(%request_id, operation = op_name, error = %err, "request failed");
             }
-            (error_response(&request_id, &err), Some(err.code))
+            (error_response(request_id, &err), Some(err.code))
         }
     };
     let elapsed = started.elapsed();
@@ -176,13 +187,20 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         status = response.status().as_u16(),
         code = code.map_or("-", ErrorCode::as_str),
         micros = elapsed.as_micros() as u64,
-        principal = principal.as_ref().map_or("-", |p| p.name()),
+        principal = principal.map_or("-", Principal::name),
         "request"
     );
     response
 }
 
-async fn call(state: &AppState, caller: Caller, operation: Operation, body: &[u8]) -> Result<Value, ApiError> {
+/// Performs a call for a verified caller: the permission for its action, the model check of its
+/// input, the cluster scope of everything it names, then the operation.
+pub(crate) async fn call(
+    state: &AppState,
+    caller: Caller,
+    operation: Operation,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let admitted = gate::authorize(state, caller, operation.family(), &operation.action())?;
     let model = Model::get();
     let input = model.check_input(operation.name(), body)?;

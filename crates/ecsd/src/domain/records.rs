@@ -478,3 +478,19 @@ pub struct NetworkAddress {
     pub address: String,
     pub task_arn: String,
 }
+
+/// A signed-in session of the web console: the principal whose keys opened it (by access key,
+/// so that a key taken out of the credentials file ends its sessions), the region it acts in,
+/// until `expires_at`. Stored under the digest of its token, which only the browser holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleSession {
+    /// SHA-256 of the token, hex.
+    pub id: String,
+    pub access_key_id: String,
+    pub created_at: f64,
+    pub expires_at: f64,
+    /// Sent back with every state-changing request (the page reads it from the session, a
+    /// page of another site cannot).
+    pub csrf_token: String,
+}

@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::domain::placement::Reservation;
 use crate::domain::records::Task;
 use crate::domain::status::TaskStatus;
-use crate::domain::Scope;
+use crate::domain::{now, Scope};
 use sql::{Param, Sql};
 
 pub use postgres::PostgresStore;
@@ -150,6 +150,8 @@ pub struct EventQuery {
     pub region: Option<String>,
     pub cluster: Option<String>,
     pub detail_type: Option<String>,
+    /// Only events about this resource (named in the envelope's `resources`).
+    pub resource: Option<String>,
     /// Only events that carry a notice for the agent channels.
     pub noticed: bool,
 }
@@ -213,7 +215,8 @@ pub trait Store: Send + Sync + 'static {
     /// A named, durable position in the event sequence (a webhook's delivery cursor); 0 if unset.
     fn cursor(&self, name: String) -> BoxFuture<Result<i64, StoreError>>;
     fn set_cursor(&self, name: String, seq: i64) -> BoxFuture<Result<(), StoreError>>;
-    /// Removes events older than `events_before` and tasks STOPPED before `stopped_tasks_before`.
+    /// Removes events older than `events_before`, tasks STOPPED before `stopped_tasks_before`
+    /// and expired console sessions.
     fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>>;
     /// Extends a process's lease on the agent connections it holds to `ttl` from now (by the
     /// store's clock, which every process sharing the store agrees on).
@@ -274,6 +277,19 @@ impl<B: Backend> Store for B {
     }
 
     fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>> {
+        // The envelope as stored names its resources so (compact JSON); `%` and `_` of the
+        // name are matched as themselves.
+        let resource = query.resource.as_ref().map(|arn| {
+            let literal = serde_json::to_string(arn).unwrap_or_default();
+            let escaped: String = literal
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("%\"resources\":[{escaped}]%")
+        });
         run_sql(self, false, move |sql| {
             // The head first, and the page up to it: every number up to the counter's value is
             // committed (numbers are taken by one writer at a time), while a head read after the
@@ -287,6 +303,7 @@ impl<B: Backend> Store for B {
                    AND (CAST($3 AS TEXT) IS NULL OR region = $3)
                    AND (CAST($4 AS TEXT) IS NULL OR cluster = $4) AND (CAST($5 AS TEXT) IS NULL OR detail_type = $5)
                    AND (NOT $8 OR notice IS NOT NULL)
+                   AND (CAST($9 AS TEXT) IS NULL OR body LIKE $9 ESCAPE '\\')
                  ORDER BY seq LIMIT $6",
                 &[
                     query.after.into(),
@@ -297,6 +314,7 @@ impl<B: Backend> Store for B {
                     Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)),
                     head.into(),
                     query.noticed.into(),
+                    resource.as_deref().into(),
                 ],
             )?;
             let events = rows
@@ -343,6 +361,7 @@ impl<B: Backend> Store for B {
                 "DELETE FROM tasks WHERE last_status = 'STOPPED' AND stopped_at < $1",
                 &[stopped_tasks_before.into()],
             )?;
+            sql.execute("DELETE FROM console_sessions WHERE expires_at < $1", &[now().into()])?;
             Ok(Swept { events, tasks })
         })
     }

@@ -11,8 +11,8 @@ use super::sql::Param;
 use super::{StoreError, Tx};
 use crate::domain::arn::cluster_of;
 use crate::domain::records::{
-    AccountSetting, CapacityProviderRecord, Cluster, ContainerInstance, NetworkAddress, Service, StoredTaskDefinition,
-    Task, TaskProtection,
+    AccountSetting, CapacityProviderRecord, Cluster, ConsoleSession, ContainerInstance, NetworkAddress, Service,
+    StoredTaskDefinition, Task, TaskProtection,
 };
 
 /// Where a kind is stored. Every table is keyed by account and region first, then by `key`.
@@ -152,6 +152,20 @@ impl Record for AccountSetting {
     }
     fn columns(&self) -> Vec<Param<'_>> {
         Vec::new()
+    }
+}
+
+impl Record for ConsoleSession {
+    const TABLE: Table = Table {
+        name: "console_sessions",
+        key: &["id"],
+        columns: &["expires_at"],
+    };
+    fn key(&self) -> Vec<Param<'_>> {
+        vec![Param::Text(&self.id)]
+    }
+    fn columns(&self) -> Vec<Param<'_>> {
+        vec![Param::Real(self.expires_at)]
     }
 }
 

@@ -272,6 +272,17 @@ ALTER TABLE services ADD COLUMN launch_type TEXT;
 CREATE INDEX tasks_hosted ON tasks (launch_type) WHERE launch_type = 'FARGATE' AND last_status <> 'STOPPED';
 "#,
     ),
+    Migration::same(
+        r#"
+-- The web console's signed-in sessions, by the digest of their token.
+CREATE TABLE console_sessions (
+    account TEXT NOT NULL, region TEXT NOT NULL, id TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (account, region, id)
+);
+CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at);
+"#,
+    ),
 ];
 
 #[cfg(test)]
