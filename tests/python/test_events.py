@@ -171,6 +171,19 @@ def test_the_page_and_the_stream_show_every_transition_once(simulated):
     assert [e["id"] for _, e in first + rest] == [e["id"] for _, e in everything]
 
 
+def test_events_are_read_by_the_resource_they_are_about(simulated):
+    ecs = simulated.client()
+    register(ecs, "short", {"ecsd.simulate.run-seconds": "0.2"})
+    first, second = (ecs.run_task(taskDefinition="short")["tasks"][0]["taskArn"] for _ in range(2))
+    ecs.get_waiter("tasks_stopped").wait(tasks=[first, second], WaiterConfig=FAST)
+
+    everything = [(e["seq"], e["event"]) for e in all_events(simulated.url)]
+    about_first = [(e["seq"], e["event"]) for e in all_events(simulated.url, resource=first)]
+    assert about_first == [(seq, e) for seq, e in everything if e["resources"] == [first]]
+    assert about_first[-1][1]["detail"]["lastStatus"] == "STOPPED"
+    assert all_events(simulated.url, resource=first + "0") == []
+
+
 def test_a_stream_resumes_across_a_restart(simulated):
     ecs = simulated.client()
     register(ecs, "once", {"ecsd.simulate.run-seconds": "0.3"})

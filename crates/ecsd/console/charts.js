@@ -117,9 +117,9 @@ export function deploymentChart(service, history, tasks) {
   const color = (id) => PALETTE[deployments.indexOf(id) % PALETTE.length];
   const times = tasks.flatMap((t) => [ms(t.startedAt), ms(t.createdAt), ms(t.stoppedAt)]).filter(isFinite);
   for (const d of service.deployments || []) times.push(ms(d.createdAt));
-  const now = Date.now();
-  const start = Math.min(...times, now - 60000);
-  const end = now;
+  const end = Date.now();
+  const first = Math.min(...times, end - 10000);
+  const start = first - (end - first) * 0.05;
   const primary = (service.deployments || []).find((d) => d.status === 'PRIMARY');
   const desired = primary?.desiredCount ?? service.desiredCount;
   const minPct = service.deploymentConfiguration?.minimumHealthyPercent ?? 100;
@@ -170,7 +170,7 @@ export function deploymentChart(service, history, tasks) {
     s('text', { x: left - 6, y: y(n) + 4, 'text-anchor': 'end' }, n))),
   (service.deployments || []).map((d) => s('g', {},
     s('line', { x1: x(ms(d.createdAt)), x2: x(ms(d.createdAt)), y1: top, y2: top + plot, stroke: color(d.id), 'stroke-dasharray': '4 3' }),
-    s('text', { x: x(ms(d.createdAt)) + 4, y: top + 12 }, `${short(d.id).slice(0, 10)} ${d.rolloutState || ''}`))),
+    s('text', { x: x(ms(d.createdAt)) + (x(ms(d.createdAt)) > width / 2 ? -4 : 4), y: top + 12, 'text-anchor': x(ms(d.createdAt)) > width / 2 ? 'end' : 'start' }, `${short(d.id).slice(0, 10)} ${d.rolloutState || ''}`))),
   s('path', { d: path(total), fill: 'none', stroke: '#111827', 'stroke-width': 1.5, 'stroke-dasharray': '2 2' }, s('title', {}, 'all running tasks')),
   series.map((se) => s('path', { d: path(se.points), fill: 'none', stroke: color(se.id), 'stroke-width': 2.5 }, s('title', {}, `running tasks of ${short(se.id)}`))),
   s('line', { x1: left, x2: width - right, y1: laneY, y2: laneY, stroke: '#9ca3af' }),

@@ -69,6 +69,7 @@ const TONES = {
   ACTIVE: 'ok', RUNNING: 'ok', HEALTHY: 'ok', COMPLETED: 'ok', PRIMARY: 'info', ATTACHED: 'ok',
   PENDING: 'info', PROVISIONING: 'info', ACTIVATING: 'info', IN_PROGRESS: 'info', DRAINING: 'warn',
   DEACTIVATING: 'warn', STOPPING: 'warn', DEPROVISIONING: 'warn', UNKNOWN: 'warn', DRAINING_TASKS: 'warn',
+  CONNECTED: 'ok', DISCONNECTED: 'bad', SUCCESSFUL: 'ok',
   STOPPED: 'bad', FAILED: 'bad', UNHEALTHY: 'bad', INACTIVE: 'bad', DELETED: 'bad', ROLLBACK_FAILED: 'bad',
   ROLLBACK_IN_PROGRESS: 'warn', ROLLBACK_SUCCESSFUL: 'warn', STOP_REQUESTED: 'warn',
 };

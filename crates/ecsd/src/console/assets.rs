@@ -71,3 +71,42 @@ pub async fn file(Path(path): Path<String>) -> Response {
         None => (StatusCode::NOT_FOUND, "no such console asset").into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of the console's folder is served, and nothing else.
+    #[test]
+    fn every_console_file_is_embedded() {
+        fn walk(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, base, out);
+                } else {
+                    out.push(path.strip_prefix(base).unwrap().to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+        let mut files = Vec::new();
+        walk(&base, &base, &mut files);
+        files.sort();
+        let mut served: Vec<String> = ASSETS.iter().map(|a| a.path.to_owned()).collect();
+        served.sort();
+        assert_eq!(files, served);
+    }
+
+    #[tokio::test]
+    async fn assets_are_served_with_their_type_and_a_strict_policy() {
+        let response = file(Path("views/task.js".into())).await;
+        assert_eq!(response.headers()[header::CONTENT_TYPE], JS);
+        assert!(response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"));
+        let missing = file(Path("../Cargo.toml".into())).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
+}

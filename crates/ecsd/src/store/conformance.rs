@@ -17,7 +17,9 @@ use serde_json::json;
 
 use super::{FamilyStatus, NewTask, Store, StoreError, StoreExt, TaskFilter, Tx};
 use crate::domain::placement::{Reservation, Usage};
-use crate::domain::records::{AccountSetting, Cluster, ContainerInstance, NetworkAddress, StoredTaskDefinition, Task};
+use crate::domain::records::{
+    AccountSetting, Cluster, ConsoleSession, ContainerInstance, NetworkAddress, StoredTaskDefinition, Task,
+};
 use crate::domain::status::{ClusterStatus, TaskDefinitionStatus, TaskStatus};
 use crate::domain::Scope;
 
@@ -422,6 +424,54 @@ async fn notices_travel_with_their_events(store: Arc<dyn Store>) {
     );
 }
 
+async fn events_are_found_by_the_resource_they_are_about(store: Arc<dyn Store>) {
+    // Names with the characters LIKE would take for wildcards match only themselves.
+    let body = |arn: &str| json!({"resources": [arn], "detail": {"n": arn}}).to_string();
+    write(&store, move |tx| {
+        for arn in ["arn:t/a_1", "arn:t/aX1", "arn:t/a%1", "arn:t/a_10"] {
+            tx.append_event("c", "ECS Task State Change", 1.0, &body(arn), None)?;
+        }
+        Ok(())
+    })
+    .await;
+    for (arn, expected) in [("arn:t/a_1", 1), ("arn:t/a%1", 1), ("arn:t/a", 0), ("arn:t/a_10", 1)] {
+        let query = super::EventQuery {
+            limit: 10,
+            resource: Some(arn.into()),
+            ..Default::default()
+        };
+        let page = store.events(query).await.unwrap();
+        assert_eq!(page.events.len(), expected, "{arn}");
+        assert!(page.events.iter().all(|e| e.body.contains(&format!("\"n\":\"{arn}\""))));
+    }
+}
+
+async fn console_sessions_last_until_they_expire(store: Arc<dyn Store>) {
+    let session = |id: &str, expires_at: f64| ConsoleSession {
+        id: id.into(),
+        access_key_id: "AKIA".into(),
+        created_at: 1.0,
+        expires_at,
+        csrf_token: "t".into(),
+    };
+    let (lapsed, live) = (session("lapsed", 10.0), session("live", crate::domain::now() + 3600.0));
+    let stored = (lapsed.clone(), live.clone());
+    write(&store, move |tx| {
+        tx.put(&stored.0)?;
+        tx.put(&stored.1)
+    })
+    .await;
+    store.sweep(0.0, 0.0).await.unwrap();
+    let found = read(&store, |tx| {
+        Ok((
+            tx.get::<ConsoleSession>(&["lapsed".into()])?,
+            tx.get::<ConsoleSession>(&["live".into()])?,
+        ))
+    })
+    .await;
+    assert_eq!(found, (None, Some(live)));
+}
+
 async fn cursors_keep_their_position(store: Arc<dyn Store>) {
     assert_eq!(store.cursor("hook".into()).await.unwrap(), 0);
     store.set_cursor("hook".into(), 7).await.unwrap();
@@ -597,6 +647,8 @@ conformance!(
     deliveries_are_acknowledged_once_and_never_backwards,
     event_numbers_are_never_reused_and_never_seen_out_of_order,
     notices_travel_with_their_events,
+    events_are_found_by_the_resource_they_are_about,
+    console_sessions_last_until_they_expire,
     cursors_keep_their_position,
     sweeps_remove_only_what_expired,
     a_domain_abort_rolls_back_its_writes_and_only_its_own,
