@@ -154,7 +154,8 @@ export function deploymentChart(service, history, tasks) {
       out.push(s('path', { d: `M${x(ms(t.startedAt))},${laneY - 10} l-4,7 h8 z`, fill: c }, s('title', {}, `${short(t.taskArn).slice(0, 8)} started`)));
     }
     if (isFinite(ms(t.stoppedAt))) {
-      const failed = (t.containers || []).some((k) => k.exitCode !== undefined && k.exitCode !== 0) || /fail/i.test(t.stoppedReason || '');
+      // Stopped by the scheduler (a scale-in, a replacement) is not a failure.
+      const failed = t.stopCode === 'TaskFailedToStart' || t.stopCode === 'EssentialContainerExited' || t.healthStatus === 'UNHEALTHY';
       out.push(s('path', { d: `M${x(ms(t.stoppedAt))},${laneY + 12} l-4,-7 h8 z`, fill: failed ? '#b91c1c' : '#6b7280' },
         s('title', {}, `${short(t.taskArn).slice(0, 8)} stopped: ${t.stoppedReason || t.stopCode || ''}`)));
     }
