@@ -8,6 +8,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod wrk;
+
 use clap::Parser;
 use ecsd_agent::client::{Credentials, EcsClient};
 use serde_json::{json, Value};
@@ -49,6 +51,9 @@ struct Args {
     /// Run the bare HTTP server (internal: the baseline process).
     #[arg(long, hide = true)]
     baseline_server: bool,
+    /// Replay the pre-signed requests of this plan (internal: the load process).
+    #[arg(long, hide = true)]
+    load: Option<PathBuf>,
 }
 
 fn credentials() -> Credentials {
@@ -207,6 +212,60 @@ fn row(scenario: &str, target: &str, concurrency: usize, f: &Figures, ratio: Opt
     );
 }
 
+/// Replays `connections` (each an index of `targets` and its pre-signed requests) from the load
+/// process, with the servers' CPU over the run.
+async fn replay(
+    targets: &[&Target],
+    seconds: f64,
+    connections: Vec<(usize, Vec<Vec<u8>>)>,
+    scratch: &std::path::Path,
+) -> Figures {
+    let me = std::env::current_exe().unwrap();
+    let plan = wrk::Plan {
+        seconds,
+        connections: connections
+            .into_iter()
+            .map(|(t, requests)| (targets[t].url.trim_start_matches("http://").to_owned(), requests))
+            .collect(),
+    };
+    let before: Vec<(f64, f64)> = targets.iter().map(|t| t.usage()).collect();
+    let start = Instant::now();
+    let measured = plan.run(&me, scratch).await;
+    let wall = start.elapsed().as_secs_f64().max(seconds);
+    if measured.errors > 0 {
+        eprintln!("  ({} failed requests)", measured.errors);
+    }
+    let after: Vec<(f64, f64)> = targets.iter().map(|t| t.usage()).collect();
+    let cpu: f64 = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).sum();
+    eprintln!("  (the load process used {:.0}% CPU)", measured.load_cpu * 100.0);
+    Figures {
+        rps: measured.rps,
+        p50: measured.p50,
+        p99: measured.p99,
+        cpu: cpu / wall * 100.0,
+        rss: after.iter().map(|a| a.1).sum(),
+    }
+}
+
+/// Each of `c` connections' requests: `make(connection, k)` signed, for k in 0..per.
+fn presign(
+    client: &EcsClient,
+    c: usize,
+    per: usize,
+    make: impl Fn(usize, usize) -> (&'static str, Value),
+) -> Vec<Vec<Vec<u8>>> {
+    (0..c)
+        .map(|w| {
+            (0..per)
+                .map(|k| {
+                    let (operation, input) = make(w, k);
+                    client.presigned(operation, &input).expect("signs")
+                })
+                .collect()
+        })
+        .collect()
+}
+
 async fn ok<T>(r: Result<T, ecsd_agent::client::ClientError>) -> bool {
     r.is_ok()
 }
@@ -340,9 +399,17 @@ fn dir_size(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    // The load process runs on one thread of its own, outside the benchmark's runtime.
+    if let Some(plan) = &args.load {
+        wrk::load(plan);
+        return;
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(bench(args));
+}
+
+async fn bench(args: Args) {
     if args.baseline_server {
         let app = axum::Router::new().route(
             "/",
@@ -427,6 +494,31 @@ async fn main() {
             &f,
             Some(("of bare", f.rps / ceiling.rps.max(1.0))),
         );
+    }
+
+    // 1b. Pre-signed requests replayed by the load process, so that the server is what is
+    // measured: the bare ceiling, DescribeTasks of one task, the durable report.
+    for &c in &args.concurrency {
+        let replayed = |r: Vec<Vec<Vec<u8>>>| r.into_iter().map(|r| (0, r)).collect::<Vec<_>>();
+        let bare = presign(&baseline.client(), c, 1, |_, _| ("SubmitTaskStateChange", json!({})));
+        let ceiling = replay(&[&baseline], args.seconds, replayed(bare), &scratch).await;
+        row("bare HTTP, pre-signed", "baseline", c, &ceiling, None);
+        let of_bare = |f: &Figures| Some(("of bare", f.rps / ceiling.rps.max(1.0)));
+        let t = tasks.clone();
+        let describe = presign(&client, c, 8, |w, k| {
+            (
+                "DescribeTasks",
+                json!({"cluster": "submit", "tasks": [t[(w + k) % t.len()]]}),
+            )
+        });
+        let f = replay(&[&ecsd], args.seconds, replayed(describe), &scratch).await;
+        row("DescribeTasks (1 task), pre-signed", "ecsd", c, &f, of_bare(&f));
+        let t = tasks.clone();
+        let submit = presign(&client, c, 2, |w, k| {
+            ("SubmitTaskStateChange", report("submit", &t[w], k as u64))
+        });
+        let f = replay(&[&ecsd], args.seconds, replayed(submit), &scratch).await;
+        row("SubmitTaskStateChange, pre-signed", "ecsd", c, &f, of_bare(&f));
     }
 
     // 2-4. Describe, list and run, against moto where it has the operation.
@@ -632,39 +724,91 @@ async fn main() {
         );
     }
 
-    // SubmitTaskStateChange on PostgreSQL, one process and two.
+    // SubmitTaskStateChange on PostgreSQL, one process and two, against what the database
+    // server itself sustains (pgbench's simple-update transactions at the same concurrency).
     if let Some(url) = &args.postgres {
-        println!("\n| SubmitTaskStateChange on PostgreSQL | processes | c | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|");
+        let c = max_c;
+        let pgbench = pgbench(url, c, args.seconds).await;
+        println!(
+            "\n| on PostgreSQL | processes | c | req/s | p50 ms | p99 ms | CPU | ratio |\n|---|---|---|---|---|---|---|---|"
+        );
+        match pgbench {
+            Some(tps) => println!("| pgbench -N (simple update) | | {c} | {tps:.0} | | | | |"),
+            None => println!("| pgbench -N (simple update) | | {c} | (pgbench not found or failed) | | | | |"),
+        }
         for processes in [1usize, 2] {
             wipe(url).await;
-            let servers: Vec<Target> = {
-                let mut v = Vec::new();
-                for p in 0..processes {
-                    v.push(start_ecsd(&args, &scratch.join(format!("pg{p}")), Some(url)).await);
-                }
-                v
-            };
+            let mut servers = Vec::new();
+            for p in 0..processes {
+                servers.push(start_ecsd(&args, &scratch.join(format!("pg{p}")), Some(url)).await);
+            }
             let clients: Vec<EcsClient> = servers.iter().map(Target::client).collect();
-            setup(&clients[0], "pg", 1).await;
-            let tasks = Arc::new(run_tasks(&clients[0], "pg", max_c).await);
-            let clients = Arc::new(clients);
+            // A cluster per process: writes to different clusters.
+            let mut tasks = Vec::new();
+            for (p, client) in clients.iter().enumerate() {
+                let cluster = format!("pg{p}");
+                setup(client, &cluster, 1).await;
+                tasks.push(run_tasks(client, &cluster, c.div_ceil(processes)).await);
+            }
+            let connections = (0..c)
+                .map(|w| {
+                    let p = w % processes;
+                    let task = &tasks[p][w / processes];
+                    let cluster = format!("pg{p}");
+                    let requests = (0..2)
+                        .map(|k| {
+                            let report = report(&cluster, task, k);
+                            clients[p].presigned("SubmitTaskStateChange", &report).expect("signs")
+                        })
+                        .collect();
+                    (p, requests)
+                })
+                .collect();
             let refs: Vec<&Target> = servers.iter().collect();
-            let c = max_c;
-            let (cl, t) = (clients.clone(), tasks.clone());
-            let f = measure(&refs, args.seconds, c, move |w, i| {
-                let (cl, t) = (cl.clone(), t.clone());
-                async move {
-                    ok(cl[w % cl.len()]
-                        .call::<_, Value>("SubmitTaskStateChange", &report("pg", &t[w], i))
-                        .await)
-                    .await
-                }
-            })
-            .await;
-            println!("| | {processes} | {c} | {:.0} | {:.2} | {:.2} |", f.rps, f.p50, f.p99);
+            let f = replay(&refs, args.seconds, connections, &scratch).await;
+            let ratio = pgbench.map(|tps| ("of pgbench", f.rps / tps.max(1.0)));
+            let ratio = ratio.map_or(String::new(), |(what, r)| format!("{r:.2}x {what}"));
+            println!(
+                "| SubmitTaskStateChange, pre-signed | {processes} | {c} | {:.0} | {:.2} | {:.2} | {:.0}% | {ratio} |",
+                f.rps, f.p50, f.p99, f.cpu
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// pgbench's simple-update transactions per second at concurrency `c` on the database of
+/// `url` (its tables made and dropped here), if pgbench is installed.
+async fn pgbench(url: &str, c: usize, seconds: f64) -> Option<f64> {
+    let run = |args: Vec<String>| async move {
+        let output = Command::new("pgbench").args(&args).output().await.ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    run(vec!["-q".into(), "-i".into(), "-s".into(), "10".into(), url.into()]).await?;
+    let seconds = (seconds.ceil() as u64).max(1).to_string();
+    let clients = c.to_string();
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get()).to_string();
+    let out = run(vec![
+        "-N".into(),
+        "-c".into(),
+        clients,
+        "-j".into(),
+        jobs,
+        "-T".into(),
+        seconds,
+        url.into(),
+    ])
+    .await;
+    let _ = run(vec!["-q".into(), "-i".into(), "-I".into(), "d".into(), url.into()]).await;
+    out?.lines()
+        .find(|l| l.starts_with("tps = "))?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
 }
 
 /// How long a service of `service_tasks` tasks on `service_instances` simulated instances takes

@@ -219,6 +219,24 @@ impl EcsClient {
     }
 
     /// Calls `operation` with `input`.
+    /// An API call signed now, as the bytes of an HTTP/1.1 request a load generator can send
+    /// as they are (again and again: the signature holds for the clock skew AWS allows).
+    pub fn presigned<I: Serialize>(&self, operation: &str, input: &I) -> Result<Vec<u8>, ClientError> {
+        let body = serde_json::to_vec(input).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let target = format!("{TARGET_PREFIX}{operation}");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let mut out = b"POST / HTTP/1.1\r\n".to_vec();
+        for (k, v) in self.signature("POST", authority(&self.base), "/", &headers, &body)? {
+            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
     pub async fn call<I: Serialize, O: DeserializeOwned>(&self, operation: &str, input: &I) -> Result<O, ClientError> {
         let body = serde_json::to_vec(input).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let target = format!("{TARGET_PREFIX}{operation}");

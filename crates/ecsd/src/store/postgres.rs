@@ -171,19 +171,13 @@ fn write_loop(rt: &Handle, pool: &Pool, queue: &std::sync::mpsc::Receiver<Job>, 
 fn commit_group(rt: &Handle, client: &mut deadpool_postgres::Object, group: Vec<Job>, commits: &watch::Sender<u64>) {
     let started = std::time::Instant::now();
     let size = group.len();
-    // The transaction, the lock and the first savepoint in one round trip; between writes,
-    // releasing one savepoint and setting the next in another.
-    let begin = format!(
+    // The bookkeeping travels with the statements: the transaction, the lock and the first
+    // savepoint go out with the first write's first statement; each write's ending (releasing
+    // its savepoint and setting the next, or rolling back to it) with the next write's first
+    // statement, or with the commit. A round trip per statement, none for the bookkeeping.
+    let mut prelude = Some(format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK}); SAVEPOINT ecsd_write"
-    );
-    if let Err(e) = rt.block_on(client.batch_execute(&begin)) {
-        let _ = rt.block_on(client.batch_execute("ROLLBACK"));
-        let message = causes(&e);
-        for job in group {
-            let _ = job.reply.send(Err(StoreError::Worker(message.clone())));
-        }
-        return;
-    }
+    ));
     let mut answers = Vec::with_capacity(size);
     let mut broken: Option<String> = None;
     for (i, Job { work, reply }) in group.into_iter().enumerate() {
@@ -191,23 +185,32 @@ fn commit_group(rt: &Handle, client: &mut deadpool_postgres::Object, group: Vec<
             let _ = reply.send(Err(StoreError::Worker(why.clone())));
             continue;
         }
-        let result = {
-            let mut conn = Conn { client: &*client, rt };
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || work(&mut conn)))
-                .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())))
+        let mut conn = Conn {
+            client: &*client,
+            rt,
+            prelude: prelude.take(),
+            failed: None,
         };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut conn)))
+            .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())));
+        if let Some(why) = conn.failed.take() {
+            broken = Some(why);
+            answers.push((reply, result));
+            continue;
+        }
+        // A write that ran no statement still owes what came before it.
+        let owed = conn.prelude.take();
         let kept = matches!(result, Ok(Ok(_)));
-        let next = match (kept, i + 1 == size) {
+        let ending = match (kept, i + 1 == size) {
             (true, true) => None,
             (true, false) => Some("RELEASE SAVEPOINT ecsd_write; SAVEPOINT ecsd_write"),
             // Rolling back to the savepoint keeps it, for the next write.
             (false, _) => Some("ROLLBACK TO SAVEPOINT ecsd_write"),
         };
-        if let Some(statement) = next {
-            if let Err(e) = rt.block_on(client.batch_execute(statement)) {
-                broken = Some(causes(&e));
-            }
-        }
+        prelude = match (owed, ending) {
+            (Some(owed), Some(ending)) => Some(format!("{owed}; {ending}")),
+            (owed, ending) => owed.or(ending.map(str::to_owned)),
+        };
         answers.push((reply, result));
     }
     let committed = match broken {
@@ -215,7 +218,10 @@ fn commit_group(rt: &Handle, client: &mut deadpool_postgres::Object, group: Vec<
             let _ = rt.block_on(client.batch_execute("ROLLBACK"));
             Err(why)
         }
-        None => rt.block_on(client.batch_execute("COMMIT")).map_err(|e| causes(&e)),
+        None => {
+            let commit = prelude.map_or_else(|| "COMMIT".to_owned(), |p| format!("{p}; COMMIT"));
+            rt.block_on(client.batch_execute(&commit)).map_err(|e| causes(&e))
+        }
     };
     match committed {
         Ok(()) => {
@@ -334,7 +340,12 @@ impl Backend for PostgresStore {
                     .start(),
             )?;
             let result = {
-                let mut conn = Conn { client: &tx, rt };
+                let mut conn = Conn {
+                    client: &tx,
+                    rt,
+                    prelude: None,
+                    failed: None,
+                };
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(&mut conn)))
                     .map_err(|_| StoreError::Worker("a transaction panicked".into()))?
             };
@@ -361,6 +372,31 @@ impl Backend for PostgresStore {
 struct Conn<'a, C: GenericClient> {
     client: &'a C,
     rt: &'a Handle,
+    /// Statements owed before the next one (a write group's bookkeeping), sent with it in one
+    /// round trip.
+    prelude: Option<String>,
+    /// Why the owed statements failed: the group's transaction is lost.
+    failed: Option<String>,
+}
+
+impl<C: GenericClient> Conn<'_, C> {
+    /// Runs `f` on the connection, after what is owed, in the same round trip (the driver
+    /// pipelines requests that are in flight together, and the server runs them in order).
+    fn run<T>(&mut self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let Some(prelude) = self.prelude.take() else {
+            return self.rt.block_on(f);
+        };
+        let client = self.client;
+        let (before, result) = self
+            .rt
+            .block_on(async { tokio::join!(client.batch_execute(&prelude), f) });
+        if let Err(e) = before {
+            let why = causes(&e);
+            self.failed = Some(why.clone());
+            return Err(StoreError::Worker(why));
+        }
+        result
+    }
 }
 
 impl ToSql for Param<'_> {
@@ -404,18 +440,35 @@ fn cells(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
 
 impl<C: GenericClient> Sql for Conn<'_, C> {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        self.rt.block_on(async {
-            let stmt = self.client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
+        let client = self.client;
+        self.run(async move {
+            let stmt = client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            self.client.query(&stmt, &params).await?.iter().map(cells).collect()
+            client.query(&stmt, &params).await?.iter().map(cells).collect()
         })
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        self.rt.block_on(async {
-            let stmt = self.client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
+        let client = self.client;
+        self.run(async move {
+            let stmt = client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            Ok(self.client.execute(&stmt, &params).await?)
+            Ok(client.execute(&stmt, &params).await?)
+        })
+    }
+
+    fn execute_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<u64>, StoreError> {
+        let client = self.client;
+        self.run(async move {
+            let mut prepared = Vec::with_capacity(statements.len());
+            for (sql, params) in statements {
+                let stmt = client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
+                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                prepared.push((stmt, params));
+            }
+            // In flight together: one round trip for all of them.
+            let runs = prepared.iter().map(|(stmt, params)| client.execute(stmt, params));
+            Ok(futures_util::future::try_join_all(runs).await?)
         })
     }
 }

@@ -149,6 +149,14 @@ pub trait Sql {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError>;
     /// Runs a statement; the number of rows it changed.
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError>;
+    /// Runs statements in order, none needing the answer of another (a database across the
+    /// network gets them all at once); the rows each changed.
+    fn execute_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<u64>, StoreError> {
+        statements
+            .iter()
+            .map(|(sql, params)| self.execute(sql, params))
+            .collect()
+    }
 }
 
 impl dyn Sql + '_ {

@@ -296,26 +296,26 @@ impl<'a> Tx<'a> {
         notice: Option<&str>,
     ) -> Result<(), StoreError> {
         metrics::counter!(crate::monitoring::EVENTS_APPENDED, "detail_type" => detail_type.to_owned()).increment(1);
-        // Writers run one at a time, so sequence numbers are taken and committed in order.
-        let seq = self
-            .sql
-            .query_one(
-                "UPDATE counters SET value = value + 1 WHERE name = 'event' RETURNING value",
-                &[],
-            )?
-            .int(0)?;
-        self.execute(
-            "INSERT INTO events (seq, account, region, cluster, detail_type, time, body, notice)
-             VALUES ($3, $1, $2, $4, $5, $6, $7, $8)",
-            &[
-                seq.into(),
-                cluster.into(),
-                detail_type.into(),
-                time.into(),
-                body.into(),
-                notice.into(),
-            ],
-        )?;
+        // Writers run one at a time, so sequence numbers are taken and committed in order. The
+        // event takes the number the counter was just moved to: neither statement waits for the
+        // other's answer.
+        let params = [
+            Param::Text(&self.scope.account),
+            Param::Text(&self.scope.region),
+            cluster.into(),
+            detail_type.into(),
+            time.into(),
+            body.into(),
+            notice.into(),
+        ];
+        self.sql.execute_each(&[
+            ("UPDATE counters SET value = value + 1 WHERE name = 'event'", &[]),
+            (
+                "INSERT INTO events (seq, account, region, cluster, detail_type, time, body, notice)
+                 VALUES ((SELECT value FROM counters WHERE name = 'event'), $1, $2, $3, $4, $5, $6, $7)",
+                &params,
+            ),
+        ])?;
         Ok(())
     }
 
