@@ -536,7 +536,7 @@ async fn each<C, F>(
             for (scope, items) in scopes {
                 let check = check.clone();
                 let looked = store
-                    .read(&scope, move |tx| {
+                    .scan(&scope, move |tx| {
                         let mut kept = Vec::new();
                         for item in items {
                             match check(tx, &item) {

@@ -197,6 +197,11 @@ pub trait Backend: Send + Sync + 'static {
     /// committed durably before the future resolves) or a read-only snapshot. The writes are
     /// committed when `f` returns `Ok(Ok(_))` and rolled back otherwise.
     fn run(&self, write: bool, f: SqlFn) -> BoxFuture<TxOutcome>;
+    /// A read that may return many rows: kept off the threads that serve requests, where a
+    /// backend runs short reads on them.
+    fn scan(&self, f: SqlFn) -> BoxFuture<TxOutcome> {
+        self.run(false, f)
+    }
     /// Changes whenever a write is committed (here or, for a shared database, by another
     /// process), so that readers of events can wait for more.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
@@ -208,7 +213,7 @@ pub trait Backend: Send + Sync + 'static {
 pub trait Store: Send + Sync + 'static {
     /// Runs `f` in a transaction of `scope`. Writes are committed durably before the future
     /// resolves; a closure that returns `Err` has its writes rolled back.
-    fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<TxOutcome>;
+    fn transact(&self, scope: Scope, access: Access, f: TxFn) -> BoxFuture<TxOutcome>;
     /// Events in sequence order. Sequence numbers are never reused and a reader never sees one
     /// before every smaller one is visible.
     fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>>;
@@ -241,7 +246,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// What `query` (account, region, cluster, name) lists.
 fn scheduled<B: Backend + ?Sized>(backend: &B, query: &'static str) -> BoxFuture<Result<Vec<Scheduled>, StoreError>> {
-    run_sql(backend, false, move |sql| {
+    run_sql(backend, Access::Read, move |sql| {
         sql.query(query, &[])?
             .iter()
             .map(|r| {
@@ -255,25 +260,44 @@ fn scheduled<B: Backend + ?Sized>(backend: &B, query: &'static str) -> BoxFuture
     })
 }
 
+/// How a transaction runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Serialized with every other writer, committed durably before it is answered.
+    Write,
+    /// A short read-only snapshot.
+    Read,
+    /// A read-only snapshot that may go through many rows (background passes, the event log).
+    Scan,
+}
+
+impl Access {
+    fn run<B: Backend + ?Sized>(self, backend: &B, f: SqlFn) -> BoxFuture<TxOutcome> {
+        match self {
+            Access::Write => backend.run(true, f),
+            Access::Read => backend.run(false, f),
+            Access::Scan => backend.scan(f),
+        }
+    }
+}
+
 /// Runs `f` over a backend's transaction and hands back what it returned.
 fn run_sql<B: Backend + ?Sized, R: Send + 'static>(
     backend: &B,
-    write: bool,
+    access: Access,
     f: impl FnOnce(&mut dyn Sql) -> Result<R, StoreError> + Send + 'static,
 ) -> BoxFuture<Result<R, StoreError>> {
-    let outcome = backend.run(
-        write,
-        Box::new(move |sql| match f(sql) {
-            Ok(value) => Ok(Ok(Box::new(value) as Erased)),
-            Err(e) => Ok(Err(Box::new(e) as Erased)),
-        }),
-    );
+    let f: SqlFn = Box::new(move |sql| match f(sql) {
+        Ok(value) => Ok(Ok(Box::new(value) as Erased)),
+        Err(e) => Ok(Err(Box::new(e) as Erased)),
+    });
+    let outcome = access.run(backend, f);
     Box::pin(async move { unerase::<R, StoreError>(outcome.await) })
 }
 
 impl<B: Backend> Store for B {
-    fn transact(&self, scope: Scope, write: bool, f: TxFn) -> BoxFuture<TxOutcome> {
-        self.run(write, Box::new(move |sql| Ok(f(&mut Tx::new(sql, scope)))))
+    fn transact(&self, scope: Scope, access: Access, f: TxFn) -> BoxFuture<TxOutcome> {
+        access.run(self, Box::new(move |sql| Ok(f(&mut Tx::new(sql, scope)))))
     }
 
     fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>> {
@@ -290,7 +314,7 @@ impl<B: Backend> Store for B {
                 .collect();
             format!("%\"resources\":[{escaped}]%")
         });
-        run_sql(self, false, move |sql| {
+        run_sql(self, Access::Scan, move |sql| {
             // The head first, and the page up to it: every number up to the counter's value is
             // committed (numbers are taken by one writer at a time), while a head read after the
             // page could cover events committed in between and missing from it.
@@ -333,14 +357,14 @@ impl<B: Backend> Store for B {
     }
 
     fn cursor(&self, name: String) -> BoxFuture<Result<i64, StoreError>> {
-        run_sql(self, false, move |sql| {
+        run_sql(self, Access::Read, move |sql| {
             sql.query_opt("SELECT seq FROM cursors WHERE name = $1", &[name.as_str().into()])?
                 .map_or(Ok(0), |r| r.int(0))
         })
     }
 
     fn set_cursor(&self, name: String, seq: i64) -> BoxFuture<Result<(), StoreError>> {
-        run_sql(self, true, move |sql| {
+        run_sql(self, Access::Write, move |sql| {
             sql.execute(
                 "INSERT INTO cursors (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
                 &[name.as_str().into(), seq.into()],
@@ -350,7 +374,7 @@ impl<B: Backend> Store for B {
     }
 
     fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>> {
-        run_sql(self, true, move |sql| {
+        run_sql(self, Access::Write, move |sql| {
             let events = sql.execute("DELETE FROM events WHERE time < $1", &[events_before.into()])?;
             sql.execute(
                 "DELETE FROM task_attachments WHERE (account, region, cluster, task_id) IN
@@ -369,7 +393,7 @@ impl<B: Backend> Store for B {
     fn renew_lease(&self, process: String, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
         // The database's clock: processes on several hosts need not agree on theirs.
         let ttl = ttl.as_secs_f64();
-        run_sql(self, true, move |sql| {
+        run_sql(self, Access::Write, move |sql| {
             sql.execute(
                 "INSERT INTO processes (id, expires_at) VALUES ($1, {now} + $2)
                  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
@@ -380,14 +404,14 @@ impl<B: Backend> Store for B {
     }
 
     fn end_lease(&self, process: String) -> BoxFuture<Result<(), StoreError>> {
-        run_sql(self, true, move |sql| {
+        run_sql(self, Access::Write, move |sql| {
             sql.execute("DELETE FROM processes WHERE id = $1", &[process.as_str().into()])?;
             Ok(())
         })
     }
 
     fn lapsed_agents(&self) -> BoxFuture<Result<Vec<LapsedAgent>, StoreError>> {
-        run_sql(self, false, move |sql| {
+        run_sql(self, Access::Read, move |sql| {
             sql.query(
                 "SELECT account, region, cluster, id, agent_process FROM container_instances c
                  WHERE agent_process IS NOT NULL
@@ -449,6 +473,13 @@ pub trait StoreExt {
         F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static;
+
+    /// A read that may go through many rows (see [`Access::Scan`]).
+    fn scan<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static;
 }
 
 impl StoreExt for dyn Store {
@@ -459,7 +490,7 @@ impl StoreExt for dyn Store {
         E: From<StoreError> + Send + 'static,
     {
         let erased: TxFn = Box::new(move |tx| erase(f(tx)));
-        let fut = self.transact(scope.clone(), false, erased);
+        let fut = self.transact(scope.clone(), Access::Read, erased);
         async move { unerase(fut.await) }
     }
 
@@ -470,7 +501,18 @@ impl StoreExt for dyn Store {
         E: From<StoreError> + Send + 'static,
     {
         let erased: TxFn = Box::new(move |tx| erase(f(tx)));
-        let fut = self.transact(scope.clone(), true, erased);
+        let fut = self.transact(scope.clone(), Access::Write, erased);
+        async move { unerase(fut.await) }
+    }
+
+    fn scan<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let erased: TxFn = Box::new(move |tx| erase(f(tx)));
+        let fut = self.transact(scope.clone(), Access::Scan, erased);
         async move { unerase(fut.await) }
     }
 }

@@ -3,8 +3,9 @@
 //! All writes go through one writer thread that groups whatever is queued into a single
 //! transaction (each request in its own savepoint, so one request's abort does not undo
 //! another's) and commits with `synchronous=FULL`: one fsync covers the whole group, and no
-//! request is answered before the group is on disk. Reads run on a pool of read-only
-//! connections on the blocking thread pool and see the last committed state.
+//! request is answered before the group is on disk. Reads run on a pool of read-only connections
+//! and see the last committed state: short ones on the thread that asked, scans of many rows
+//! (the event log) on the blocking thread pool.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -22,8 +23,8 @@ use super::{Backend, BoxFuture, SqlFn, StoreError, TxOutcome};
 
 /// Requests committed together at most; bounds the latency one group adds to its first request.
 const MAX_GROUP: usize = 512;
-/// Reads running at once (each on a blocking thread with its own connection); more wait their
-/// turn, so a burst of readers costs neither threads nor memory beyond this.
+/// Reads running at once (each with its own connection); more wait their turn, so a burst of
+/// readers costs neither threads nor memory beyond this.
 const MAX_READERS: usize = 8;
 
 type Reply = oneshot::Sender<TxOutcome>;
@@ -74,6 +75,22 @@ impl SqliteStore {
         }
     }
 
+    /// Runs `f` in a read transaction on a connection of the pool.
+    fn read(path: &Path, pool: &Mutex<Vec<Connection>>, f: SqlFn) -> TxOutcome {
+        let conn = Self::read_connection(path, pool)?;
+        let outcome = (|| {
+            let tx = conn.unchecked_transaction()?;
+            let result = catch_unwind(AssertUnwindSafe(|| f(&mut Conn(&tx))))
+                .map_err(|_| StoreError::Worker("a read panicked".into()))?;
+            tx.finish()?;
+            result
+        })();
+        if let Ok(mut idle) = pool.lock() {
+            idle.push(conn);
+        }
+        outcome
+    }
+
     fn read_connection(path: &Path, pool: &Mutex<Vec<Connection>>) -> Result<Connection, StoreError> {
         if let Some(conn) = pool.lock().ok().and_then(|mut p| p.pop()) {
             return Ok(conn);
@@ -96,27 +113,22 @@ impl Backend for SqliteStore {
         if write {
             return self.submit(f);
         }
-        let path = self.path.clone();
-        let pool = self.readers.clone();
-        let reading = self.reading.clone();
+        // A short read costs less than handing it to another thread and back (two wake-ups,
+        // two context switches): it runs here, on the thread that serves the request.
+        let (path, pool, reading) = (self.path.clone(), self.readers.clone(), self.reading.clone());
         Box::pin(async move {
             let _turn = reading.acquire_owned().await.map_err(|_| StoreError::Closed)?;
-            tokio::task::spawn_blocking(move || {
-                let conn = Self::read_connection(&path, &pool)?;
-                let outcome = (|| {
-                    let tx = conn.unchecked_transaction()?;
-                    let result = catch_unwind(AssertUnwindSafe(|| f(&mut Conn(&tx))))
-                        .map_err(|_| StoreError::Worker("a read panicked".into()))?;
-                    tx.finish()?;
-                    result
-                })();
-                if let Ok(mut idle) = pool.lock() {
-                    idle.push(conn);
-                }
-                outcome
-            })
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+            Self::read(&path, &pool, f)
+        })
+    }
+
+    fn scan(&self, f: SqlFn) -> BoxFuture<TxOutcome> {
+        let (path, pool, reading) = (self.path.clone(), self.readers.clone(), self.reading.clone());
+        Box::pin(async move {
+            let _turn = reading.acquire_owned().await.map_err(|_| StoreError::Closed)?;
+            tokio::task::spawn_blocking(move || Self::read(&path, &pool, f))
+                .await
+                .map_err(|e| StoreError::Worker(e.to_string()))?
         })
     }
 
