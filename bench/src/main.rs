@@ -205,7 +205,7 @@ where
 }
 
 fn row(scenario: &str, target: &str, concurrency: usize, f: &Figures, ratio: Option<(&str, f64)>) {
-    let ratio = ratio.map_or(String::new(), |(what, r)| format!("{r:>8.1}x {what}"));
+    let ratio = ratio.map_or(String::new(), |(what, r)| format!("{r:>7.2}x {what}"));
     println!(
         "| {scenario:<34} | {target:<9} | {concurrency:>3} | {:>9.0} | {:>7.2} | {:>7.2} | {:>5.0}% | {:>6.0} | {ratio} |",
         f.rps, f.p50, f.p99, f.cpu, f.rss
