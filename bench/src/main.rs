@@ -772,6 +772,17 @@ async fn bench(args: Args) {
                 "| SubmitTaskStateChange, pre-signed | {processes} | {c} | {:.0} | {:.2} | {:.2} | {:.0}% | {ratio} |",
                 f.rps, f.p50, f.p99, f.cpu
             );
+            if processes == 1 {
+                setup(&clients[0], "pgrun", 100).await;
+                let run = presign(&clients[0], c, 1, |_, _| {
+                    ("RunTask", json!({"cluster": "pgrun", "taskDefinition": "bench"}))
+                });
+                let f = replay(&refs, args.seconds, run.into_iter().map(|r| (0, r)).collect(), &scratch).await;
+                println!(
+                    "| RunTask (count 1, 100 instances), pre-signed | 1 | {c} | {:.0} | {:.2} | {:.2} | {:.0}% | |",
+                    f.rps, f.p50, f.p99, f.cpu
+                );
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
