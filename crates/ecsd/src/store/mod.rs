@@ -489,9 +489,7 @@ impl StoreExt for dyn Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let erased: TxFn = Box::new(move |tx| erase(f(tx)));
-        let fut = self.transact(scope.clone(), Access::Read, erased);
-        async move { unerase(fut.await) }
+        typed(self, scope, Access::Read, f)
     }
 
     fn write<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
@@ -500,9 +498,7 @@ impl StoreExt for dyn Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let erased: TxFn = Box::new(move |tx| erase(f(tx)));
-        let fut = self.transact(scope.clone(), Access::Write, erased);
-        async move { unerase(fut.await) }
+        typed(self, scope, Access::Write, f)
     }
 
     fn scan<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
@@ -511,9 +507,46 @@ impl StoreExt for dyn Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let erased: TxFn = Box::new(move |tx| erase(f(tx)));
-        let fut = self.transact(scope.clone(), Access::Scan, erased);
-        async move { unerase(fut.await) }
+        typed(self, scope, Access::Scan, f)
+    }
+}
+
+/// A transaction whose closure's own types survive the type-erased [`Store::transact`].
+fn typed<R, E, F>(store: &dyn Store, scope: &Scope, access: Access, f: F) -> impl Future<Output = Result<R, E>> + Send
+where
+    F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let erased: TxFn = Box::new(move |tx| erase(f(tx)));
+    let fut = store.transact(scope.clone(), access, erased);
+    async move { unerase(fut.await) }
+}
+
+/// Answers a commit group's writes once its commit is known: each its own outcome if the group
+/// committed, the commit's failure otherwise.
+fn settle(
+    committed: Result<(), String>,
+    started: std::time::Instant,
+    answers: Vec<(tokio::sync::oneshot::Sender<TxOutcome>, TxOutcome)>,
+    commits: &tokio::sync::watch::Sender<u64>,
+) {
+    let size = answers.len();
+    match committed {
+        Ok(()) => {
+            metrics::histogram!(crate::monitoring::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::monitoring::COMMIT_GROUP).record(size as f64);
+            commits.send_modify(|n| *n += 1);
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(message) => {
+            tracing::error!(error = %message, "commit failed");
+            for (reply, _) in answers {
+                let _ = reply.send(Err(StoreError::Worker(format!("commit failed: {message}"))));
+            }
+        }
     }
 }
 

@@ -223,22 +223,7 @@ fn commit_group(rt: &Handle, client: &mut deadpool_postgres::Object, group: Vec<
             rt.block_on(client.batch_execute(&commit)).map_err(|e| causes(&e))
         }
     };
-    match committed {
-        Ok(()) => {
-            metrics::histogram!(crate::monitoring::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-            metrics::histogram!(crate::monitoring::COMMIT_GROUP).record(size as f64);
-            commits.send_modify(|n| *n += 1);
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome);
-            }
-        }
-        Err(message) => {
-            tracing::error!(error = %message, "commit failed");
-            for (reply, _) in answers {
-                let _ = reply.send(Err(StoreError::Worker(format!("commit failed: {message}"))));
-            }
-        }
-    }
+    super::settle(committed, started, answers, commits);
 }
 
 /// Where a configuration points: host, port, database and user.

@@ -199,7 +199,6 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, commits: &watch::Sender<
         }
     };
     let started = std::time::Instant::now();
-    let size = group.len();
     let mut answers = Vec::with_capacity(group.len());
     for Job { work, reply } in group {
         let outcome = (|| {
@@ -217,23 +216,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>, commits: &watch::Sender<
         })();
         answers.push((reply, outcome));
     }
-    match tx.commit() {
-        Ok(()) => {
-            metrics::histogram!(crate::monitoring::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-            metrics::histogram!(crate::monitoring::COMMIT_GROUP).record(size as f64);
-            commits.send_modify(|n| *n += 1);
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "commit failed");
-            let message = e.to_string();
-            for (reply, _) in answers {
-                let _ = reply.send(Err(StoreError::Worker(format!("commit failed: {message}"))));
-            }
-        }
-    }
+    super::settle(tx.commit().map_err(|e| e.to_string()), started, answers, commits);
 }
 
 /// An open transaction (or savepoint) on one connection.
