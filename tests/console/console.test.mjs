@@ -195,6 +195,10 @@ test("a scoped principal sees neither another account's nor another cluster's re
   // Nor does it read another cluster's events.
   const events = await page.evaluate(async () => (await fetch('/console/events?cluster=secret-b')).json());
   assert.equal(events.__type, 'AccessDeniedException');
+  // Nor the events of a resource of another cluster, named by ARN.
+  const arn = encodeURIComponent('arn:aws:ecs:us-east-1:111111111111:task/secret-b/0123456789abcdef0123456789abcdef');
+  const byArn = await page.evaluate(async (q) => (await fetch(`/console/events?resource=${q}`)).json(), arn);
+  assert.equal(byArn.__type, 'AccessDeniedException');
 });
 
 test('an expired or ended session is refused', async (t) => {

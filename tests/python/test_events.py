@@ -369,6 +369,17 @@ def test_unsigned_event_reads_are_refused(simulated):
     assert json.loads(response.read())["__type"] == "MissingAuthenticationTokenException"
 
 
+def test_an_event_query_that_does_not_parse_is_the_apis_error(simulated):
+    host, port = simulated.url.removeprefix("http://").split(":")
+    for path in ["/events?after=abc", "/events/stream?limit=-1"]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("GET", path, headers=signed_headers(simulated.url, path))
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        assert (response.status, body["__type"]) == (400, "InvalidParameterException"), body
+        assert "Invalid query" in body["message"]
+
+
 def test_a_simulated_agent_keeps_its_identity_across_restarts(ecsd, tmp_path):
     state = tmp_path / "agent.json"
     command = [ecsd_binary(), "agent", "--endpoint", ecsd.url, "--instances", "2", "--state-file", str(state),

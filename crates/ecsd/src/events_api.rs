@@ -10,7 +10,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +48,24 @@ pub struct EventsParams {
     from: Option<String>,
     /// Only the events about this resource (an ARN of `resources`).
     resource: Option<String>,
+}
+
+/// The parameters of an event read; a query string that does not parse is the API's
+/// `InvalidParameterException` naming what is wrong.
+pub struct Params(pub EventsParams);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Query::<EventsParams>::from_request_parts(parts, state).await {
+            Ok(Query(params)) => Ok(Params(params)),
+            Err(rejection) => {
+                let refusal = ApiError::invalid_parameter(format!("Invalid query: {}", rejection.body_text()));
+                Err(error_response(&uuid::Uuid::new_v4().to_string(), &refusal))
+            }
+        }
+    }
 }
 
 /// A query of the event log, and which clusters' events the caller may see of what it reads.
@@ -93,6 +112,9 @@ fn read_for(admitted: &Admitted, params: &EventsParams) -> Result<Read, ApiError
         None if !admitted.sees_every_cluster() => Some(admitted.caller.principal.clone()),
         None => None,
     };
+    if let Some(resource) = &params.resource {
+        admitted.check_arn(resource)?;
+    }
     let query = EventQuery {
         after: params.after.unwrap_or(0).max(0),
         limit: params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
@@ -124,11 +146,7 @@ struct Entry<'a> {
 }
 
 /// `GET /events`: one page of events after `after`. `lastSeq` is where the next page starts.
-pub async fn page(
-    State(state): State<Arc<AppState>>,
-    Query(params): Query<EventsParams>,
-    request: Request,
-) -> Response {
+pub async fn page(State(state): State<Arc<AppState>>, Params(params): Params, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     match authorize(&state, &request, &params) {
         Ok(read) => answer_page(&state, read, &request_id).await,
@@ -183,11 +201,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<i64> {
 
 /// `GET /events/stream`: every event after `Last-Event-ID` (or `after`), then each new one as it
 /// is committed, until the client or the server goes away.
-pub async fn stream(
-    State(state): State<Arc<AppState>>,
-    Query(params): Query<EventsParams>,
-    request: Request,
-) -> Response {
+pub async fn stream(State(state): State<Arc<AppState>>, Params(params): Params, request: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     match authorize(&state, &request, &params) {
         Ok(read) => follow(state, read, &params, request.headers(), &request_id).await,

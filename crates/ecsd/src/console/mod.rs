@@ -10,14 +10,14 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::ApiError;
-use crate::events_api::{self, EventsParams};
+use crate::events_api::{self, Params};
 use crate::ops::Operation;
 use crate::state::AppState;
 use crate::wire::{self, RouteError};
@@ -80,11 +80,7 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<session::Ses
 }
 
 /// `GET /console/events`: a page of the event log, as `GET /events` answers it.
-async fn events_page(
-    State(state): State<Arc<AppState>>,
-    Query(params): Query<EventsParams>,
-    headers: HeaderMap,
-) -> Response {
+async fn events_page(State(state): State<Arc<AppState>>, Params(params): Params, headers: HeaderMap) -> Response {
     no_store(match signed_in(&state, &headers).await {
         Ok(session) => events_api::page_for(&state, session.caller, &params).await,
         Err(refusal) => refusal,
@@ -92,11 +88,7 @@ async fn events_page(
 }
 
 /// `GET /console/events/stream`: the event stream, as `GET /events/stream` sends it.
-async fn events_stream(
-    State(state): State<Arc<AppState>>,
-    Query(params): Query<EventsParams>,
-    headers: HeaderMap,
-) -> Response {
+async fn events_stream(State(state): State<Arc<AppState>>, Params(params): Params, headers: HeaderMap) -> Response {
     match signed_in(&state, &headers).await {
         Ok(session) => {
             let until = session.record.expires_at;
