@@ -48,6 +48,9 @@ struct Args {
     /// process and two.
     #[arg(long)]
     postgres: Option<String>,
+    /// Measure only the PostgreSQL scenarios (with `--postgres`).
+    #[arg(long, requires = "postgres")]
+    postgres_only: bool,
     /// Run the bare HTTP server (internal: the baseline process).
     #[arg(long, hide = true)]
     baseline_server: bool,
@@ -435,6 +438,12 @@ async fn bench(args: Args) {
     println!("| scenario                           | target    |   c |     req/s | p50 ms  | p99 ms  |  CPU  | RSS MB | ratio |");
     println!("|------------------------------------|-----------|-----|-----------|---------|---------|-------|--------|-------|");
 
+    if let (true, Some(url)) = (args.postgres_only, &args.postgres) {
+        let c = args.concurrency.iter().copied().max().unwrap_or(1);
+        on_postgres(&args, url, &scratch, c).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        return;
+    }
     let me = std::env::current_exe().unwrap();
     let mut baseline_cmd = Command::new(&me);
     baseline_cmd.arg("--baseline-server");
@@ -724,68 +733,71 @@ async fn bench(args: Args) {
         );
     }
 
-    // SubmitTaskStateChange on PostgreSQL, one process and two, against what the database
-    // server itself sustains (pgbench's simple-update transactions at the same concurrency).
     if let Some(url) = &args.postgres {
-        let c = max_c;
-        let pgbench = pgbench(url, c, args.seconds).await;
-        println!(
-            "\n| on PostgreSQL | processes | c | req/s | p50 ms | p99 ms | CPU | ratio |\n|---|---|---|---|---|---|---|---|"
-        );
-        match pgbench {
-            Some(tps) => println!("| pgbench -N (simple update) | | {c} | {tps:.0} | | | | |"),
-            None => println!("| pgbench -N (simple update) | | {c} | (pgbench not found or failed) | | | | |"),
-        }
-        for processes in [1usize, 2] {
-            wipe(url).await;
-            let mut servers = Vec::new();
-            for p in 0..processes {
-                servers.push(start_ecsd(&args, &scratch.join(format!("pg{p}")), Some(url)).await);
-            }
-            let clients: Vec<EcsClient> = servers.iter().map(Target::client).collect();
-            // A cluster per process: writes to different clusters.
-            let mut tasks = Vec::new();
-            for (p, client) in clients.iter().enumerate() {
-                let cluster = format!("pg{p}");
-                setup(client, &cluster, 1).await;
-                tasks.push(run_tasks(client, &cluster, c.div_ceil(processes)).await);
-            }
-            let connections = (0..c)
-                .map(|w| {
-                    let p = w % processes;
-                    let task = &tasks[p][w / processes];
-                    let cluster = format!("pg{p}");
-                    let requests = (0..2)
-                        .map(|k| {
-                            let report = report(&cluster, task, k);
-                            clients[p].presigned("SubmitTaskStateChange", &report).expect("signs")
-                        })
-                        .collect();
-                    (p, requests)
-                })
-                .collect();
-            let refs: Vec<&Target> = servers.iter().collect();
-            let f = replay(&refs, args.seconds, connections, &scratch).await;
-            let ratio = pgbench.map(|tps| ("of pgbench", f.rps / tps.max(1.0)));
-            let ratio = ratio.map_or(String::new(), |(what, r)| format!("{r:.2}x {what}"));
-            println!(
-                "| SubmitTaskStateChange, pre-signed | {processes} | {c} | {:.0} | {:.2} | {:.2} | {:.0}% | {ratio} |",
-                f.rps, f.p50, f.p99, f.cpu
-            );
-            if processes == 1 {
-                setup(&clients[0], "pgrun", 100).await;
-                let run = presign(&clients[0], c, 1, |_, _| {
-                    ("RunTask", json!({"cluster": "pgrun", "taskDefinition": "bench"}))
-                });
-                let f = replay(&refs, args.seconds, run.into_iter().map(|r| (0, r)).collect(), &scratch).await;
-                println!(
-                    "| RunTask (count 1, 100 instances), pre-signed | 1 | {c} | {:.0} | {:.2} | {:.2} | {:.0}% | |",
-                    f.rps, f.p50, f.p99, f.cpu
-                );
-            }
-        }
+        on_postgres(&args, url, &scratch, max_c).await;
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// SubmitTaskStateChange on PostgreSQL, one process and two, against what the database server
+/// itself sustains (pgbench's simple-update transactions at the same concurrency), and RunTask.
+async fn on_postgres(args: &Args, url: &str, scratch: &std::path::Path, c: usize) {
+    let pgbench = pgbench(url, c, args.seconds).await;
+    println!(
+        "\n| on PostgreSQL | processes | c | req/s | p50 ms | p99 ms | CPU | ratio |\n|---|---|---|---|---|---|---|---|"
+    );
+    match pgbench {
+        Some(tps) => println!("| pgbench -N (simple update) | | {c} | {tps:.0} | | | | |"),
+        None => println!("| pgbench -N (simple update) | | {c} | (pgbench not found or failed) | | | | |"),
+    }
+    for processes in [1usize, 2] {
+        wipe(url).await;
+        let mut servers = Vec::new();
+        for p in 0..processes {
+            servers.push(start_ecsd(&args, &scratch.join(format!("pg{p}")), Some(url)).await);
+        }
+        let clients: Vec<EcsClient> = servers.iter().map(Target::client).collect();
+        // A cluster per process: writes to different clusters.
+        let mut tasks = Vec::new();
+        for (p, client) in clients.iter().enumerate() {
+            let cluster = format!("pg{p}");
+            setup(client, &cluster, 1).await;
+            tasks.push(run_tasks(client, &cluster, c.div_ceil(processes)).await);
+        }
+        let connections = (0..c)
+            .map(|w| {
+                let p = w % processes;
+                let task = &tasks[p][w / processes];
+                let cluster = format!("pg{p}");
+                let requests = (0..2)
+                    .map(|k| {
+                        let report = report(&cluster, task, k);
+                        clients[p].presigned("SubmitTaskStateChange", &report).expect("signs")
+                    })
+                    .collect();
+                (p, requests)
+            })
+            .collect();
+        let refs: Vec<&Target> = servers.iter().collect();
+        let f = replay(&refs, args.seconds, connections, &scratch).await;
+        let ratio = pgbench.map(|tps| ("of pgbench", f.rps / tps.max(1.0)));
+        let ratio = ratio.map_or(String::new(), |(what, r)| format!("{r:.2}x {what}"));
+        println!(
+            "| SubmitTaskStateChange, pre-signed | {processes} | {c} | {:.0} | {:.2} | {:.2} | {:.0}% | {ratio} |",
+            f.rps, f.p50, f.p99, f.cpu
+        );
+        if processes == 1 {
+            setup(&clients[0], "pgrun", 100).await;
+            let run = presign(&clients[0], c, 1, |_, _| {
+                ("RunTask", json!({"cluster": "pgrun", "taskDefinition": "bench"}))
+            });
+            let f = replay(&refs, args.seconds, run.into_iter().map(|r| (0, r)).collect(), &scratch).await;
+            println!(
+                "| RunTask (count 1, 100 instances), pre-signed | 1 | {c} | {:.0} | {:.2} | {:.2} | {:.0}% | |",
+                f.rps, f.p50, f.p99, f.cpu
+            );
+        }
+    }
 }
 
 /// pgbench's simple-update transactions per second at concurrency `c` on the database of
@@ -921,7 +933,11 @@ async fn services(args: &Args, scratch: &std::path::Path) {
 /// Empties the benchmark's PostgreSQL database.
 async fn wipe(url: &str) {
     let status = Command::new("psql")
-        .args([url, "-qc", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"])
+        .args([
+            url,
+            "-qc",
+            "SET client_min_messages = warning; DROP SCHEMA public CASCADE; CREATE SCHEMA public;",
+        ])
         .stdout(Stdio::null())
         .status()
         .await;

@@ -984,6 +984,7 @@ async fn with_fargate_on_agents_a_fargate_task_reaches_the_pools_agent_in_bridge
                 .map(|_| ())
         })
         .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     while described("apps", arn.clone()).await.last_status() != Some("STOPPED") {
         assert!(tokio::time::Instant::now() < deadline, "the Fargate task never stopped");
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -119,7 +119,7 @@ pub async fn set_connected(
 ) -> Result<(), ApiError> {
     let (cluster, id, process) = (instance.cluster.clone(), instance.id.clone(), process.to_owned());
     store
-        .write(&instance.scope, move |tx| {
+        .write_in(&instance.scope, &instance.cluster, move |tx| {
             let Some(record) = tx.container_instance(&cluster, &id)? else {
                 return Ok(());
             };
@@ -145,7 +145,7 @@ pub async fn set_connected(
 pub async fn set_disconnected(store: &dyn Store, instance: &Instance, process: &str) -> Result<(), ApiError> {
     let (cluster, id, process) = (instance.cluster.clone(), instance.id.clone(), process.to_owned());
     store
-        .write(&instance.scope, move |tx| {
+        .write_in(&instance.scope, &instance.cluster, move |tx| {
             let Some(mut record) = tx.container_instance(&cluster, &id)? else {
                 return Ok(());
             };
@@ -242,7 +242,7 @@ pub async fn undelivered(store: &dyn Store, instance: &Instance) -> Result<Vec<D
 pub async fn next_seq(store: &dyn Store, instance: &Instance, count: i64) -> Result<i64, ApiError> {
     let (cluster, id) = (instance.cluster.clone(), instance.id.clone());
     store
-        .write(&instance.scope, move |tx| {
+        .write_in(&instance.scope, &instance.cluster, move |tx| {
             Ok::<_, ApiError>(tx.next_message_seq(&cluster, &id, count)?)
         })
         .await
@@ -256,7 +256,7 @@ pub async fn acknowledge(
 ) -> Result<(), ApiError> {
     let cluster = instance.cluster.clone();
     store
-        .write(&instance.scope, move |tx| {
+        .write_in(&instance.scope, &instance.cluster, move |tx| {
             for (id, desired) in &tasks {
                 tx.set_delivered(&cluster, id, *desired)?;
             }

@@ -6,7 +6,7 @@
 //! succeed (unknown task, invalid member) must be `InvalidParameterException`.
 
 use super::tasks::save_task;
-use super::{active_cluster, task_definitions, Ctx};
+use super::{active_cluster, task_definitions, write_in_cluster, Ctx};
 use crate::domain::now;
 use crate::domain::records::Task;
 use crate::domain::status::TaskStatus;
@@ -17,7 +17,7 @@ use crate::shapes::{
     SubmitAttachmentStateChangesResponse, SubmitContainerStateChangeRequest, SubmitContainerStateChangeResponse,
     SubmitTaskStateChangeResponse,
 };
-use crate::store::{StoreError, StoreExt, Tx};
+use crate::store::{StoreError, Tx};
 
 fn ack() -> Option<String> {
     Some("ACK".into())
@@ -75,14 +75,14 @@ pub async fn submit_task_state_change(
     ctx: &Ctx,
     report: TaskStateReport,
 ) -> Result<SubmitTaskStateChangeResponse, ApiError> {
-    ctx.store
-        .write(&ctx.scope, move |tx| {
-            let cluster = active_cluster(tx, report.cluster.as_deref())?;
-            let task = reported_task(tx, &cluster, report.task.as_deref())?;
-            apply_report(tx, &cluster, task, &report)?;
-            Ok(SubmitTaskStateChangeResponse { acknowledgment: ack() })
-        })
-        .await
+    let reference = report.cluster.clone();
+    write_in_cluster(ctx, reference.as_deref(), move |tx| {
+        let cluster = active_cluster(tx, report.cluster.as_deref())?;
+        let task = reported_task(tx, &cluster, report.task.as_deref())?;
+        apply_report(tx, &cluster, task, &report)?;
+        Ok(SubmitTaskStateChangeResponse { acknowledgment: ack() })
+    })
+    .await
 }
 
 /// One container's change, as older agents report it; the task's status follows from its
@@ -96,33 +96,33 @@ pub async fn submit_container_state_change(
             "Missing required parameter 'containerName'.",
         ));
     }
-    ctx.store
-        .write(&ctx.scope, move |tx| {
-            let cluster = active_cluster(tx, req.cluster.as_deref())?;
-            let task = reported_task(tx, &cluster, req.task.as_deref())?;
-            let container = ContainerReport {
-                container_name: req.container_name.clone(),
-                image_digest: None,
-                runtime_id: req.runtime_id.clone(),
-                exit_code: req.exit_code,
-                network_bindings: req.network_bindings.clone(),
-                reason: req.reason.clone(),
-                status: req.status.clone(),
-            };
-            let mut report = TaskStateReport {
-                containers: Some(vec![container]),
-                ..TaskStateReport::default()
-            };
-            // Validate and apply the container first, then let the task follow.
-            let essential = essential_containers(tx, &task)?;
-            let is_essential = |name: &str| essential.iter().any(|e| e == name);
-            let mut probe = task.clone();
-            task_change::apply(&mut probe, &report, is_essential, now())?;
-            report.status = task_change::status_from_containers(&probe, is_essential).map(|s| s.as_str().to_owned());
-            apply_report(tx, &cluster, task, &report)?;
-            Ok(SubmitContainerStateChangeResponse { acknowledgment: ack() })
-        })
-        .await
+    let reference = req.cluster.clone();
+    write_in_cluster(ctx, reference.as_deref(), move |tx| {
+        let cluster = active_cluster(tx, req.cluster.as_deref())?;
+        let task = reported_task(tx, &cluster, req.task.as_deref())?;
+        let container = ContainerReport {
+            container_name: req.container_name.clone(),
+            image_digest: None,
+            runtime_id: req.runtime_id.clone(),
+            exit_code: req.exit_code,
+            network_bindings: req.network_bindings.clone(),
+            reason: req.reason.clone(),
+            status: req.status.clone(),
+        };
+        let mut report = TaskStateReport {
+            containers: Some(vec![container]),
+            ..TaskStateReport::default()
+        };
+        // Validate and apply the container first, then let the task follow.
+        let essential = essential_containers(tx, &task)?;
+        let is_essential = |name: &str| essential.iter().any(|e| e == name);
+        let mut probe = task.clone();
+        task_change::apply(&mut probe, &report, is_essential, now())?;
+        report.status = task_change::status_from_containers(&probe, is_essential).map(|s| s.as_str().to_owned());
+        apply_report(tx, &cluster, task, &report)?;
+        Ok(SubmitContainerStateChangeResponse { acknowledgment: ack() })
+    })
+    .await
 }
 
 pub async fn submit_attachment_state_changes(
@@ -134,26 +134,26 @@ pub async fn submit_attachment_state_changes(
             "Invalid 'attachments': at least one attachment is required.",
         ));
     }
-    ctx.store
-        .write(&ctx.scope, move |tx| {
-            let cluster = active_cluster(tx, req.cluster.as_deref())?;
-            for (i, attachment) in req.attachments.iter().enumerate() {
-                let id = attachment.attachment_arn.rsplit('/').next().unwrap_or_default();
-                let task = tx.task_with_attachment(&cluster, id)?.ok_or_else(|| {
-                    ApiError::invalid_parameter(format!(
-                        "Invalid 'attachments[{i}].attachmentArn': no attachment '{}' in cluster '{cluster}'.",
-                        attachment.attachment_arn
-                    ))
-                })?;
-                let report = TaskStateReport {
-                    attachments: Some(vec![attachment.clone()]),
-                    ..TaskStateReport::default()
-                };
-                apply_report(tx, &cluster, task, &report)?;
-            }
-            Ok(SubmitAttachmentStateChangesResponse { acknowledgment: ack() })
-        })
-        .await
+    let reference = req.cluster.clone();
+    write_in_cluster(ctx, reference.as_deref(), move |tx| {
+        let cluster = active_cluster(tx, req.cluster.as_deref())?;
+        for (i, attachment) in req.attachments.iter().enumerate() {
+            let id = attachment.attachment_arn.rsplit('/').next().unwrap_or_default();
+            let task = tx.task_with_attachment(&cluster, id)?.ok_or_else(|| {
+                ApiError::invalid_parameter(format!(
+                    "Invalid 'attachments[{i}].attachmentArn': no attachment '{}' in cluster '{cluster}'.",
+                    attachment.attachment_arn
+                ))
+            })?;
+            let report = TaskStateReport {
+                attachments: Some(vec![attachment.clone()]),
+                ..TaskStateReport::default()
+            };
+            apply_report(tx, &cluster, task, &report)?;
+        }
+        Ok(SubmitAttachmentStateChangesResponse { acknowledgment: ack() })
+    })
+    .await
 }
 
 /// Where agents reach ecsd's ACS (task delivery) and TCS (telemetry) endpoints.

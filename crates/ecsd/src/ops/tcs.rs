@@ -36,7 +36,7 @@ pub struct ContainerHealth {
 pub async fn record_health(store: &dyn Store, instance: &Instance, tasks: Vec<TaskHealth>) -> Result<(), ApiError> {
     let (cluster, instance_arn) = (instance.cluster.clone(), instance.arn.clone());
     store
-        .write(&instance.scope, move |tx| {
+        .write_in(&instance.scope, &instance.cluster, move |tx| {
             let scope = tx.scope().clone();
             for report in &tasks {
                 let Some(id) = report
@@ -92,7 +92,7 @@ pub async fn record_instance_status(
 ) -> Result<(), ApiError> {
     let (cluster, id) = (instance.cluster.clone(), instance.id.clone());
     store
-        .write(&instance.scope, move |tx| {
+        .write_in(&instance.scope, &instance.cluster, move |tx| {
             let Some(record) = tx.container_instance(&cluster, &id)? else {
                 return Ok(());
             };

@@ -87,6 +87,14 @@ async fn write<R: Send + 'static>(
     store.write(&scope(), f).await.expect("the write commits")
 }
 
+async fn write_in<R: Send + 'static>(
+    store: &Arc<dyn Store>,
+    cluster: &str,
+    f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
+) -> R {
+    store.write_in(&scope(), cluster, f).await.expect("the write commits")
+}
+
 async fn read<R: Send + 'static>(
     store: &Arc<dyn Store>,
     f: impl FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
@@ -360,10 +368,13 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
         .map(|w| {
             let store = store.clone();
             tokio::spawn(async move {
+                // Each on a cluster of its own: their groups commit at once where they can.
+                let cluster = format!("c{w}");
                 for i in 0..25 {
-                    write(&store, move |tx| {
+                    let cluster = cluster.clone();
+                    write_in(&store, &cluster.clone(), move |tx| {
                         tx.append_event(
-                            "c",
+                            &cluster,
                             "ECS Task State Change",
                             30.0,
                             &format!("{{\"w\": {w}, \"i\": {i}}}"),
@@ -564,13 +575,29 @@ async fn a_domain_abort_rolls_back_its_writes_and_only_its_own(store: Arc<dyn St
 
 async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
     write(&store, |tx| tx.put(&instance("i1"))).await;
+    let stores = vec![store.clone()];
+    writers_lose_no_update(&stores).await;
+}
+
+/// Writers of the whole scope and of its cluster `c`, through each of `stores`, each reading
+/// an instance and writing it back changed: no change is lost.
+async fn writers_lose_no_update(stores: &[Arc<dyn Store>]) {
     let writers: Vec<_> = (0..8)
-        .map(|_| {
-            let store = store.clone();
+        .map(|w| {
+            let store = stores[w % stores.len()].clone();
             tokio::spawn(async move {
                 let mut taken = Vec::new();
                 for _ in 0..10 {
-                    taken.push(write(&store, |tx| tx.next_message_seq("c", "i1", 1)).await);
+                    let bump = |tx: &mut Tx<'_>| {
+                        let mut record = tx.container_instance("c", "i1")?.expect("stored");
+                        record.version += 1;
+                        tx.put(&record)?;
+                        Ok(record.version)
+                    };
+                    taken.push(match w % 2 {
+                        0 => write(&store, bump).await,
+                        _ => write_in(&store, "c", bump).await,
+                    });
                 }
                 taken
             })
@@ -581,7 +608,46 @@ async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
         all.extend(w.await.unwrap());
     }
     all.sort_unstable();
-    assert_eq!(all, (1..=80).collect::<Vec<i64>>(), "every number once, none lost");
+    assert_eq!(all, (2..=81).collect::<Vec<i64>>(), "every version once, none lost");
+}
+
+async fn a_write_bound_to_a_cluster_reaches_nothing_else(store: Arc<dyn Store>) {
+    let unheld = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Unheld { .. }));
+    let bound = |f: fn(&mut Tx<'_>) -> Result<(), StoreError>| {
+        let store = store.clone();
+        async move { store.write_in(&scope(), "c", f).await }
+    };
+    assert!(
+        unheld(bound(|tx| tx.task("d", "t1").map(drop)).await),
+        "another cluster's record"
+    );
+    assert!(unheld(bound(|tx| tx.put_usage("d", "i1", &Usage::default())).await));
+    assert!(
+        unheld(bound(|tx| tx.list_clusters(None, 10).map(drop)).await),
+        "every cluster"
+    );
+    assert!(
+        unheld(bound(|tx| tx.put(&cluster("d"))).await),
+        "another cluster itself"
+    );
+    assert!(
+        unheld(bound(|tx| tx.delete::<AccountSetting>(&["root".into(), "x".into()]).map(drop)).await),
+        "a change to the scope's own"
+    );
+    // Its own cluster, and reads of the scope's own, it reaches.
+    bound(|tx| {
+        tx.put(&cluster("c"))?;
+        tx.put(&instance("i1"))?;
+        tx.latest_task_definition("f")?;
+        tx.append_event("c", "ECS Task State Change", 1.0, "{}", None)
+    })
+    .await
+    .expect("the write commits");
+    assert_eq!(read(&store, |tx| tx.cluster("c")).await, Some(cluster("c")));
+    assert_eq!(
+        read(&store, |tx| tx.container_instance("c", "i1")).await,
+        Some(instance("i1"))
+    );
 }
 
 async fn connections_of_a_lapsed_lease_are_found(store: Arc<dyn Store>) {
@@ -653,6 +719,7 @@ conformance!(
     sweeps_remove_only_what_expired,
     a_domain_abort_rolls_back_its_writes_and_only_its_own,
     concurrent_writers_lose_no_update,
+    a_write_bound_to_a_cluster_reaches_nothing_else,
     connections_of_a_lapsed_lease_are_found,
 );
 
@@ -661,6 +728,16 @@ conformance!(
 async fn on_postgres<F, Fut>(name: &str, test: F)
 where
     F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    shared_postgres(name, 1, |mut stores| test(stores.remove(0))).await;
+}
+
+/// Runs `test` with `n` stores on one PostgreSQL database, as `n` processes sharing it would
+/// have, as [`on_postgres`] does.
+async fn shared_postgres<F, Fut>(name: &str, n: usize, test: F)
+where
+    F: FnOnce(Vec<Arc<dyn Store>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let Ok(admin_url) = std::env::var("ECSD_TEST_POSTGRES") else {
@@ -687,19 +764,125 @@ where
             .expect("the test database is made");
     }
     let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-    let store: Arc<dyn Store> = Arc::new(
-        super::PostgresStore::open(&format!("{base}/{database}"))
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..n {
+        let store = super::PostgresStore::open(&format!("{base}/{database}"))
             .await
-            .expect("the store opens"),
-    );
+            .expect("the store opens");
+        stores.push(Arc::new(store));
+    }
     // A panic inside the test still drops the database: the test runs as a task of its own.
-    let outcome = tokio::spawn(test(store.clone())).await;
-    drop(store);
+    let outcome = tokio::spawn(test(stores.clone())).await;
+    drop(stores);
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
         .await
         .expect("the test database is dropped");
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Two processes on one PostgreSQL database: what their writers hold against each other.
+mod shared {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_of_two_processes_lose_no_update() {
+        shared_postgres("two_lose_no_update", 2, |stores| async move {
+            write(&stores[0], |tx| tx.put(&instance("i1"))).await;
+            writers_lose_no_update(&stores).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_held_by_one_process_waits_the_other_and_no_other_cluster_does() {
+        shared_postgres("two_hold_a_cluster", 2, |stores| async move {
+            write(&stores[0], |tx| tx.put(&instance("i1"))).await;
+            // The first process reads the instance, and waits before writing it back.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let (started, running) = tokio::sync::oneshot::channel();
+            let first = tokio::spawn({
+                let store = stores[0].clone();
+                async move {
+                    write_in(&store, "c", move |tx| {
+                        let mut record = tx.container_instance("c", "i1")?.expect("stored");
+                        let _ = started.send(());
+                        held.recv_timeout(Duration::from_secs(30)).expect("released");
+                        record.version += 1;
+                        tx.put(&record)
+                    })
+                    .await
+                }
+            });
+            running.await.unwrap();
+            // Another cluster: the second process writes it meanwhile.
+            let other = write_in(&stores[1], "d", |tx| tx.put_usage("d", "i9", &Usage::default()));
+            tokio::time::timeout(Duration::from_secs(10), other)
+                .await
+                .expect("a write to another cluster does not wait");
+            // The same cluster: it waits for the first process's commit, then sees its change.
+            let second = tokio::spawn({
+                let store = stores[1].clone();
+                async move {
+                    write_in(&store, "c", |tx| {
+                        let mut record = tx.container_instance("c", "i1")?.expect("stored");
+                        record.version += 1;
+                        tx.put(&record)?;
+                        Ok(record.version)
+                    })
+                    .await
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!second.is_finished(), "a write to a held cluster did not wait");
+            release.send(()).unwrap();
+            first.await.unwrap();
+            assert_eq!(second.await.unwrap(), 3, "the second write saw the first's change");
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_of_two_processes_are_numbered_in_commit_order() {
+        shared_postgres("two_number_events", 2, |stores| async move {
+            let writers: Vec<_> = (0..6)
+                .map(|w| {
+                    let store = stores[w % 2].clone();
+                    tokio::spawn(async move {
+                        let cluster = format!("c{w}");
+                        for i in 0..30 {
+                            let (c, body) = (cluster.clone(), format!("{{\"w\": {w}, \"i\": {i}}}"));
+                            write_in(&store, &cluster, move |tx| {
+                                tx.append_event(&c, "ECS Task State Change", 1.0, &body, None)
+                            })
+                            .await;
+                        }
+                    })
+                })
+                .collect();
+            // Readers of both processes see every event once, in order, none skipped.
+            for reader in &stores {
+                let (mut cursor, mut seen) = (0, 0);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while seen < 180 {
+                    assert!(tokio::time::Instant::now() < deadline, "saw only {seen} of 180 events");
+                    let page = events(reader, cursor, 11, false).await;
+                    for event in &page.events {
+                        assert_eq!(event.seq, cursor + 1, "an event was skipped or repeated");
+                        cursor = event.seq;
+                        seen += 1;
+                    }
+                    if page.events.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            for writer in writers {
+                writer.await.unwrap();
+            }
+        })
+        .await;
     }
 }

@@ -51,6 +51,8 @@ pub enum StoreError {
     Connect { target: String, cause: String },
     #[error("the store's worker failed: {0}")]
     Worker(String),
+    #[error("a write bound to cluster {bound:?} reached {reached}, which it does not hold")]
+    Unheld { bound: String, reached: String },
 }
 
 /// Cluster task and instance counts, derived from what is stored.
@@ -193,14 +195,15 @@ pub struct Swept {
 /// What a database supplies: transactions over its [`Sql`]. Everything else the store does is
 /// written once, over this.
 pub trait Backend: Send + Sync + 'static {
-    /// Runs `f` in a transaction: a write transaction (serialized with every other writer,
-    /// committed durably before the future resolves) or a read-only snapshot. The writes are
+    /// Runs `f` in a transaction: a write transaction (serialized with every other writer
+    /// whose [`Hold`] overlaps its own, committed durably before the future resolves) or, with
+    /// no hold, a read-only snapshot. The writes are
     /// committed when `f` returns `Ok(Ok(_))` and rolled back otherwise.
-    fn run(&self, write: bool, f: SqlFn) -> BoxFuture<TxOutcome>;
+    fn run(&self, write: Option<Hold>, f: SqlFn) -> BoxFuture<TxOutcome>;
     /// A read that may return many rows: kept off the threads that serve requests, where a
     /// backend runs short reads on them.
     fn scan(&self, f: SqlFn) -> BoxFuture<TxOutcome> {
-        self.run(false, f)
+        self.run(None, f)
     }
     /// Changes whenever a write is committed (here or, for a shared database, by another
     /// process), so that readers of events can wait for more.
@@ -260,11 +263,30 @@ fn scheduled<B: Backend + ?Sized>(backend: &B, query: &'static str) -> BoxFuture
     })
 }
 
+/// What a write holds against the writes of other commit groups (other processes' included)
+/// until it commits: two writes whose holds overlap never run at once. A write bound to one
+/// cluster may reach nothing else ([`Tx`] refuses), so writes to different clusters need not
+/// wait for each other.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Hold {
+    /// Everything (a sweep through every scope).
+    All,
+    /// The store's own rows that one statement changes (a process's lease, a delivery
+    /// cursor), and nothing else.
+    Bookkeeping,
+    /// Everything of one scope.
+    Scope(Scope),
+    /// One cluster of a scope: its records, and reads (not changes) of its scope's own, such as
+    /// task definitions and settings.
+    Cluster(Scope, String),
+}
+
 /// How a transaction runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Serialized with every other writer, committed durably before it is answered.
-    Write,
+    /// Serialized with every other writer of an overlapping hold, committed durably before it
+    /// is answered.
+    Write(Hold),
     /// A short read-only snapshot.
     Read,
     /// A read-only snapshot that may go through many rows (background passes, the event log).
@@ -274,8 +296,8 @@ pub enum Access {
 impl Access {
     fn run<B: Backend + ?Sized>(self, backend: &B, f: SqlFn) -> BoxFuture<TxOutcome> {
         match self {
-            Access::Write => backend.run(true, f),
-            Access::Read => backend.run(false, f),
+            Access::Write(hold) => backend.run(Some(hold), f),
+            Access::Read => backend.run(None, f),
             Access::Scan => backend.scan(f),
         }
     }
@@ -297,7 +319,11 @@ fn run_sql<B: Backend + ?Sized, R: Send + 'static>(
 
 impl<B: Backend> Store for B {
     fn transact(&self, scope: Scope, access: Access, f: TxFn) -> BoxFuture<TxOutcome> {
-        access.run(self, Box::new(move |sql| Ok(f(&mut Tx::new(sql, scope)))))
+        let bound = match &access {
+            Access::Write(Hold::Cluster(_, cluster)) => Some(cluster.clone()),
+            _ => None,
+        };
+        access.run(self, Box::new(move |sql| Ok(f(&mut Tx::bound(sql, scope, bound)))))
     }
 
     fn events(&self, query: EventQuery) -> BoxFuture<Result<EventPage, StoreError>> {
@@ -364,7 +390,7 @@ impl<B: Backend> Store for B {
     }
 
     fn set_cursor(&self, name: String, seq: i64) -> BoxFuture<Result<(), StoreError>> {
-        run_sql(self, Access::Write, move |sql| {
+        run_sql(self, Access::Write(Hold::Bookkeeping), move |sql| {
             sql.execute(
                 "INSERT INTO cursors (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
                 &[name.as_str().into(), seq.into()],
@@ -374,7 +400,7 @@ impl<B: Backend> Store for B {
     }
 
     fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>> {
-        run_sql(self, Access::Write, move |sql| {
+        run_sql(self, Access::Write(Hold::All), move |sql| {
             let events = sql.execute("DELETE FROM events WHERE time < $1", &[events_before.into()])?;
             sql.execute(
                 "DELETE FROM task_attachments WHERE (account, region, cluster, task_id) IN
@@ -393,7 +419,7 @@ impl<B: Backend> Store for B {
     fn renew_lease(&self, process: String, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
         // The database's clock: processes on several hosts need not agree on theirs.
         let ttl = ttl.as_secs_f64();
-        run_sql(self, Access::Write, move |sql| {
+        run_sql(self, Access::Write(Hold::Bookkeeping), move |sql| {
             sql.execute(
                 "INSERT INTO processes (id, expires_at) VALUES ($1, {now} + $2)
                  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
@@ -404,7 +430,7 @@ impl<B: Backend> Store for B {
     }
 
     fn end_lease(&self, process: String) -> BoxFuture<Result<(), StoreError>> {
-        run_sql(self, Access::Write, move |sql| {
+        run_sql(self, Access::Write(Hold::Bookkeeping), move |sql| {
             sql.execute("DELETE FROM processes WHERE id = $1", &[process.as_str().into()])?;
             Ok(())
         })
@@ -474,6 +500,14 @@ pub trait StoreExt {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static;
 
+    /// A write that reaches only `cluster` of the scope (and reads the scope's own records):
+    /// it does not wait for writes to other clusters. See [`Hold::Cluster`].
+    fn write_in<R, E, F>(&self, scope: &Scope, cluster: &str, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static;
+
     /// A read that may go through many rows (see [`Access::Scan`]).
     fn scan<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
     where
@@ -498,7 +532,21 @@ impl StoreExt for dyn Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        typed(self, scope, Access::Write, f)
+        typed(self, scope, Access::Write(Hold::Scope(scope.clone())), f)
+    }
+
+    fn write_in<R, E, F>(&self, scope: &Scope, cluster: &str, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        typed(
+            self,
+            scope,
+            Access::Write(Hold::Cluster(scope.clone(), cluster.to_owned())),
+            f,
+        )
     }
 
     fn scan<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send

@@ -22,18 +22,20 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::schema::MIGRATIONS;
-use super::sql::{Cell, Dialect, Param, Row, Sql};
-use super::{Backend, BoxFuture, SqlFn, StoreError, TxOutcome};
+use super::sql::{Cell, Dialect, NewEvent, Param, Row, Sql};
+use super::{Backend, BoxFuture, Hold, SqlFn, StoreError, TxOutcome};
 
-/// Every write transaction of every process takes this advisory lock first.
-const WRITE_LOCK: i64 = 0x6563_7364_7772_6974; // "ecsdwrit"
 /// Migrations run under this one, by one process at a time.
 const MIGRATION_LOCK: i64 = 0x6563_7364_6d69_6772; // "ecsdmigr"
 const POOL_SIZE: usize = 16;
 /// The most writes one commit takes.
 const MAX_GROUP: usize = 256;
 
+/// Writers of one process, each with its own connection and commit groups.
+const LANES: usize = 4;
+
 struct Job {
+    hold: Hold,
     work: SqlFn,
     reply: tokio::sync::oneshot::Sender<TxOutcome>,
 }
@@ -44,8 +46,8 @@ pub struct PostgresStore {
     pool: Pool,
     commits: watch::Sender<u64>,
     poller: tokio::task::JoinHandle<()>,
-    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
-    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    lanes: std::sync::Mutex<Option<Vec<std::sync::mpsc::Sender<Job>>>>,
+    writers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl PostgresStore {
@@ -59,17 +61,7 @@ impl PostgresStore {
             ),
         })?;
         let target = describe(&config);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .map_err(|e| StoreError::Worker(e.to_string()))?;
+        let pool = new_pool(config.clone(), POOL_SIZE)?;
         migrate(&pool).await.map_err(|e| match e {
             StoreError::Postgres(e) => StoreError::Connect {
                 target: target.clone(),
@@ -83,29 +75,47 @@ impl PostgresStore {
         })?;
         let (commits, _) = watch::channel(0);
         let poller = tokio::spawn(poll_events(pool.clone(), commits.clone()));
-        let (jobs, queue) = std::sync::mpsc::channel();
-        let (rt, writer_pool, writer_commits) = (Handle::current(), pool.clone(), commits.clone());
-        let writer = std::thread::Builder::new()
-            .name("ecsd-postgres-writer".into())
-            .spawn(move || write_loop(&rt, &writer_pool, &queue, &writer_commits))
-            .map_err(|e| StoreError::Worker(e.to_string()))?;
+        let (mut lanes, mut writers) = (Vec::new(), Vec::new());
+        for lane in 0..LANES {
+            let (jobs, queue) = std::sync::mpsc::channel();
+            // Each writer's connection is its own, driven by the writer's own runtime (see
+            // `write_loop`).
+            let writer_pool = new_pool(config.clone(), 1)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Worker(e.to_string()))?;
+            let writer_commits = commits.clone();
+            let writer = std::thread::Builder::new()
+                .name(format!("ecsd-postgres-writer-{lane}"))
+                .spawn(move || write_loop(&runtime, &writer_pool, &queue, &writer_commits))
+                .map_err(|e| StoreError::Worker(e.to_string()))?;
+            lanes.push(jobs);
+            writers.push(writer);
+        }
         Ok(PostgresStore {
             pool,
             commits,
             poller,
-            jobs: std::sync::Mutex::new(Some(jobs)),
-            writer: std::sync::Mutex::new(Some(writer)),
+            lanes: std::sync::Mutex::new(Some(lanes)),
+            writers: std::sync::Mutex::new(writers),
         })
     }
 
-    /// Queues `work` for the writer's next commit group.
-    fn submit(&self, work: SqlFn) -> BoxFuture<TxOutcome> {
+    /// Queues `work` for a writer's next commit group: writes of the same hold meet in the same
+    /// writer, where they share a group rather than wait for each other's.
+    fn submit(&self, hold: Hold, work: SqlFn) -> BoxFuture<TxOutcome> {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let lane = {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(&hold);
+            (hash % LANES as u64) as usize
+        };
         let sent = self
-            .jobs
+            .lanes
             .lock()
             .ok()
-            .and_then(|jobs| jobs.as_ref().map(|j| j.send(Job { work, reply })));
+            .and_then(|lanes| lanes.as_ref().map(|l| l[lane].send(Job { hold, work, reply })));
         Box::pin(async move {
             match sent {
                 Some(Ok(())) => answer.await.unwrap_or(Err(StoreError::Closed)),
@@ -131,18 +141,49 @@ impl PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.poller.abort();
-        drop(self.jobs.lock().map(|mut j| j.take()));
+        drop(self.lanes.lock().map(|mut l| l.take()));
     }
 }
 
-/// The writer: groups what is queued, commits each group, answers after the commit.
-fn write_loop(rt: &Handle, pool: &Pool, queue: &std::sync::mpsc::Receiver<Job>, commits: &watch::Sender<u64>) {
+fn new_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| StoreError::Worker(e.to_string()))
+}
+
+/// A writer: groups what is queued, commits each group, answers after the commit.
+///
+/// Its connection is opened inside `rt`, a runtime of its own on the writer's thread, so the
+/// connection's socket is polled by the thread that waits for its answers: a statement's answer
+/// wakes the writer at once instead of waiting for a busy request worker to poll the socket and
+/// hand the answer over (every statement of a group pays that latency, one after another).
+fn write_loop(
+    rt: &tokio::runtime::Runtime,
+    pool: &Pool,
+    queue: &std::sync::mpsc::Receiver<Job>,
+    commits: &watch::Sender<u64>,
+) {
     let mut client: Option<deadpool_postgres::Object> = None;
-    while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+    // Writes not yet run: a group may end before the write at the front, which opens the next.
+    let mut waiting = std::collections::VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match queue.recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => return,
+            }
+        }
+        while waiting.len() < MAX_GROUP {
             match queue.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(job) => waiting.push_back(job),
                 Err(_) => break,
             }
         }
@@ -156,11 +197,11 @@ fn write_loop(rt: &Handle, pool: &Pool, queue: &std::sync::mpsc::Receiver<Job>, 
         };
         match conn {
             Ok(mut conn) => {
-                commit_group(rt, &mut conn, group, commits);
+                commit_group(rt, &mut conn, &mut waiting, commits);
                 client = Some(conn);
             }
             Err(e) => {
-                for job in group {
+                for job in waiting.drain(..) {
                     let _ = job.reply.send(Err(StoreError::Worker(e.to_string())));
                 }
             }
@@ -168,49 +209,175 @@ fn write_loop(rt: &Handle, pool: &Pool, queue: &std::sync::mpsc::Receiver<Job>, 
     }
 }
 
-fn commit_group(rt: &Handle, client: &mut deadpool_postgres::Object, group: Vec<Job>, commits: &watch::Sender<u64>) {
-    let started = std::time::Instant::now();
-    let size = group.len();
-    // The bookkeeping travels with the statements: the transaction, the lock and the first
-    // savepoint go out with the first write's first statement; each write's ending (releasing
-    // its savepoint and setting the next, or rolling back to it) with the next write's first
-    // statement, or with the commit. A round trip per statement, none for the bookkeeping.
-    let mut prelude = Some(format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK}); SAVEPOINT ecsd_write"
-    ));
-    let mut answers = Vec::with_capacity(size);
-    let mut broken: Option<String> = None;
-    for (i, Job { work, reply }) in group.into_iter().enumerate() {
-        if let Some(why) = &broken {
-            let _ = reply.send(Err(StoreError::Worker(why.clone())));
-            continue;
+/// One advisory lock of the database: its key, and whether it is shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lock {
+    key: i64,
+    shared: bool,
+}
+
+impl Lock {
+    fn new(shared: bool, parts: &[&str]) -> Lock {
+        // Every process must derive the same key from the same name, whatever it was built
+        // with: a hash whose definition does not change.
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"ecsd write lock");
+        for part in parts {
+            hash.update([0]);
+            hash.update(part.as_bytes());
         }
+        let digest = hash.finalize();
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&digest[..8]);
+        Lock {
+            key: i64::from_be_bytes(key),
+            shared,
+        }
+    }
+
+    /// Whether holding `self` holds `other` too.
+    fn covers(&self, other: &Lock) -> bool {
+        self.key == other.key && (!self.shared || other.shared)
+    }
+}
+
+/// The locks a hold takes, the widest first: every writer takes them in that order.
+fn locks(hold: &Hold) -> Vec<Lock> {
+    match hold {
+        Hold::All => vec![Lock::new(false, &["all"])],
+        Hold::Bookkeeping => vec![Lock::new(false, &["bookkeeping"])],
+        Hold::Scope(scope) => vec![
+            Lock::new(true, &["all"]),
+            Lock::new(false, &["scope", &scope.account, &scope.region]),
+        ],
+        Hold::Cluster(scope, cluster) => vec![
+            Lock::new(true, &["all"]),
+            Lock::new(true, &["scope", &scope.account, &scope.region]),
+            Lock::new(false, &["cluster", &scope.account, &scope.region, cluster]),
+        ],
+    }
+}
+
+/// A statement taking `locks`, each by `function` (`pg_advisory_xact_lock` or its `try` form)
+/// or that function's shared form.
+fn lock_statement(function: &str, locks: &[Lock]) -> String {
+    let calls: Vec<String> = locks
+        .iter()
+        .map(|l| format!("{function}{}({})", if l.shared { "_shared" } else { "" }, l.key))
+        .collect();
+    format!("SELECT {}", calls.join(", "))
+}
+
+fn then(owed: &mut Option<String>, statement: &str) {
+    *owed = Some(match owed.take() {
+        Some(before) => format!("{before}; {statement}"),
+        None => statement.to_owned(),
+    });
+}
+
+/// Tries to take `locks` without waiting, after what is owed (in the same round trip).
+fn try_locks(
+    rt: &tokio::runtime::Runtime,
+    client: &deadpool_postgres::Object,
+    owed: Option<String>,
+    locks: &[Lock],
+) -> Result<bool, String> {
+    let statement = lock_statement("pg_try_advisory_xact_lock", locks);
+    let (before, tried) = rt.block_on(async {
+        let before = async {
+            match &owed {
+                Some(owed) => client.batch_execute(owed).await,
+                None => Ok(()),
+            }
+        };
+        tokio::join!(before, client.simple_query(&statement))
+    });
+    before.map_err(|e| causes(&e))?;
+    let messages = tried.map_err(|e| causes(&e))?;
+    Ok(messages.iter().all(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => (0..row.len()).all(|i| row.get(i) == Some("t")),
+        _ => true,
+    }))
+}
+
+/// Runs the writes at the front of `waiting` as one group and commits them, answering each
+/// after the commit. Each runs in a savepoint of the group's transaction, so a write whose
+/// closure fails is rolled back alone; the group holds the locks of every write's hold until
+/// it commits.
+fn commit_group(
+    rt: &tokio::runtime::Runtime,
+    client: &mut deadpool_postgres::Object,
+    waiting: &mut std::collections::VecDeque<Job>,
+    commits: &watch::Sender<u64>,
+) {
+    let started = std::time::Instant::now();
+    // The bookkeeping travels with the statements: the transaction, the first write's locks
+    // and its savepoint go out with its first statement; each write's ending (releasing its
+    // savepoint, or rolling back to it) with what comes next, or with the commit. A round
+    // trip per statement, none for the bookkeeping.
+    let mut owed = Some("BEGIN ISOLATION LEVEL READ COMMITTED".to_owned());
+    let mut held: Vec<Lock> = Vec::new();
+    let mut answers = Vec::new();
+    let mut events = Vec::new();
+    let mut broken: Option<String> = None;
+    while answers.len() < MAX_GROUP {
+        let Some(next) = waiting.front() else { break };
+        let need: Vec<Lock> = locks(&next.hold)
+            .into_iter()
+            .filter(|l| !held.iter().any(|h| h.covers(l)))
+            .collect();
+        if !need.is_empty() {
+            if held.is_empty() {
+                // Holding nothing, the group may wait for what it needs: no one waits for it.
+                then(&mut owed, &lock_statement("pg_advisory_xact_lock", &need));
+            } else {
+                // Holding something, it must not wait, or two groups could wait for each
+                // other: if another holds what this write needs, the group ends before it, and
+                // the write opens the next group.
+                match try_locks(rt, client, owed.take(), &need) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(why) => {
+                        broken = Some(why);
+                        break;
+                    }
+                }
+            }
+            held.extend(need);
+        }
+        let Some(Job { work, reply, .. }) = waiting.pop_front() else {
+            break;
+        };
+        // Locks taken inside a savepoint are let go when it is rolled back to, so every write
+        // ends its own, and the next lock is taken outside of any.
+        then(&mut owed, "SAVEPOINT ecsd_write");
         let mut conn = Conn {
             client: &*client,
             rt,
-            prelude: prelude.take(),
+            prelude: owed.take(),
             failed: None,
+            events: Some(Vec::new()),
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut conn)))
             .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())));
         if let Some(why) = conn.failed.take() {
             broken = Some(why);
             answers.push((reply, result));
-            continue;
+            break;
         }
         // A write that ran no statement still owes what came before it.
-        let owed = conn.prelude.take();
+        owed = conn.prelude.take();
         let kept = matches!(result, Ok(Ok(_)));
-        let ending = match (kept, i + 1 == size) {
-            (true, true) => None,
-            (true, false) => Some("RELEASE SAVEPOINT ecsd_write; SAVEPOINT ecsd_write"),
-            // Rolling back to the savepoint keeps it, for the next write.
-            (false, _) => Some("ROLLBACK TO SAVEPOINT ecsd_write"),
-        };
-        prelude = match (owed, ending) {
-            (Some(owed), Some(ending)) => Some(format!("{owed}; {ending}")),
-            (owed, ending) => owed.or(ending.map(str::to_owned)),
-        };
+        if kept {
+            events.extend(conn.events.take().unwrap_or_default());
+            then(&mut owed, "RELEASE SAVEPOINT ecsd_write");
+        } else {
+            then(
+                &mut owed,
+                "ROLLBACK TO SAVEPOINT ecsd_write; RELEASE SAVEPOINT ecsd_write",
+            );
+        }
         answers.push((reply, result));
     }
     let committed = match broken {
@@ -218,12 +385,57 @@ fn commit_group(rt: &Handle, client: &mut deadpool_postgres::Object, group: Vec<
             let _ = rt.block_on(client.batch_execute("ROLLBACK"));
             Err(why)
         }
-        None => {
-            let commit = prelude.map_or_else(|| "COMMIT".to_owned(), |p| format!("{p}; COMMIT"));
-            rt.block_on(client.batch_execute(&commit)).map_err(|e| causes(&e))
-        }
+        None => rt.block_on(commit(client, owed, &events)).map_err(|e| causes(&e)),
     };
     super::settle(committed, started, answers, commits);
+}
+
+/// Numbers a group's events and inserts them, all in one statement. The counter's row stays
+/// locked from here to the commit, so groups committing at once take their numbers in the order
+/// they commit, and a reader that sees the counter at N sees every event up to N.
+const NUMBER_EVENTS: &str = "WITH taken AS (
+    UPDATE counters SET value = value + $1 WHERE name = 'event' RETURNING value - $1 AS base)
+  INSERT INTO events (seq, account, region, cluster, detail_type, time, body, notice)
+  SELECT taken.base + e.n, e.account, e.region, e.cluster, e.detail_type, e.time, e.body, e.notice
+  FROM taken, unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::text[])
+    WITH ORDINALITY AS e(account, region, cluster, detail_type, time, body, notice, n)";
+
+/// Ends a group: what is owed, its events, the commit, sent together in one round trip (the
+/// server runs them in order; a commit after a failed statement only rolls back).
+async fn commit(
+    client: &deadpool_postgres::Object,
+    prelude: Option<String>,
+    events: &[Event],
+) -> Result<(), tokio_postgres::Error> {
+    let number = match events.is_empty() {
+        true => None,
+        false => Some(client.prepare_cached(NUMBER_EVENTS).await?),
+    };
+    let column = |f: fn(&Event) -> &str| events.iter().map(f).collect::<Vec<_>>();
+    let (accounts, regions, clusters) = (column(|e| &e.account), column(|e| &e.region), column(|e| &e.cluster));
+    let (types, bodies) = (column(|e| &e.detail_type), column(|e| &e.body));
+    let times: Vec<f64> = events.iter().map(|e| e.time).collect();
+    let notices: Vec<Option<&str>> = events.iter().map(|e| e.notice.as_deref()).collect();
+    let count = events.len() as i64;
+    let owed = async {
+        match &prelude {
+            Some(p) => client.batch_execute(p).await,
+            None => Ok(()),
+        }
+    };
+    let numbered = async {
+        match &number {
+            Some(stmt) => {
+                let params: [&(dyn ToSql + Sync); 8] = [
+                    &count, &accounts, &regions, &clusters, &types, &times, &bodies, &notices,
+                ];
+                client.execute(stmt, &params).await.map(drop)
+            }
+            None => Ok(()),
+        }
+    };
+    let (owed, numbered, committed) = tokio::join!(owed, numbered, client.batch_execute("COMMIT"));
+    owed.and(numbered).and(committed)
 }
 
 /// Where a configuration points: host, port, database and user.
@@ -312,9 +524,9 @@ async fn poll_events(pool: Pool, commits: watch::Sender<u64>) {
 }
 
 impl Backend for PostgresStore {
-    fn run(&self, write: bool, f: SqlFn) -> BoxFuture<TxOutcome> {
-        if write {
-            return self.submit(f);
+    fn run(&self, write: Option<Hold>, f: SqlFn) -> BoxFuture<TxOutcome> {
+        if let Some(hold) = write {
+            return self.submit(hold, f);
         }
         self.blocking(move |rt, mut client| {
             let tx = rt.block_on(
@@ -330,6 +542,7 @@ impl Backend for PostgresStore {
                     rt,
                     prelude: None,
                     failed: None,
+                    events: None,
                 };
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(&mut conn)))
                     .map_err(|_| StoreError::Worker("a transaction panicked".into()))?
@@ -341,9 +554,14 @@ impl Backend for PostgresStore {
     }
 
     fn close(&self) {
-        drop(self.jobs.lock().map(|mut j| j.take()));
-        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = handle.join();
+        drop(self.lanes.lock().map(|mut l| l.take()));
+        let writers = self
+            .writers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for writer in writers {
+            let _ = writer.join();
         }
     }
 
@@ -352,19 +570,50 @@ impl Backend for PostgresStore {
     }
 }
 
+/// What runs a connection's futures to completion on a blocking thread: the request runtime's
+/// handle (reads), or the writer's own runtime.
+trait Drive {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output;
+}
+
+impl Drive for Handle {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        Handle::block_on(self, f)
+    }
+}
+
+impl Drive for tokio::runtime::Runtime {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        tokio::runtime::Runtime::block_on(self, f)
+    }
+}
+
 /// An open transaction (a read's, or the writer's session inside its group), driven from a
 /// blocking thread.
-struct Conn<'a, C: GenericClient> {
+struct Conn<'a, C: GenericClient, D: Drive> {
     client: &'a C,
-    rt: &'a Handle,
+    rt: &'a D,
     /// Statements owed before the next one (a write group's bookkeeping), sent with it in one
     /// round trip.
     prelude: Option<String>,
     /// Why the owed statements failed: the group's transaction is lost.
     failed: Option<String>,
+    /// The events a write appended, numbered when its group commits (a read has none).
+    events: Option<Vec<Event>>,
 }
 
-impl<C: GenericClient> Conn<'_, C> {
+/// An event appended by a write of the group being committed.
+struct Event {
+    account: String,
+    region: String,
+    cluster: String,
+    detail_type: String,
+    time: f64,
+    body: String,
+    notice: Option<String>,
+}
+
+impl<C: GenericClient, D: Drive> Conn<'_, C, D> {
     /// Runs `f` on the connection, after what is owed, in the same round trip (the driver
     /// pipelines requests that are in flight together, and the server runs them in order).
     fn run<T>(&mut self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
@@ -423,7 +672,7 @@ fn cells(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(out))
 }
 
-impl<C: GenericClient> Sql for Conn<'_, C> {
+impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
         let client = self.client;
         self.run(async move {
@@ -440,6 +689,22 @@ impl<C: GenericClient> Sql for Conn<'_, C> {
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             Ok(client.execute(&stmt, &params).await?)
         })
+    }
+
+    fn append_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError> {
+        let Some(events) = self.events.as_mut() else {
+            return super::sql::append_now(self, event);
+        };
+        events.push(Event {
+            account: event.account.to_owned(),
+            region: event.region.to_owned(),
+            cluster: event.cluster.to_owned(),
+            detail_type: event.detail_type.to_owned(),
+            time: event.time,
+            body: event.body.to_owned(),
+            notice: event.notice.map(str::to_owned),
+        });
+        Ok(())
     }
 
     fn execute_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<u64>, StoreError> {

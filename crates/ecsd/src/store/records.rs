@@ -24,6 +24,14 @@ pub struct Table {
     pub columns: &'static [&'static str],
 }
 
+impl Table {
+    /// Whether a record of this kind belongs to one cluster, named by its first key column (a
+    /// cluster's own record is keyed by its name).
+    fn by_cluster(&self) -> bool {
+        self.name == "clusters" || self.key.first() == Some(&"cluster")
+    }
+}
+
 /// A kind of stored record: a JSON document in the `doc` column, with its key and columns.
 pub trait Record: Serialize + DeserializeOwned {
     const TABLE: Table;
@@ -234,7 +242,19 @@ fn scope_params(scope: &crate::domain::Scope) -> Vec<Param<'_>> {
 
 impl Tx<'_> {
     /// The record of kind `R` with this key (the values of `R::TABLE.key`).
+    /// Refuses, in a transaction bound to one cluster, a record of another cluster, a list
+    /// across clusters, or a change to a record of the scope's own.
+    fn reach_record(&self, table: &Table, key: &[Param<'_>], change: bool) -> Result<(), StoreError> {
+        match (table.by_cluster(), key.first()) {
+            (true, Some(Param::Text(cluster))) => self.reach(cluster),
+            (true, _) => self.reach_beyond(&format!("every cluster's {}", table.name)),
+            (false, _) if change => self.reach_beyond(&format!("a change to {}", table.name)),
+            (false, _) => Ok(()),
+        }
+    }
+
     pub fn get<R: Record>(&mut self, key: &[Param<'_>]) -> Result<Option<R>, StoreError> {
+        self.reach_record(&R::TABLE, key, false)?;
         let table = R::TABLE;
         let sql = format!(
             "SELECT doc FROM {} WHERE account = $1 AND region = $2{}",
@@ -249,6 +269,7 @@ impl Tx<'_> {
     /// Stores a record, in place of the one with its key if there is one. Columns that are not
     /// the record's own (kept beside it by the store) are left as they are.
     pub fn put<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
+        self.reach_record(&R::TABLE, &record.key(), true)?;
         let table = R::TABLE;
         let doc = serde_json::to_string(record)?;
         let mut params = scope_params(&self.scope);
@@ -276,6 +297,7 @@ impl Tx<'_> {
 
     /// Removes the record of kind `R` with this key; whether there was one.
     pub fn delete<R: Record>(&mut self, key: &[Param<'_>]) -> Result<bool, StoreError> {
+        self.reach_record(&R::TABLE, key, true)?;
         let table = R::TABLE;
         let sql = format!(
             "DELETE FROM {} WHERE account = $1 AND region = $2{}",
@@ -289,6 +311,7 @@ impl Tx<'_> {
 
     /// Stores a new record, with columns of the store's own beside the record's.
     pub(super) fn insert_with<R: Record>(&mut self, record: &R, extra: &[(&str, Param<'_>)]) -> Result<(), StoreError> {
+        self.reach_record(&R::TABLE, &record.key(), true)?;
         let table = R::TABLE;
         let doc = serde_json::to_string(record)?;
         let mut params = scope_params(&self.scope);
@@ -351,6 +374,7 @@ impl Tx<'_> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<super::sql::Row>, StoreError> {
+        self.reach_record(&R::TABLE, prefix, false)?;
         let table = R::TABLE;
         let order = table.key.last().copied().unwrap_or("doc");
         let mut params = scope_params(&self.scope);

@@ -144,6 +144,43 @@ impl Row {
     }
 }
 
+/// An event to append to the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent<'a> {
+    pub account: &'a str,
+    pub region: &'a str,
+    pub cluster: &'a str,
+    pub detail_type: &'a str,
+    pub time: f64,
+    pub body: &'a str,
+    pub notice: Option<&'a str>,
+}
+
+/// Appends `event` with the next sequence number, at once: right for a backend whose writers
+/// commit one at a time, so numbers are taken in commit order.
+pub fn append_now(sql: &mut dyn Sql, event: &NewEvent<'_>) -> Result<(), StoreError> {
+    // The event takes the number the counter was just moved to: neither statement waits for
+    // the other's answer.
+    let params = [
+        Param::Text(event.account),
+        Param::Text(event.region),
+        Param::Text(event.cluster),
+        Param::Text(event.detail_type),
+        Param::Real(event.time),
+        Param::Text(event.body),
+        event.notice.into(),
+    ];
+    sql.execute_each(&[
+        ("UPDATE counters SET value = value + 1 WHERE name = 'event'", &[]),
+        (
+            "INSERT INTO events (seq, account, region, cluster, detail_type, time, body, notice)
+             VALUES ((SELECT value FROM counters WHERE name = 'event'), $1, $2, $3, $4, $5, $6, $7)",
+            &params,
+        ),
+    ])?;
+    Ok(())
+}
+
 /// An open transaction of a backend.
 pub trait Sql {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError>;
@@ -157,6 +194,9 @@ pub trait Sql {
             .map(|(sql, params)| self.execute(sql, params))
             .collect()
     }
+    /// Appends an event to the log, numbered after every event committed before it and
+    /// visible when the transaction commits. A backend may number it only at the commit.
+    fn append_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError>;
 }
 
 impl dyn Sql + '_ {

@@ -18,8 +18,8 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::schema::MIGRATIONS;
-use super::sql::{Cell, Dialect, Param, Row, Sql};
-use super::{Backend, BoxFuture, SqlFn, StoreError, TxOutcome};
+use super::sql::{Cell, Dialect, NewEvent, Param, Row, Sql};
+use super::{Backend, BoxFuture, Hold, SqlFn, StoreError, TxOutcome};
 
 /// Requests committed together at most; bounds the latency one group adds to its first request.
 const MAX_GROUP: usize = 512;
@@ -109,8 +109,9 @@ impl Drop for SqliteStore {
 }
 
 impl Backend for SqliteStore {
-    fn run(&self, write: bool, f: SqlFn) -> BoxFuture<TxOutcome> {
-        if write {
+    fn run(&self, write: Option<Hold>, f: SqlFn) -> BoxFuture<TxOutcome> {
+        // One writer commits at a time: every hold is held.
+        if write.is_some() {
             return self.submit(f);
         }
         // A short read costs less than handing it to another thread and back (two wake-ups,
@@ -247,6 +248,11 @@ fn cell(value: ValueRef<'_>) -> Result<Cell, StoreError> {
 }
 
 impl Sql for Conn<'_> {
+    fn append_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError> {
+        // One writer commits at a time: numbers taken now are taken in commit order.
+        super::sql::append_now(self, event)
+    }
+
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
         let mut stmt = self.0.prepare_cached(&Dialect::Sqlite.render(sql))?;
         let columns = stmt.column_count();

@@ -17,6 +17,8 @@ use crate::domain::Scope;
 pub struct Tx<'a> {
     pub(super) sql: &'a mut dyn Sql,
     pub(super) scope: Scope,
+    /// The one cluster a write bound by [`super::Hold::Cluster`] may reach.
+    pub(super) bound: Option<String>,
 }
 
 fn limit(n: usize) -> Param<'static> {
@@ -25,7 +27,37 @@ fn limit(n: usize) -> Param<'static> {
 
 impl<'a> Tx<'a> {
     pub fn new(sql: &'a mut dyn Sql, scope: Scope) -> Self {
-        Tx { sql, scope }
+        Tx::bound(sql, scope, None)
+    }
+
+    /// A transaction that may reach only `bound`'s records, if it is given, and read (not
+    /// change) the scope's own: what a write holding [`super::Hold::Cluster`] holds.
+    pub fn bound(sql: &'a mut dyn Sql, scope: Scope, bound: Option<String>) -> Self {
+        Tx { sql, scope, bound }
+    }
+
+    /// Refuses to reach `cluster` if the transaction is bound to another: the hold it runs
+    /// under would not cover it.
+    pub(super) fn reach(&self, cluster: &str) -> Result<(), StoreError> {
+        match &self.bound {
+            Some(bound) if bound != cluster => Err(StoreError::Unheld {
+                bound: bound.clone(),
+                reached: format!("cluster {cluster:?}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses, in a transaction bound to one cluster, what reaches beyond it: every cluster
+    /// at once, or a change to the scope's own records.
+    pub(super) fn reach_beyond(&self, what: &str) -> Result<(), StoreError> {
+        match &self.bound {
+            Some(bound) => Err(StoreError::Unheld {
+                bound: bound.clone(),
+                reached: what.to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 
     pub fn scope(&self) -> &Scope {
@@ -55,6 +87,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn cluster_counts(&mut self, cluster: &str) -> Result<ClusterCounts, StoreError> {
+        self.reach(cluster)?;
         let registered = self
             .query(
                 "SELECT COUNT(*) FROM container_instances
@@ -212,6 +245,7 @@ impl<'a> Tx<'a> {
 
     /// What the tasks placed on an instance hold, by the accounting of [`Usage`].
     pub fn usage(&mut self, cluster: &str, instance: &str) -> Result<Usage, StoreError> {
+        self.reach(cluster)?;
         self.query(
             "SELECT doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3 AND instance = $4",
             &[cluster.into(), instance.into()],
@@ -221,6 +255,7 @@ impl<'a> Tx<'a> {
     }
 
     pub fn put_usage(&mut self, cluster: &str, instance: &str, usage: &Usage) -> Result<(), StoreError> {
+        self.reach(cluster)?;
         let doc = serde_json::to_string(usage)?;
         self.execute(
             "INSERT INTO instance_usage (account, region, cluster, instance, doc) VALUES ($1, $2, $3, $4, $5)
@@ -237,6 +272,7 @@ impl<'a> Tx<'a> {
 
     /// [`Tx::instance_load`] of every instance of a cluster that holds anything, in one read.
     pub fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError> {
+        self.reach(cluster)?;
         let mut loads = HashMap::new();
         for row in self.query(
             "SELECT instance, doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3",
@@ -254,6 +290,7 @@ impl<'a> Tx<'a> {
     /// Stores a new task, with what it reserves and the client token it came with, and the
     /// attachments it is found by.
     pub fn insert_task(&mut self, new: &NewTask<'_>) -> Result<(), StoreError> {
+        self.reach(task_cluster(new.task))?;
         let reservation = serde_json::to_string(new.reservation)?;
         self.insert_with(
             new.task,
@@ -276,6 +313,7 @@ impl<'a> Tx<'a> {
 
     /// What a stored task reserved on its instance when it was placed.
     pub fn reservation(&mut self, cluster: &str, id: &str) -> Result<Reservation, StoreError> {
+        self.reach(cluster)?;
         self.query(
             "SELECT reservation FROM tasks WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
             &[cluster.into(), id.into()],
@@ -295,33 +333,23 @@ impl<'a> Tx<'a> {
         body: &str,
         notice: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.reach(cluster)?;
         metrics::counter!(crate::monitoring::EVENTS_APPENDED, "detail_type" => detail_type.to_owned()).increment(1);
-        // Writers run one at a time, so sequence numbers are taken and committed in order. The
-        // event takes the number the counter was just moved to: neither statement waits for the
-        // other's answer.
-        let params = [
-            Param::Text(&self.scope.account),
-            Param::Text(&self.scope.region),
-            cluster.into(),
-            detail_type.into(),
-            time.into(),
-            body.into(),
-            notice.into(),
-        ];
-        self.sql.execute_each(&[
-            ("UPDATE counters SET value = value + 1 WHERE name = 'event'", &[]),
-            (
-                "INSERT INTO events (seq, account, region, cluster, detail_type, time, body, notice)
-                 VALUES ((SELECT value FROM counters WHERE name = 'event'), $1, $2, $3, $4, $5, $6, $7)",
-                &params,
-            ),
-        ])?;
-        Ok(())
+        self.sql.append_event(&super::sql::NewEvent {
+            account: &self.scope.account,
+            region: &self.scope.region,
+            cluster,
+            detail_type,
+            time,
+            body,
+            notice,
+        })
     }
 
     /// The tasks of a group (a service's `service:NAME`) not yet STOPPED, and those that
     /// stopped after `stopped_after`.
     pub fn group_tasks(&mut self, cluster: &str, group: &str, stopped_after: f64) -> Result<Vec<Task>, StoreError> {
+        self.reach(cluster)?;
         self.query(
             "SELECT doc FROM tasks WHERE account = $1 AND region = $2 AND cluster = $3 AND group_name = $4
                AND (last_status <> 'STOPPED' OR stopped_at > $5)
@@ -335,6 +363,7 @@ impl<'a> Tx<'a> {
 
     /// The task that holds an attachment (an ENI, say), by the attachment's id.
     pub fn task_with_attachment(&mut self, cluster: &str, attachment_id: &str) -> Result<Option<Task>, StoreError> {
+        self.reach(cluster)?;
         self.query(
             "SELECT t.doc FROM task_attachments a
              JOIN tasks t ON t.account = a.account AND t.region = a.region AND t.cluster = a.cluster AND t.id = a.task_id
@@ -353,6 +382,7 @@ impl<'a> Tx<'a> {
         cluster: &str,
         token: &str,
     ) -> Result<Vec<(Task, Option<String>)>, StoreError> {
+        self.reach(cluster)?;
         self.query(
             "SELECT doc, client_request FROM tasks
              WHERE account = $1 AND region = $2 AND cluster = $3 AND client_token = $4 ORDER BY {insertion}",
@@ -393,6 +423,7 @@ impl<'a> Tx<'a> {
         cluster: &str,
         instance: &str,
     ) -> Result<Vec<(Task, Option<TaskStatus>)>, StoreError> {
+        self.reach(cluster)?;
         self.query(
             "SELECT doc, delivered FROM tasks
              WHERE account = $1 AND region = $2 AND cluster = $3 AND container_instance = $4
@@ -408,6 +439,7 @@ impl<'a> Tx<'a> {
     /// Takes the next `count` sequence numbers of an instance's ACS messages and returns the
     /// first: they increase across connections, restarts and processes.
     pub fn next_message_seq(&mut self, cluster: &str, id: &str, count: i64) -> Result<i64, StoreError> {
+        self.reach(cluster)?;
         let last = self
             .query(
                 "UPDATE container_instances SET acs_seq = acs_seq + $5
@@ -424,6 +456,7 @@ impl<'a> Tx<'a> {
     /// Records that a task's agent acknowledged receiving it with `desired` status. Once
     /// STOPPED was acknowledged, a late acknowledgement of RUNNING changes nothing.
     pub fn set_delivered(&mut self, cluster: &str, id: &str, desired: TaskStatus) -> Result<(), StoreError> {
+        self.reach(cluster)?;
         self.execute(
             "UPDATE tasks SET delivered = $5
              WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4
@@ -435,6 +468,7 @@ impl<'a> Tx<'a> {
 
     /// The process that holds the instance's agent connection, if one does.
     pub fn agent_holder(&mut self, cluster: &str, id: &str) -> Result<Option<String>, StoreError> {
+        self.reach(cluster)?;
         let rows = self.query(
             "SELECT agent_process FROM container_instances WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
             &[cluster.into(), id.into()],
@@ -447,6 +481,7 @@ impl<'a> Tx<'a> {
 
     /// Records which process holds the instance's agent connection (None: no process does).
     pub fn set_agent_holder(&mut self, cluster: &str, id: &str, process: Option<&str>) -> Result<(), StoreError> {
+        self.reach(cluster)?;
         self.execute(
             "UPDATE container_instances SET agent_process = $5 WHERE account = $1 AND region = $2 AND cluster = $3 AND id = $4",
             &[cluster.into(), id.into(), process.into()],
