@@ -8,7 +8,8 @@
 use super::tasks::save_task;
 use super::{active_cluster, task_definitions, write_in_cluster, Ctx};
 use crate::domain::now;
-use crate::domain::records::Task;
+use crate::domain::records::{Cluster, Task};
+use crate::domain::status::ClusterStatus;
 use crate::domain::status::TaskStatus;
 use crate::domain::task_change::{self, ContainerReport, TaskStateReport};
 use crate::error::ApiError;
@@ -23,17 +24,40 @@ fn ack() -> Option<String> {
     Some("ACK".into())
 }
 
+fn unknown_task(reference: &str, cluster: &str) -> ApiError {
+    ApiError::invalid_parameter(format!("Invalid 'task': no task '{reference}' in cluster '{cluster}'."))
+}
+
 /// The task a report names (id or ARN), which must belong to `cluster`.
 fn reported_task(tx: &mut Tx<'_>, cluster: &str, reference: Option<&str>) -> Result<Task, ApiError> {
     let reference = reference.ok_or_else(|| ApiError::invalid_parameter("Missing required parameter 'task'."))?;
-    let unknown =
-        || ApiError::invalid_parameter(format!("Invalid 'task': no task '{reference}' in cluster '{cluster}'."));
     let id = tx
         .scope()
         .id_in(reference, "task", cluster)
-        .ok_or_else(unknown)?
+        .ok_or_else(|| unknown_task(reference, cluster))?
         .to_owned();
-    tx.task(cluster, &id)?.ok_or_else(unknown)
+    tx.task(cluster, &id)?.ok_or_else(|| unknown_task(reference, cluster))
+}
+
+/// The active cluster a report names and the task it reports on, as [`active_cluster`] and
+/// [`reported_task`] find them, both read at once when the names allow.
+fn reported(tx: &mut Tx<'_>, cluster: Option<&str>, task: Option<&str>) -> Result<(String, Task), ApiError> {
+    let scope = tx.scope().clone();
+    let name = scope.cluster_name(cluster.unwrap_or("default"));
+    let both = name
+        .zip(task)
+        .and_then(|(name, task)| Some((name, task, scope.id_in(task, "task", name)?)));
+    let Some((name, reference, id)) = both else {
+        let cluster = active_cluster(tx, cluster)?;
+        let task = reported_task(tx, &cluster, task)?;
+        return Ok((cluster, task));
+    };
+    let (cluster, task) = tx.get_pair::<Cluster, Task>(&[name.into()], &[name.into(), id.into()])?;
+    if !cluster.is_some_and(|c| c.status == ClusterStatus::Active) {
+        return Err(ApiError::cluster_not_found());
+    }
+    let task = task.ok_or_else(|| unknown_task(reference, name))?;
+    Ok((name.to_owned(), task))
 }
 
 /// Which containers of a task's definition are essential (all, if the definition is gone).
@@ -77,8 +101,7 @@ pub async fn submit_task_state_change(
 ) -> Result<SubmitTaskStateChangeResponse, ApiError> {
     let reference = report.cluster.clone();
     write_in_cluster(ctx, reference.as_deref(), move |tx| {
-        let cluster = active_cluster(tx, report.cluster.as_deref())?;
-        let task = reported_task(tx, &cluster, report.task.as_deref())?;
+        let (cluster, task) = reported(tx, report.cluster.as_deref(), report.task.as_deref())?;
         apply_report(tx, &cluster, task, &report)?;
         Ok(SubmitTaskStateChangeResponse { acknowledgment: ack() })
     })
@@ -98,8 +121,7 @@ pub async fn submit_container_state_change(
     }
     let reference = req.cluster.clone();
     write_in_cluster(ctx, reference.as_deref(), move |tx| {
-        let cluster = active_cluster(tx, req.cluster.as_deref())?;
-        let task = reported_task(tx, &cluster, req.task.as_deref())?;
+        let (cluster, task) = reported(tx, req.cluster.as_deref(), req.task.as_deref())?;
         let container = ContainerReport {
             container_name: req.container_name.clone(),
             image_digest: None,

@@ -29,15 +29,16 @@ const MAX_CONSTRAINTS: usize = 10;
 const MAX_STARTED_BY: usize = 128;
 const MAX_CLIENT_TOKEN: usize = 64;
 
-/// Stores `next` in place of `previous` if anything changed, with the next `version`, moves
-/// what it holds on its instance with its status, and appends its state-change event in the
-/// same transaction. Returns the task as stored.
+/// Stores `next` in place of `previous` (the task as this transaction found it stored) if
+/// anything changed, with the next `version`, moves what it holds on its instance with its
+/// status, and appends its state-change event in the same transaction. Returns the task as
+/// stored.
 pub(crate) fn save_task(tx: &mut Tx<'_>, cluster: &str, previous: &Task, mut next: Task) -> Result<Task, StoreError> {
     if next == *previous {
         return Ok(next);
     }
     next.version = previous.version + 1;
-    tx.put(&next)?;
+    tx.update(&next)?;
     if let Some(instance) = previous
         .container_instance_arn
         .as_deref()

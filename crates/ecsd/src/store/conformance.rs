@@ -588,10 +588,14 @@ async fn writers_lose_no_update(stores: &[Arc<dyn Store>]) {
             tokio::spawn(async move {
                 let mut taken = Vec::new();
                 for _ in 0..10 {
-                    let bump = |tx: &mut Tx<'_>| {
+                    // Half write back as `put`, half as `update` (sent with what follows).
+                    let bump = move |tx: &mut Tx<'_>| {
                         let mut record = tx.container_instance("c", "i1")?.expect("stored");
                         record.version += 1;
-                        tx.put(&record)?;
+                        match w % 4 < 2 {
+                            true => tx.put(&record)?,
+                            false => tx.update(&record)?,
+                        }
                         Ok(record.version)
                     };
                     taken.push(match w % 2 {
@@ -609,6 +613,30 @@ async fn writers_lose_no_update(stores: &[Arc<dyn Store>]) {
     }
     all.sort_unstable();
     assert_eq!(all, (2..=81).collect::<Vec<i64>>(), "every version once, none lost");
+}
+
+async fn an_update_is_seen_by_what_follows_and_undone_with_its_write(store: Arc<dyn Store>) {
+    write(&store, |tx| tx.put(&instance("i1"))).await;
+    let version = |v: i64| {
+        let mut record = instance("i1");
+        record.version = v;
+        record
+    };
+    let seen = write(&store, move |tx| {
+        tx.update(&version(2))?;
+        Ok(tx.container_instance("c", "i1")?.map(|r| r.version))
+    })
+    .await;
+    assert_eq!(seen, Some(2), "the write's next statement sees its update");
+    let aborted: Result<(), StoreError> = store
+        .write(&scope(), move |tx| {
+            tx.update(&version(3))?;
+            Err(StoreError::Missing("abort".into()))
+        })
+        .await;
+    assert!(aborted.is_err());
+    let stored = read(&store, |tx| tx.container_instance("c", "i1")).await;
+    assert_eq!(stored.map(|r| r.version), Some(2), "an aborted write's update is undone");
 }
 
 async fn a_write_bound_to_a_cluster_reaches_nothing_else(store: Arc<dyn Store>) {
@@ -720,6 +748,7 @@ conformance!(
     a_domain_abort_rolls_back_its_writes_and_only_its_own,
     concurrent_writers_lose_no_update,
     a_write_bound_to_a_cluster_reaches_nothing_else,
+    an_update_is_seen_by_what_follows_and_undone_with_its_write,
     connections_of_a_lapsed_lease_are_found,
 );
 

@@ -342,7 +342,7 @@ impl<B: Backend> Store for B {
         });
         run_sql(self, Access::Scan, move |sql| {
             // The head first, and the page up to it: every number up to the counter's value is
-            // committed (numbers are taken by one writer at a time), while a head read after the
+            // committed (numbers are taken in commit order), while a head read after the
             // page could cover events committed in between and missing from it.
             let head = sql
                 .query_one("SELECT value FROM counters WHERE name = 'event'", &[])?

@@ -1,15 +1,23 @@
 //! The shared store: PostgreSQL, for several ecsd processes behind one load balancer.
 //!
-//! Writes are committed in groups, as on SQLite: one writer thread per process takes every
-//! write queued while the previous group committed, runs each in a savepoint of one READ
-//! COMMITTED transaction (a write whose closure fails rolls back to its savepoint, alone), and
-//! commits them together, answering none before the commit. Each group first takes one
-//! transaction-scoped advisory lock, so the groups of every process run one at a time: no lost
-//! update, no overcommitted instance, and event sequence numbers that are committed in order (a
-//! reader can never see event N+1 before event N); the lock and the commit cost once per group,
-//! not once per write. Reads run as REPEATABLE READ, READ ONLY snapshots on a pool and are not
-//! serialized. Nothing is needed from the database beyond a plain schema: no extension, no
-//! special isolation level. Handlers' closures are synchronous; they run on blocking threads and
+//! Writes are committed in groups, as on SQLite, by a few writers per process, each with a
+//! connection of its own: a writer takes every write queued for it while its previous group
+//! committed, runs each in a savepoint of one READ COMMITTED transaction (a write whose closure
+//! fails rolls back alone) and commits them together, answering none before the commit.
+//!
+//! What keeps concurrent groups (of this process's writers and of every other process) from
+//! losing an update or overcommitting an instance is the [`Hold`] of each write, taken as
+//! transaction-scoped advisory locks: a write bound to one cluster holds that cluster, a write
+//! of a scope the whole scope, a sweep everything. Writes of the same hold go to the same writer
+//! and share its groups. A group waits for locks only while it holds none; holding some, it only
+//! tries, and ends before a write whose locks another holds, so no two groups ever wait for each
+//! other. Events are numbered when their group commits, in the statement before the commit: the
+//! counter's row is locked from there to the commit, so numbers are taken in commit order and a
+//! reader that sees the counter at N sees every event up to N.
+//!
+//! Reads run as REPEATABLE READ, READ ONLY snapshots on a pool and wait for nothing. Nothing is
+//! needed from the database beyond a plain schema: no extension, no special isolation level.
+//! Handlers' closures are synchronous; they run on blocking threads (a writer's is its own) and
 //! drive the async driver there.
 
 use std::time::Duration;
@@ -269,30 +277,47 @@ fn lock_statement(function: &str, locks: &[Lock]) -> String {
     format!("SELECT {}", calls.join(", "))
 }
 
-fn then(owed: &mut Option<String>, statement: &str) {
-    *owed = Some(match owed.take() {
-        Some(before) => format!("{before}; {statement}"),
-        None => statement.to_owned(),
+/// What a group owes before its next statement, sent with it in one round trip, in order: its
+/// bookkeeping (the transaction, locks, savepoints) and writes nobody waits for.
+enum Step {
+    Batch(String),
+    Write(tokio_postgres::Statement, Vec<Value>),
+}
+
+fn then(owed: &mut Vec<Step>, statement: &str) {
+    owed.push(Step::Batch(statement.to_owned()));
+}
+
+/// Sends what is owed and then `next`, without waiting for one answer before sending what
+/// follows: the driver sends a request when its future is first polled, and these are first
+/// polled in order. The first failure of what was owed, and `next`'s outcome.
+async fn after<C: GenericClient, T>(
+    client: &C,
+    owed: &[Step],
+    next: impl std::future::Future<Output = T>,
+) -> (Result<(), tokio_postgres::Error>, T) {
+    let sends = owed.iter().map(|step| async move {
+        match step {
+            Step::Batch(sql) => client.batch_execute(sql).await,
+            Step::Write(statement, values) => {
+                let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                client.execute(statement, &params).await.map(drop)
+            }
+        }
     });
+    let (sent, next) = tokio::join!(futures_util::future::join_all(sends), next);
+    (sent.into_iter().collect(), next)
 }
 
 /// Tries to take `locks` without waiting, after what is owed (in the same round trip).
 fn try_locks(
     rt: &tokio::runtime::Runtime,
     client: &deadpool_postgres::Object,
-    owed: Option<String>,
+    owed: Vec<Step>,
     locks: &[Lock],
 ) -> Result<bool, String> {
     let statement = lock_statement("pg_try_advisory_xact_lock", locks);
-    let (before, tried) = rt.block_on(async {
-        let before = async {
-            match &owed {
-                Some(owed) => client.batch_execute(owed).await,
-                None => Ok(()),
-            }
-        };
-        tokio::join!(before, client.simple_query(&statement))
-    });
+    let (before, tried) = rt.block_on(after(client, &owed, client.simple_query(&statement)));
     before.map_err(|e| causes(&e))?;
     let messages = tried.map_err(|e| causes(&e))?;
     Ok(messages.iter().all(|m| match m {
@@ -316,7 +341,7 @@ fn commit_group(
     // and its savepoint go out with its first statement; each write's ending (releasing its
     // savepoint, or rolling back to it) with what comes next, or with the commit. A round
     // trip per statement, none for the bookkeeping.
-    let mut owed = Some("BEGIN ISOLATION LEVEL READ COMMITTED".to_owned());
+    let mut owed = vec![Step::Batch("BEGIN ISOLATION LEVEL READ COMMITTED".to_owned())];
     let mut held: Vec<Lock> = Vec::new();
     let mut answers = Vec::new();
     let mut events = Vec::new();
@@ -335,7 +360,7 @@ fn commit_group(
                 // Holding something, it must not wait, or two groups could wait for each
                 // other: if another holds what this write needs, the group ends before it, and
                 // the write opens the next group.
-                match try_locks(rt, client, owed.take(), &need) {
+                match try_locks(rt, client, std::mem::take(&mut owed), &need) {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(why) => {
@@ -355,7 +380,8 @@ fn commit_group(
         let mut conn = Conn {
             client: &*client,
             rt,
-            prelude: owed.take(),
+            mine: owed.len(),
+            owed: std::mem::take(&mut owed),
             failed: None,
             events: Some(Vec::new()),
         };
@@ -366,13 +392,15 @@ fn commit_group(
             answers.push((reply, result));
             break;
         }
-        // A write that ran no statement still owes what came before it.
-        owed = conn.prelude.take();
+        // What the write did not send yet is still owed, with what came before it.
+        owed = std::mem::take(&mut conn.owed);
         let kept = matches!(result, Ok(Ok(_)));
         if kept {
             events.extend(conn.events.take().unwrap_or_default());
             then(&mut owed, "RELEASE SAVEPOINT ecsd_write");
         } else {
+            // Its own writes not yet sent are dropped; those sent are rolled back.
+            owed.truncate(conn.mine);
             then(
                 &mut owed,
                 "ROLLBACK TO SAVEPOINT ecsd_write; RELEASE SAVEPOINT ecsd_write",
@@ -404,7 +432,7 @@ const NUMBER_EVENTS: &str = "WITH taken AS (
 /// server runs them in order; a commit after a failed statement only rolls back).
 async fn commit(
     client: &deadpool_postgres::Object,
-    prelude: Option<String>,
+    owed: Vec<Step>,
     events: &[Event],
 ) -> Result<(), tokio_postgres::Error> {
     let number = match events.is_empty() {
@@ -417,12 +445,6 @@ async fn commit(
     let times: Vec<f64> = events.iter().map(|e| e.time).collect();
     let notices: Vec<Option<&str>> = events.iter().map(|e| e.notice.as_deref()).collect();
     let count = events.len() as i64;
-    let owed = async {
-        match &prelude {
-            Some(p) => client.batch_execute(p).await,
-            None => Ok(()),
-        }
-    };
     let numbered = async {
         match &number {
             Some(stmt) => {
@@ -434,7 +456,8 @@ async fn commit(
             None => Ok(()),
         }
     };
-    let (owed, numbered, committed) = tokio::join!(owed, numbered, client.batch_execute("COMMIT"));
+    let ending = async { tokio::join!(numbered, client.batch_execute("COMMIT")) };
+    let (owed, (numbered, committed)) = after(client, &owed, ending).await;
     owed.and(numbered).and(committed)
 }
 
@@ -540,7 +563,8 @@ impl Backend for PostgresStore {
                 let mut conn = Conn {
                     client: &tx,
                     rt,
-                    prelude: None,
+                    owed: Vec::new(),
+                    mine: 0,
                     failed: None,
                     events: None,
                 };
@@ -593,9 +617,10 @@ impl Drive for tokio::runtime::Runtime {
 struct Conn<'a, C: GenericClient, D: Drive> {
     client: &'a C,
     rt: &'a D,
-    /// Statements owed before the next one (a write group's bookkeeping), sent with it in one
-    /// round trip.
-    prelude: Option<String>,
+    /// What is owed before the next statement, sent with it in one round trip.
+    owed: Vec<Step>,
+    /// Where this write's own part of `owed` begins.
+    mine: usize,
     /// Why the owed statements failed: the group's transaction is lost.
     failed: Option<String>,
     /// The events a write appended, numbered when its group commits (a read has none).
@@ -617,13 +642,12 @@ impl<C: GenericClient, D: Drive> Conn<'_, C, D> {
     /// Runs `f` on the connection, after what is owed, in the same round trip (the driver
     /// pipelines requests that are in flight together, and the server runs them in order).
     fn run<T>(&mut self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        let Some(prelude) = self.prelude.take() else {
+        if self.owed.is_empty() {
             return self.rt.block_on(f);
-        };
-        let client = self.client;
-        let (before, result) = self
-            .rt
-            .block_on(async { tokio::join!(client.batch_execute(&prelude), f) });
+        }
+        let owed = std::mem::take(&mut self.owed);
+        self.mine = 0;
+        let (before, result) = self.rt.block_on(after(self.client, &owed, f));
         if let Err(e) = before {
             let why = causes(&e);
             self.failed = Some(why.clone());
@@ -631,6 +655,50 @@ impl<C: GenericClient, D: Drive> Conn<'_, C, D> {
         }
         result
     }
+}
+
+/// A statement parameter kept until the statement is sent.
+#[derive(Debug)]
+enum Value {
+    Null,
+    Text(String),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+}
+
+impl Value {
+    fn of(param: &Param<'_>) -> Value {
+        match *param {
+            Param::Null => Value::Null,
+            Param::Text(v) => Value::Text(v.to_owned()),
+            Param::Int(v) => Value::Int(v),
+            Param::Real(v) => Value::Real(v),
+            Param::Bool(v) => Value::Bool(v),
+        }
+    }
+
+    fn param(&self) -> Param<'_> {
+        match self {
+            Value::Null => Param::Null,
+            Value::Text(v) => Param::Text(v),
+            Value::Int(v) => Param::Int(*v),
+            Value::Real(v) => Param::Real(*v),
+            Value::Bool(v) => Param::Bool(*v),
+        }
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.param().to_sql(ty, out)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
 }
 
 impl ToSql for Param<'_> {
@@ -691,6 +759,21 @@ impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
         })
     }
 
+    fn execute_later(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), StoreError> {
+        // Only a write group carries what is owed to its next statement.
+        if self.events.is_none() {
+            return self.execute(sql, params).map(drop);
+        }
+        // Prepared now (no round trip once cached), so that sending it later waits for nothing.
+        let client = self.client;
+        let statement = self
+            .rt
+            .block_on(async { client.prepare_cached(&Dialect::Postgres.render(sql)).await })?;
+        self.owed
+            .push(Step::Write(statement, params.iter().map(Value::of).collect()));
+        Ok(())
+    }
+
     fn append_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError> {
         let Some(events) = self.events.as_mut() else {
             return super::sql::append_now(self, event);
@@ -705,6 +788,22 @@ impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
             notice: event.notice.map(str::to_owned),
         });
         Ok(())
+    }
+
+    fn query_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, StoreError> {
+        let client = self.client;
+        self.run(async move {
+            let mut prepared = Vec::with_capacity(statements.len());
+            for (sql, params) in statements {
+                let stmt = client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
+                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                prepared.push((stmt, params));
+            }
+            // In flight together: one round trip for all of them.
+            let runs = prepared.iter().map(|(stmt, params)| client.query(stmt, params));
+            let answers = futures_util::future::try_join_all(runs).await?;
+            answers.iter().map(|rows| rows.iter().map(cells).collect()).collect()
+        })
     }
 
     fn execute_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<u64>, StoreError> {

@@ -236,12 +236,47 @@ fn key_condition(columns: &[&str], from: usize) -> String {
         .collect()
 }
 
+/// The statement that reads a record of `table` by its key.
+fn get_statement(table: &Table) -> String {
+    format!(
+        "SELECT doc FROM {} WHERE account = $1 AND region = $2{}",
+        table.name,
+        key_condition(table.key, 3)
+    )
+}
+
+/// The UPDATE of a record by its key, its parameters but the last (the document, given
+/// back beside them).
+fn update_statement<'r, R: Record>(
+    scope: &'r crate::domain::Scope,
+    record: &'r R,
+) -> Result<(String, Vec<Param<'r>>, String), StoreError> {
+    let table = R::TABLE;
+    let doc = serde_json::to_string(record)?;
+    let mut params = scope_params(scope);
+    params.extend(record.key());
+    let sets: Vec<String> = table
+        .columns
+        .iter()
+        .chain(["doc"].iter())
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", params.len() + 1 + i))
+        .collect();
+    params.extend(record.columns());
+    let sql = format!(
+        "UPDATE {} SET {} WHERE account = $1 AND region = $2{}",
+        table.name,
+        sets.join(", "),
+        key_condition(table.key, 3)
+    );
+    Ok((sql, params, doc))
+}
+
 fn scope_params(scope: &crate::domain::Scope) -> Vec<Param<'_>> {
     vec![Param::Text(&scope.account), Param::Text(&scope.region)]
 }
 
 impl Tx<'_> {
-    /// The record of kind `R` with this key (the values of `R::TABLE.key`).
     /// Refuses, in a transaction bound to one cluster, a record of another cluster, a list
     /// across clusters, or a change to a record of the scope's own.
     fn reach_record(&self, table: &Table, key: &[Param<'_>], change: bool) -> Result<(), StoreError> {
@@ -253,46 +288,58 @@ impl Tx<'_> {
         }
     }
 
+    /// The record of kind `R` with this key (the values of `R::TABLE.key`).
     pub fn get<R: Record>(&mut self, key: &[Param<'_>]) -> Result<Option<R>, StoreError> {
         self.reach_record(&R::TABLE, key, false)?;
-        let table = R::TABLE;
-        let sql = format!(
-            "SELECT doc FROM {} WHERE account = $1 AND region = $2{}",
-            table.name,
-            key_condition(table.key, 3)
-        );
         let mut params = scope_params(&self.scope);
         params.extend_from_slice(key);
-        self.sql.query_opt(&sql, &params)?.map(|row| row.doc(0)).transpose()
+        self.sql
+            .query_opt(&get_statement(&R::TABLE), &params)?
+            .map(|row| row.doc(0))
+            .transpose()
+    }
+
+    /// Two records, of kinds `A` and `B`, by their keys, read together: one round trip to a
+    /// database across the network.
+    pub fn get_pair<A: Record, B: Record>(
+        &mut self,
+        a: &[Param<'_>],
+        b: &[Param<'_>],
+    ) -> Result<(Option<A>, Option<B>), StoreError> {
+        self.reach_record(&A::TABLE, a, false)?;
+        self.reach_record(&B::TABLE, b, false)?;
+        let (sql_a, sql_b) = (get_statement(&A::TABLE), get_statement(&B::TABLE));
+        let mut params_a = scope_params(&self.scope);
+        params_a.extend_from_slice(a);
+        let mut params_b = scope_params(&self.scope);
+        params_b.extend_from_slice(b);
+        let rows = self.sql.query_each(&[(&sql_a, &params_a), (&sql_b, &params_b)])?;
+        let row = |i: usize| rows.get(i).and_then(|r| r.first());
+        Ok((
+            row(0).map(|r| r.doc(0)).transpose()?,
+            row(1).map(|r| r.doc(0)).transpose()?,
+        ))
     }
 
     /// Stores a record, in place of the one with its key if there is one. Columns that are not
     /// the record's own (kept beside it by the store) are left as they are.
     pub fn put<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
-        let table = R::TABLE;
-        let doc = serde_json::to_string(record)?;
-        let mut params = scope_params(&self.scope);
-        params.extend(record.key());
-        let sets: Vec<String> = table
-            .columns
-            .iter()
-            .chain(["doc"].iter())
-            .enumerate()
-            .map(|(i, c)| format!("{c} = ${}", params.len() + 1 + i))
-            .collect();
-        params.extend(record.columns());
+        let (sql, mut params, doc) = update_statement(&self.scope, record)?;
         params.push(Param::Text(&doc));
-        let sql = format!(
-            "UPDATE {} SET {} WHERE account = $1 AND region = $2{}",
-            table.name,
-            sets.join(", "),
-            key_condition(table.key, 3)
-        );
         if self.sql.execute(&sql, &params)? == 0 {
             self.insert_with(record, &[])?;
         }
         Ok(())
+    }
+
+    /// Rewrites a record this transaction found stored, as [`Tx::put`] would: one statement
+    /// whose answer nothing waits for (a database across the network gets it with the next).
+    pub fn update<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
+        self.reach_record(&R::TABLE, &record.key(), true)?;
+        let (sql, mut params, doc) = update_statement(&self.scope, record)?;
+        params.push(Param::Text(&doc));
+        self.sql.execute_later(&sql, &params)
     }
 
     /// Removes the record of kind `R` with this key; whether there was one.

@@ -194,6 +194,17 @@ pub trait Sql {
             .map(|(sql, params)| self.execute(sql, params))
             .collect()
     }
+    /// Runs a statement whose answer nobody needs and that fails only when the database does (an
+    /// upsert by key): a backend may send it with the next statement, and its failure then
+    /// fails the transaction.
+    fn execute_later(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), StoreError> {
+        self.execute(sql, params).map(drop)
+    }
+    /// Runs queries that do not need each other's answers (a database across the network gets
+    /// them all at once); the rows of each.
+    fn query_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, StoreError> {
+        statements.iter().map(|(sql, params)| self.query(sql, params)).collect()
+    }
     /// Appends an event to the log, numbered after every event committed before it and
     /// visible when the transaction commits. A backend may number it only at the commit.
     fn append_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError>;
