@@ -754,7 +754,7 @@ async fn on_postgres(args: &Args, url: &str, scratch: &std::path::Path, c: usize
         wipe(url).await;
         let mut servers = Vec::new();
         for p in 0..processes {
-            servers.push(start_ecsd(&args, &scratch.join(format!("pg{p}")), Some(url)).await);
+            servers.push(start_ecsd(args, &scratch.join(format!("pg{p}")), Some(url)).await);
         }
         let clients: Vec<EcsClient> = servers.iter().map(Target::client).collect();
         // A cluster per process: writes to different clusters.
@@ -779,7 +779,7 @@ async fn on_postgres(args: &Args, url: &str, scratch: &std::path::Path, c: usize
             })
             .collect();
         let refs: Vec<&Target> = servers.iter().collect();
-        let f = replay(&refs, args.seconds, connections, &scratch).await;
+        let f = replay(&refs, args.seconds, connections, scratch).await;
         let ratio = pgbench.map(|tps| ("of pgbench", f.rps / tps.max(1.0)));
         let ratio = ratio.map_or(String::new(), |(what, r)| format!("{r:.2}x {what}"));
         println!(
@@ -791,7 +791,7 @@ async fn on_postgres(args: &Args, url: &str, scratch: &std::path::Path, c: usize
             let run = presign(&clients[0], c, 1, |_, _| {
                 ("RunTask", json!({"cluster": "pgrun", "taskDefinition": "bench"}))
             });
-            let f = replay(&refs, args.seconds, run.into_iter().map(|r| (0, r)).collect(), &scratch).await;
+            let f = replay(&refs, args.seconds, run.into_iter().map(|r| (0, r)).collect(), scratch).await;
             println!(
                 "| RunTask (count 1, 100 instances), pre-signed | 1 | {c} | {:.0} | {:.2} | {:.2} | {:.0}% | |",
                 f.rps, f.p50, f.p99, f.cpu
