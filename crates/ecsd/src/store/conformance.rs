@@ -636,7 +636,11 @@ async fn an_update_is_seen_by_what_follows_and_undone_with_its_write(store: Arc<
         .await;
     assert!(aborted.is_err());
     let stored = read(&store, |tx| tx.container_instance("c", "i1")).await;
-    assert_eq!(stored.map(|r| r.version), Some(2), "an aborted write's update is undone");
+    assert_eq!(
+        stored.map(|r| r.version),
+        Some(2),
+        "an aborted write's update is undone"
+    );
 }
 
 async fn a_write_bound_to_a_cluster_reaches_nothing_else(store: Arc<dyn Store>) {
