@@ -386,12 +386,23 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
             })
         })
         .collect();
-    let mut cursor = start;
-    let mut seen = 0;
+    read_every_event_in_order(&store, start, 100, 7).await;
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+/// Reads `count` events after `start` in pages of `page`, while they are being written: each
+/// is the one after the last, none skipped or repeated.
+async fn read_every_event_in_order(store: &Arc<dyn Store>, start: i64, count: usize, page: usize) {
+    let (mut cursor, mut seen) = (start, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen < 100 {
-        assert!(tokio::time::Instant::now() < deadline, "saw only {seen} of 100 events");
-        let page = events(&store, cursor, 7, false).await;
+    while seen < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "saw only {seen} of {count} events"
+        );
+        let page = events(store, cursor, page, false).await;
         for event in &page.events {
             assert_eq!(event.seq, cursor + 1, "an event was skipped or repeated");
             cursor = event.seq;
@@ -400,9 +411,6 @@ async fn event_numbers_are_never_reused_and_never_seen_out_of_order(store: Arc<d
         if page.events.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    }
-    for writer in writers {
-        writer.await.unwrap();
     }
 }
 
@@ -897,20 +905,7 @@ mod shared {
                 .collect();
             // Readers of both processes see every event once, in order, none skipped.
             for reader in &stores {
-                let (mut cursor, mut seen) = (0, 0);
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                while seen < 180 {
-                    assert!(tokio::time::Instant::now() < deadline, "saw only {seen} of 180 events");
-                    let page = events(reader, cursor, 11, false).await;
-                    for event in &page.events {
-                        assert_eq!(event.seq, cursor + 1, "an event was skipped or repeated");
-                        cursor = event.seq;
-                        seen += 1;
-                    }
-                    if page.events.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
+                read_every_event_in_order(reader, 0, 180, 11).await;
             }
             for writer in writers {
                 writer.await.unwrap();

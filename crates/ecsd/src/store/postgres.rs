@@ -740,6 +740,20 @@ fn cells(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(out))
 }
 
+/// Each statement prepared (from the cache when it can be), with its parameters as the driver
+/// takes them: ready to be sent together.
+async fn prepare_each<'p, C: GenericClient>(
+    client: &C,
+    statements: &'p [(&str, &[Param<'_>])],
+) -> Result<Vec<(tokio_postgres::Statement, Vec<&'p (dyn ToSql + Sync)>)>, StoreError> {
+    let mut prepared = Vec::with_capacity(statements.len());
+    for (sql, params) in statements {
+        let stmt = client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
+        prepared.push((stmt, params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()));
+    }
+    Ok(prepared)
+}
+
 impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
         let client = self.client;
@@ -793,12 +807,7 @@ impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
     fn query_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, StoreError> {
         let client = self.client;
         self.run(async move {
-            let mut prepared = Vec::with_capacity(statements.len());
-            for (sql, params) in statements {
-                let stmt = client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
-                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                prepared.push((stmt, params));
-            }
+            let prepared = prepare_each(client, statements).await?;
             // In flight together: one round trip for all of them.
             let runs = prepared.iter().map(|(stmt, params)| client.query(stmt, params));
             let answers = futures_util::future::try_join_all(runs).await?;
@@ -809,12 +818,7 @@ impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
     fn execute_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<u64>, StoreError> {
         let client = self.client;
         self.run(async move {
-            let mut prepared = Vec::with_capacity(statements.len());
-            for (sql, params) in statements {
-                let stmt = client.prepare_cached(&Dialect::Postgres.render(sql)).await?;
-                let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                prepared.push((stmt, params));
-            }
+            let prepared = prepare_each(client, statements).await?;
             // In flight together: one round trip for all of them.
             let runs = prepared.iter().map(|(stmt, params)| client.execute(stmt, params));
             Ok(futures_util::future::try_join_all(runs).await?)
