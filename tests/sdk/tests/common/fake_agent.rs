@@ -31,6 +31,8 @@ pub const PATIENCE: Duration = Duration::from_secs(15);
 pub struct LocalTask {
     pub desired: String,
     pub stopped: bool,
+    /// The names of its containers, which its reports carry.
+    pub containers: Vec<String>,
 }
 
 #[derive(Default)]
@@ -42,6 +44,8 @@ struct Shared {
     tasks: BTreeMap<String, LocalTask>,
     /// The highest payload or manifest sequence number seen.
     latest_seq: i64,
+    /// The id of the last manifest answered with a stop verification: only its ack is taken.
+    manifest_id: Option<String>,
     closed: bool,
 }
 
@@ -246,6 +250,7 @@ impl FakeAgent {
             LocalTask {
                 desired: "RUNNING".into(),
                 stopped: false,
+                containers: Vec::new(),
             },
         );
     }
@@ -375,6 +380,7 @@ fn handle(
     };
     let message = &envelope["message"];
     let mut shared = state.shared.lock().unwrap();
+    let mut reports = Vec::new();
     shared.received.push(envelope.clone());
     if let Err(violation) = check_shape(Model::acs(), envelope) {
         shared.violations.push(violation);
@@ -384,7 +390,6 @@ fn handle(
         "PayloadMessage" => {
             let seq = message["seqNum"].as_i64().unwrap_or_default();
             shared.latest_seq = shared.latest_seq.max(seq);
-            let mut reports = Vec::new();
             for task in message["tasks"].as_array().cloned().unwrap_or_default() {
                 let arn = task["arn"].as_str().unwrap_or_default().to_owned();
                 let desired = task["desiredStatus"].as_str().unwrap_or_default().to_owned();
@@ -395,46 +400,25 @@ fn handle(
                     .flatten()
                     .filter_map(|c| c["name"].as_str().map(str::to_owned))
                     .collect();
-                match (desired.as_str(), known) {
-                    ("RUNNING", None) => {
-                        shared.tasks.insert(
-                            arn.clone(),
-                            LocalTask {
-                                desired: desired.clone(),
-                                stopped: false,
-                            },
-                        );
-                        reports.push((arn, "RUNNING", containers));
-                    }
-                    ("STOPPED", Some(t)) if !t.stopped => {
-                        shared.tasks.insert(
-                            arn.clone(),
-                            LocalTask {
-                                desired: desired.clone(),
-                                stopped: true,
-                            },
-                        );
-                        reports.push((arn, "STOPPED", containers));
-                    }
-                    ("STOPPED", None) => {
-                        // Never started: it stops at once.
-                        shared.tasks.insert(
-                            arn.clone(),
-                            LocalTask {
-                                desired: desired.clone(),
-                                stopped: true,
-                            },
-                        );
-                        reports.push((arn, "STOPPED", containers));
-                    }
-                    _ => {}
-                }
+                let status = match (desired.as_str(), known) {
+                    ("RUNNING", None) => "RUNNING",
+                    // Never started, it stops at once.
+                    ("STOPPED", None) => "STOPPED",
+                    ("STOPPED", Some(t)) if !t.stopped => "STOPPED",
+                    _ => continue,
+                };
+                shared.tasks.insert(
+                    arn.clone(),
+                    LocalTask {
+                        desired: desired.clone(),
+                        stopped: status == "STOPPED",
+                        containers: containers.clone(),
+                    },
+                );
+                reports.push((arn, status, containers));
             }
             if state.ack_payloads.load(Ordering::SeqCst) {
                 reply("AckRequest", acs::ack_request(message));
-            }
-            for (arn, status, containers) in reports {
-                tokio::spawn(report(client.clone(), cluster.to_owned(), arn, status, containers));
             }
         }
         "TaskManifestMessage" => {
@@ -452,6 +436,7 @@ fn handle(
                     .map(|(arn, _)| arn.clone())
                     .collect();
                 if !candidates.is_empty() {
+                    shared.manifest_id = message["messageId"].as_str().map(str::to_owned);
                     reply(
                         "TaskStopVerificationMessage",
                         acs::stop_verification(message, &candidates),
@@ -460,10 +445,21 @@ fn handle(
             }
         }
         "TaskStopVerificationAck" => {
+            // The agent takes the ack of the manifest it answered, once, and stops what it
+            // names: the task's containers stop and the task is reported STOPPED.
+            let id = message["messageId"].as_str();
+            if id.is_none() || id != shared.manifest_id.as_deref() {
+                return;
+            }
+            shared.manifest_id = None;
             for task in message["stopTasks"].as_array().cloned().unwrap_or_default() {
-                if let Some(local) = task["taskArn"].as_str().and_then(|arn| shared.tasks.get_mut(arn)) {
+                let Some(arn) = task["taskArn"].as_str() else {
+                    continue;
+                };
+                if let Some(local) = shared.tasks.get_mut(arn).filter(|t| !t.stopped) {
                     local.desired = "STOPPED".into();
                     local.stopped = true;
+                    reports.push((arn.to_owned(), "STOPPED", local.containers.clone()));
                 }
             }
         }
@@ -471,6 +467,9 @@ fn handle(
     }
     drop(shared);
     state.changed.notify_waiters();
+    for (arn, status, containers) in reports {
+        tokio::spawn(report(client.clone(), cluster.to_owned(), arn, status, containers));
+    }
 }
 
 /// Reports a task's new status as the agent does, containers inside.
@@ -496,8 +495,16 @@ async fn report(
         }
         call = call.containers(change.build());
     }
-    // The agent retries until its report is taken; the tests' reports all are.
-    call.send().await.expect("the agent's report is accepted");
+    // The agent drops a report ECS answers with InvalidParameterException (a task it does not
+    // know, as a stray the agent stopped); it retries any other error until the report is
+    // taken, and the tests' reports all are.
+    if let Err(e) = call.send().await {
+        let error = e.into_service_error();
+        assert!(
+            error.is_invalid_parameter_exception(),
+            "the agent's report is taken or dropped: {error:?}"
+        );
+    }
 }
 
 /// A telemetry channel, signing each message as the agent does.
