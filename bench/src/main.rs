@@ -48,15 +48,23 @@ struct Args {
     /// process and two.
     #[arg(long)]
     postgres: Option<String>,
-    /// Measure only the PostgreSQL scenarios (with `--postgres`).
-    #[arg(long, requires = "postgres")]
-    postgres_only: bool,
+    /// Measure only one part: the pre-signed hot path against the bare server, or the
+    /// PostgreSQL scenarios (with `--postgres`).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
     /// Run the bare HTTP server (internal: the baseline process).
     #[arg(long, hide = true)]
     baseline_server: bool,
     /// Replay the pre-signed requests of this plan (internal: the load process).
     #[arg(long, hide = true)]
     load: Option<PathBuf>,
+}
+
+/// A part of the benchmark that can be run alone.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    HotPath,
+    Postgres,
 }
 
 fn credentials() -> Credentials {
@@ -438,7 +446,11 @@ async fn bench(args: Args) {
     println!("| scenario                           | target    |   c |     req/s | p50 ms  | p99 ms  |  CPU  | RSS MB | ratio |");
     println!("|------------------------------------|-----------|-----|-----------|---------|---------|-------|--------|-------|");
 
-    if let (true, Some(url)) = (args.postgres_only, &args.postgres) {
+    if args.only == Some(Only::Postgres) {
+        let Some(url) = &args.postgres else {
+            eprintln!("--only postgres needs --postgres URL");
+            std::process::exit(2);
+        };
         let c = args.concurrency.iter().copied().max().unwrap_or(1);
         on_postgres(&args, url, &scratch, c).await;
         let _ = std::fs::remove_dir_all(&scratch);
@@ -449,6 +461,15 @@ async fn bench(args: Args) {
     baseline_cmd.arg("--baseline-server");
     let baseline = Target::start("baseline", baseline_cmd, "listening on ").await;
     let ecsd = start_ecsd(&args, &scratch.join("ecsd"), None).await;
+    let client = ecsd.client();
+    setup(&client, "submit", 1).await;
+    let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
+    let tasks = Arc::new(run_tasks(&client, "submit", max_c).await);
+    if args.only == Some(Only::HotPath) {
+        hot_path(&args, &baseline, &ecsd, &tasks, &scratch).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        return;
+    }
     let moto = match &args.moto_python {
         Some(python) => {
             let mut command = Command::new(python);
@@ -472,10 +493,6 @@ async fn bench(args: Args) {
     };
 
     // 1. SubmitTaskStateChange, against the bare ceiling.
-    let client = ecsd.client();
-    setup(&client, "submit", 1).await;
-    let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
-    let tasks = Arc::new(run_tasks(&client, "submit", max_c).await);
     for &c in &args.concurrency {
         let b = baseline.client();
         let f = measure(&[&baseline], args.seconds, c, move |_, _| {
@@ -505,30 +522,8 @@ async fn bench(args: Args) {
         );
     }
 
-    // 1b. Pre-signed requests replayed by the load process, so that the server is what is
-    // measured: the bare ceiling, DescribeTasks of one task, the durable report.
-    for &c in &args.concurrency {
-        let replayed = |r: Vec<Vec<Vec<u8>>>| r.into_iter().map(|r| (0, r)).collect::<Vec<_>>();
-        let bare = presign(&baseline.client(), c, 1, |_, _| ("SubmitTaskStateChange", json!({})));
-        let ceiling = replay(&[&baseline], args.seconds, replayed(bare), &scratch).await;
-        row("bare HTTP, pre-signed", "baseline", c, &ceiling, None);
-        let of_bare = |f: &Figures| Some(("of bare", f.rps / ceiling.rps.max(1.0)));
-        let t = tasks.clone();
-        let describe = presign(&client, c, 8, |w, k| {
-            (
-                "DescribeTasks",
-                json!({"cluster": "submit", "tasks": [t[(w + k) % t.len()]]}),
-            )
-        });
-        let f = replay(&[&ecsd], args.seconds, replayed(describe), &scratch).await;
-        row("DescribeTasks (1 task), pre-signed", "ecsd", c, &f, of_bare(&f));
-        let t = tasks.clone();
-        let submit = presign(&client, c, 2, |w, k| {
-            ("SubmitTaskStateChange", report("submit", &t[w], k as u64))
-        });
-        let f = replay(&[&ecsd], args.seconds, replayed(submit), &scratch).await;
-        row("SubmitTaskStateChange, pre-signed", "ecsd", c, &f, of_bare(&f));
-    }
+    // 1b. Pre-signed requests replayed by the load process.
+    hot_path(&args, &baseline, &ecsd, &tasks, &scratch).await;
 
     // 2-4. Describe, list and run, against moto where it has the operation.
     let targets: Vec<&Target> = std::iter::once(&ecsd).chain(moto.iter()).collect();
@@ -737,6 +732,33 @@ async fn bench(args: Args) {
         on_postgres(&args, url, &scratch, max_c).await;
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Pre-signed requests replayed by the load process, so that the server is what is measured:
+/// the bare ceiling, DescribeTasks of one task, the durable report (to `tasks`, of the cluster
+/// `submit`), each with its ratio to the ceiling.
+async fn hot_path(args: &Args, baseline: &Target, ecsd: &Target, tasks: &[String], scratch: &std::path::Path) {
+    let client = ecsd.client();
+    for &c in &args.concurrency {
+        let replayed = |r: Vec<Vec<Vec<u8>>>| r.into_iter().map(|r| (0, r)).collect::<Vec<_>>();
+        let bare = presign(&baseline.client(), c, 1, |_, _| ("SubmitTaskStateChange", json!({})));
+        let ceiling = replay(&[baseline], args.seconds, replayed(bare), scratch).await;
+        row("bare HTTP, pre-signed", "baseline", c, &ceiling, None);
+        let of_bare = |f: &Figures| Some(("of bare", f.rps / ceiling.rps.max(1.0)));
+        let describe = presign(&client, c, 8, |w, k| {
+            (
+                "DescribeTasks",
+                json!({"cluster": "submit", "tasks": [tasks[(w + k) % tasks.len()]]}),
+            )
+        });
+        let f = replay(&[ecsd], args.seconds, replayed(describe), scratch).await;
+        row("DescribeTasks (1 task), pre-signed", "ecsd", c, &f, of_bare(&f));
+        let submit = presign(&client, c, 2, |w, k| {
+            ("SubmitTaskStateChange", report("submit", &tasks[w], k as u64))
+        });
+        let f = replay(&[ecsd], args.seconds, replayed(submit), scratch).await;
+        row("SubmitTaskStateChange, pre-signed", "ecsd", c, &f, of_bare(&f));
+    }
 }
 
 /// SubmitTaskStateChange on PostgreSQL, one process and two, against what the database server
