@@ -12,13 +12,14 @@ use crate::domain::records::{Cluster, Task};
 use crate::domain::status::ClusterStatus;
 use crate::domain::status::TaskStatus;
 use crate::domain::task_change::{self, ContainerReport, TaskStateReport};
+use crate::domain::Scope;
 use crate::error::ApiError;
 use crate::shapes::{
     DiscoverPollEndpointRequest, DiscoverPollEndpointResponse, SubmitAttachmentStateChangesRequest,
     SubmitAttachmentStateChangesResponse, SubmitContainerStateChangeRequest, SubmitContainerStateChangeResponse,
     SubmitTaskStateChangeResponse,
 };
-use crate::store::{StoreError, Tx};
+use crate::store::{ReadAhead, StoreError, Tx};
 
 fn ack() -> Option<String> {
     Some("ACK".into())
@@ -60,6 +61,16 @@ fn reported(tx: &mut Tx<'_>, cluster: Option<&str>, task: Option<&str>) -> Resul
     Ok((name.to_owned(), task))
 }
 
+/// What [`reported`] reads of `cluster`: the cluster, and the task if its reference names one
+/// of the cluster's.
+fn report_reads(scope: &Scope, cluster: &str, task: Option<&str>) -> Vec<ReadAhead> {
+    let mut reads = vec![ReadAhead::record::<Cluster>(scope, &[cluster])];
+    if let Some(id) = task.and_then(|t| scope.id_in(t, "task", cluster)) {
+        reads.push(ReadAhead::record::<Task>(scope, &[cluster, id]));
+    }
+    reads
+}
+
 /// Which containers of a task's definition are essential (all, if the definition is gone).
 pub(crate) fn essential_containers(tx: &mut Tx<'_>, task: &Task) -> Result<Vec<String>, ApiError> {
     let definition = task_definitions::find(tx, &task.task_definition_arn)?
@@ -99,8 +110,9 @@ pub async fn submit_task_state_change(
     ctx: &Ctx,
     report: TaskStateReport,
 ) -> Result<SubmitTaskStateChangeResponse, ApiError> {
-    let reference = report.cluster.clone();
-    write_in_cluster(ctx, reference.as_deref(), move |tx| {
+    let (reference, task) = (report.cluster.clone(), report.task.clone());
+    let reads = move |scope: &Scope, cluster: &str| report_reads(scope, cluster, task.as_deref());
+    write_in_cluster(ctx, reference.as_deref(), reads, move |tx| {
         let (cluster, task) = reported(tx, report.cluster.as_deref(), report.task.as_deref())?;
         apply_report(tx, &cluster, task, &report)?;
         Ok(SubmitTaskStateChangeResponse { acknowledgment: ack() })
@@ -119,8 +131,9 @@ pub async fn submit_container_state_change(
             "Missing required parameter 'containerName'.",
         ));
     }
-    let reference = req.cluster.clone();
-    write_in_cluster(ctx, reference.as_deref(), move |tx| {
+    let (reference, task) = (req.cluster.clone(), req.task.clone());
+    let reads = move |scope: &Scope, cluster: &str| report_reads(scope, cluster, task.as_deref());
+    write_in_cluster(ctx, reference.as_deref(), reads, move |tx| {
         let (cluster, task) = reported(tx, req.cluster.as_deref(), req.task.as_deref())?;
         let container = ContainerReport {
             container_name: req.container_name.clone(),
@@ -157,7 +170,8 @@ pub async fn submit_attachment_state_changes(
         ));
     }
     let reference = req.cluster.clone();
-    write_in_cluster(ctx, reference.as_deref(), move |tx| {
+    let reads = |scope: &Scope, cluster: &str| report_reads(scope, cluster, None);
+    write_in_cluster(ctx, reference.as_deref(), reads, move |tx| {
         let cluster = active_cluster(tx, req.cluster.as_deref())?;
         for (i, attachment) in req.attachments.iter().enumerate() {
             let id = attachment.attachment_arn.rsplit('/').next().unwrap_or_default();

@@ -32,7 +32,7 @@ use crate::domain::status::ClusterStatus;
 use crate::domain::Scope;
 use crate::error::ApiError;
 use crate::shapes::{self, Failure, OperationShapes};
-use crate::store::{Store, StoreError, StoreExt, Tx};
+use crate::store::{ReadAhead, Store, StoreError, StoreExt, Tx};
 use crate::throttle::Family;
 
 /// What a handler works with: the store, the scope (account and region) of the caller, the
@@ -225,7 +225,14 @@ fn canonical(value: &Value, digest: &mut Sha256) {
 /// no write to another cluster, and may reach no other ([`crate::store::Hold::Cluster`]). A
 /// reference that names no cluster of the scope is the ClusterNotFoundException that
 /// [`active_cluster`] would find.
-async fn write_in_cluster<R, F>(ctx: &Ctx, reference: Option<&str>, f: F) -> Result<R, ApiError>
+/// `ahead` names what the write will read, given the scope and the cluster's name
+/// ([`ReadAhead`]).
+async fn write_in_cluster<R, F>(
+    ctx: &Ctx,
+    reference: Option<&str>,
+    ahead: impl FnOnce(&Scope, &str) -> Vec<ReadAhead>,
+    f: F,
+) -> Result<R, ApiError>
 where
     F: FnOnce(&mut Tx<'_>) -> Result<R, ApiError> + Send + 'static,
     R: Send + 'static,
@@ -233,7 +240,9 @@ where
     let Some(cluster) = ctx.scope.cluster_name(reference.unwrap_or("default")) else {
         return Err(ApiError::cluster_not_found());
     };
-    ctx.store.write_in(&ctx.scope, cluster, f).await
+    ctx.store
+        .write_in_reading(&ctx.scope, cluster, ahead(&ctx.scope, cluster), f)
+        .await
 }
 
 fn active_cluster(tx: &mut Tx<'_>, reference: Option<&str>) -> Result<String, ApiError> {

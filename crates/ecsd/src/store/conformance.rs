@@ -1,8 +1,9 @@
 //! The store conformance suite: what every backend must do, run against each of them. Records
 //! round-trip; lists come in key order and resume after a key, also while records come and go;
 //! event sequence numbers are never reused and no reader sees one before a smaller one;
-//! records are deleted by key; cursors and sweeps; a domain abort rolls back its writes and only its own; concurrent writers
-//! lose no update; agent leases lapse.
+//! records are deleted by key; cursors and sweeps; a domain abort rolls back its writes and only
+//! its own; concurrent writers lose no update; what a write reads ahead is what it would read;
+//! agent leases lapse.
 //!
 //! `cargo test -p ecsd store::conformance` runs it on SQLite, and on PostgreSQL too when
 //! `ECSD_TEST_POSTGRES` names a database to connect to: each test then makes a database of its
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{FamilyStatus, NewTask, Store, StoreError, StoreExt, TaskFilter, Tx};
+use super::{FamilyStatus, NewTask, ReadAhead, Store, StoreError, StoreExt, TaskFilter, Tx};
 use crate::domain::placement::{Reservation, Usage};
 use crate::domain::records::{
     AccountSetting, Cluster, ConsoleSession, ContainerInstance, NetworkAddress, StoredTaskDefinition, Task,
@@ -651,6 +652,67 @@ async fn an_update_is_seen_by_what_follows_and_undone_with_its_write(store: Arc<
     );
 }
 
+async fn what_a_write_reads_ahead_is_what_it_would_read(store: Arc<dyn Store>) {
+    #[derive(Debug)]
+    enum Outcome {
+        Refused,
+        Failed(StoreError),
+    }
+    impl From<StoreError> for Outcome {
+        fn from(e: StoreError) -> Self {
+            Outcome::Failed(e)
+        }
+    }
+    write(&store, |tx| tx.put(&instance("i1"))).await;
+    // Writes of one cluster that say they read `i1` (stored) and `i2` (not yet): each bumps
+    // `i1`, and the first to find `i2` missing stores it; every third aborts after its changes.
+    // Each must read what the writes committed before it (and earlier in its group) left.
+    let writers: Vec<_> = (0..48)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let ahead = ["i1", "i2"].map(|id| ReadAhead::record::<ContainerInstance>(&scope(), &["c", id]));
+                store
+                    .write_in_reading(&scope(), "c", ahead.to_vec(), move |tx| {
+                        let mut record = tx.container_instance("c", "i1")?.expect("stored");
+                        record.version += 1;
+                        tx.update(&record)?;
+                        let made = tx.container_instance("c", "i2")?.is_none();
+                        if made {
+                            tx.put(&instance("i2"))?;
+                        }
+                        if w % 3 == 2 {
+                            return Err(Outcome::Refused);
+                        }
+                        Ok((record.version, made))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    let mut made = 0;
+    for (w, writer) in writers.into_iter().enumerate() {
+        match writer.await.unwrap() {
+            Ok((version, m)) => {
+                versions.push(version);
+                made += usize::from(m);
+            }
+            Err(Outcome::Refused) => assert_eq!(w % 3, 2),
+            Err(Outcome::Failed(e)) => panic!("a write failed: {e}"),
+        }
+    }
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (2..=33).collect::<Vec<i64>>(),
+        "every kept write saw the last kept"
+    );
+    assert_eq!(made, 1, "one kept write found i2 missing");
+    let stored = read(&store, |tx| tx.container_instance("c", "i1")).await;
+    assert_eq!(stored.map(|r| r.version), Some(33));
+}
+
 async fn a_write_bound_to_a_cluster_reaches_nothing_else(store: Arc<dyn Store>) {
     let unheld = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Unheld { .. }));
     let bound = |f: fn(&mut Tx<'_>) -> Result<(), StoreError>| {
@@ -761,6 +823,7 @@ conformance!(
     concurrent_writers_lose_no_update,
     a_write_bound_to_a_cluster_reaches_nothing_else,
     an_update_is_seen_by_what_follows_and_undone_with_its_write,
+    what_a_write_reads_ahead_is_what_it_would_read,
     connections_of_a_lapsed_lease_are_found,
 );
 

@@ -199,7 +199,7 @@ pub trait Backend: Send + Sync + 'static {
     /// whose [`Hold`] overlaps its own, committed durably before the future resolves) or, with
     /// no hold, a read-only snapshot. The writes are
     /// committed when `f` returns `Ok(Ok(_))` and rolled back otherwise.
-    fn run(&self, write: Option<Hold>, f: SqlFn) -> BoxFuture<TxOutcome>;
+    fn run(&self, write: Option<Write>, f: SqlFn) -> BoxFuture<TxOutcome>;
     /// A read that may return many rows: kept off the threads that serve requests, where a
     /// backend runs short reads on them.
     fn scan(&self, f: SqlFn) -> BoxFuture<TxOutcome> {
@@ -281,12 +281,37 @@ pub enum Hold {
     Cluster(Scope, String),
 }
 
+/// A record a write will read, named before it runs: a backend across the network reads it with
+/// the other writes' of the write's commit group, all at once, instead of one round trip each.
+/// It is the read [`Tx::get`] makes of the record (the statement and its parameters).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReadAhead {
+    pub statement: String,
+    pub params: Vec<String>,
+}
+
+/// A write: what it holds, and what it will read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    pub hold: Hold,
+    pub ahead: Vec<ReadAhead>,
+}
+
+impl From<Hold> for Write {
+    fn from(hold: Hold) -> Self {
+        Write {
+            hold,
+            ahead: Vec::new(),
+        }
+    }
+}
+
 /// How a transaction runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Serialized with every other writer of an overlapping hold, committed durably before it
     /// is answered.
-    Write(Hold),
+    Write(Write),
     /// A short read-only snapshot.
     Read,
     /// A read-only snapshot that may go through many rows (background passes, the event log).
@@ -296,7 +321,7 @@ pub enum Access {
 impl Access {
     fn run<B: Backend + ?Sized>(self, backend: &B, f: SqlFn) -> BoxFuture<TxOutcome> {
         match self {
-            Access::Write(hold) => backend.run(Some(hold), f),
+            Access::Write(write) => backend.run(Some(write), f),
             Access::Read => backend.run(None, f),
             Access::Scan => backend.scan(f),
         }
@@ -320,7 +345,10 @@ fn run_sql<B: Backend + ?Sized, R: Send + 'static>(
 impl<B: Backend> Store for B {
     fn transact(&self, scope: Scope, access: Access, f: TxFn) -> BoxFuture<TxOutcome> {
         let bound = match &access {
-            Access::Write(Hold::Cluster(_, cluster)) => Some(cluster.clone()),
+            Access::Write(Write {
+                hold: Hold::Cluster(_, cluster),
+                ..
+            }) => Some(cluster.clone()),
             _ => None,
         };
         access.run(self, Box::new(move |sql| Ok(f(&mut Tx::bound(sql, scope, bound)))))
@@ -390,7 +418,7 @@ impl<B: Backend> Store for B {
     }
 
     fn set_cursor(&self, name: String, seq: i64) -> BoxFuture<Result<(), StoreError>> {
-        run_sql(self, Access::Write(Hold::Bookkeeping), move |sql| {
+        run_sql(self, Access::Write(Hold::Bookkeeping.into()), move |sql| {
             sql.execute(
                 "INSERT INTO cursors (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
                 &[name.as_str().into(), seq.into()],
@@ -400,7 +428,7 @@ impl<B: Backend> Store for B {
     }
 
     fn sweep(&self, events_before: f64, stopped_tasks_before: f64) -> BoxFuture<Result<Swept, StoreError>> {
-        run_sql(self, Access::Write(Hold::All), move |sql| {
+        run_sql(self, Access::Write(Hold::All.into()), move |sql| {
             let events = sql.execute("DELETE FROM events WHERE time < $1", &[events_before.into()])?;
             sql.execute(
                 "DELETE FROM task_attachments WHERE (account, region, cluster, task_id) IN
@@ -419,7 +447,7 @@ impl<B: Backend> Store for B {
     fn renew_lease(&self, process: String, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
         // The database's clock: processes on several hosts need not agree on theirs.
         let ttl = ttl.as_secs_f64();
-        run_sql(self, Access::Write(Hold::Bookkeeping), move |sql| {
+        run_sql(self, Access::Write(Hold::Bookkeeping.into()), move |sql| {
             sql.execute(
                 "INSERT INTO processes (id, expires_at) VALUES ($1, {now} + $2)
                  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
@@ -430,7 +458,7 @@ impl<B: Backend> Store for B {
     }
 
     fn end_lease(&self, process: String) -> BoxFuture<Result<(), StoreError>> {
-        run_sql(self, Access::Write(Hold::Bookkeeping), move |sql| {
+        run_sql(self, Access::Write(Hold::Bookkeeping.into()), move |sql| {
             sql.execute("DELETE FROM processes WHERE id = $1", &[process.as_str().into()])?;
             Ok(())
         })
@@ -508,6 +536,19 @@ pub trait StoreExt {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static;
 
+    /// [`StoreExt::write_in`], naming records it will read ([`ReadAhead`]).
+    fn write_in_reading<R, E, F>(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        ahead: Vec<ReadAhead>,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static;
+
     /// A read that may go through many rows (see [`Access::Scan`]).
     fn scan<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send
     where
@@ -532,7 +573,7 @@ impl StoreExt for dyn Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        typed(self, scope, Access::Write(Hold::Scope(scope.clone())), f)
+        typed(self, scope, Access::Write(Hold::Scope(scope.clone()).into()), f)
     }
 
     fn write_in<R, E, F>(&self, scope: &Scope, cluster: &str, f: F) -> impl Future<Output = Result<R, E>> + Send
@@ -541,12 +582,26 @@ impl StoreExt for dyn Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        typed(
-            self,
-            scope,
-            Access::Write(Hold::Cluster(scope.clone(), cluster.to_owned())),
-            f,
-        )
+        self.write_in_reading(scope, cluster, Vec::new(), f)
+    }
+
+    fn write_in_reading<R, E, F>(
+        &self,
+        scope: &Scope,
+        cluster: &str,
+        ahead: Vec<ReadAhead>,
+        f: F,
+    ) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let write = Write {
+            hold: Hold::Cluster(scope.clone(), cluster.to_owned()),
+            ahead,
+        };
+        typed(self, scope, Access::Write(write), f)
     }
 
     fn scan<R, E, F>(&self, scope: &Scope, f: F) -> impl Future<Output = Result<R, E>> + Send

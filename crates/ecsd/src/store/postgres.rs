@@ -31,7 +31,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::schema::MIGRATIONS;
 use super::sql::{Cell, Dialect, NewEvent, Param, Row, Sql};
-use super::{Backend, BoxFuture, Hold, SqlFn, StoreError, TxOutcome};
+use super::{Backend, BoxFuture, Hold, ReadAhead, SqlFn, StoreError, TxOutcome, Write};
 
 /// Migrations run under this one, by one process at a time.
 const MIGRATION_LOCK: i64 = 0x6563_7364_6d69_6772; // "ecsdmigr"
@@ -44,6 +44,7 @@ const LANES: usize = 4;
 
 struct Job {
     hold: Hold,
+    ahead: Vec<ReadAhead>,
     work: SqlFn,
     reply: tokio::sync::oneshot::Sender<TxOutcome>,
 }
@@ -112,18 +113,23 @@ impl PostgresStore {
 
     /// Queues `work` for a writer's next commit group: writes of the same hold meet in the same
     /// writer, where they share a group rather than wait for each other's.
-    fn submit(&self, hold: Hold, work: SqlFn) -> BoxFuture<TxOutcome> {
+    fn submit(&self, Write { hold, ahead }: Write, work: SqlFn) -> BoxFuture<TxOutcome> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let lane = {
             use std::hash::{BuildHasher, BuildHasherDefault};
             let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(&hold);
             (hash % LANES as u64) as usize
         };
-        let sent = self
-            .lanes
-            .lock()
-            .ok()
-            .and_then(|lanes| lanes.as_ref().map(|l| l[lane].send(Job { hold, work, reply })));
+        let sent = self.lanes.lock().ok().and_then(|lanes| {
+            lanes.as_ref().map(|l| {
+                l[lane].send(Job {
+                    hold,
+                    ahead,
+                    work,
+                    reply,
+                })
+            })
+        });
         Box::pin(async move {
             match sent {
                 Some(Ok(())) => answer.await.unwrap_or(Err(StoreError::Closed)),
@@ -326,10 +332,48 @@ fn try_locks(
     }))
 }
 
+/// What a commit group read ahead for its writes ([`ReadAhead`]): each record's document, or
+/// `None` where there was no such record. An entry goes when a write of the group changes its
+/// record.
+type AheadReads = std::collections::HashMap<ReadAhead, Option<String>>;
+
+/// Reads what `reads` name, after what is owed, in one round trip.
+fn read_ahead(
+    rt: &tokio::runtime::Runtime,
+    client: &deadpool_postgres::Object,
+    owed: Vec<Step>,
+    reads: Vec<ReadAhead>,
+) -> Result<AheadReads, String> {
+    let fetch = async {
+        let mut prepared = Vec::with_capacity(reads.len());
+        for read in &reads {
+            prepared.push(client.prepare_cached(&read.statement).await?);
+        }
+        let runs = prepared.iter().zip(&reads).map(|(statement, read)| {
+            let params: Vec<&(dyn ToSql + Sync)> = read.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            async move { client.query_opt(statement, &params).await }
+        });
+        futures_util::future::try_join_all(runs).await
+    };
+    let (before, found) = rt.block_on(after(client, &owed, fetch));
+    before.map_err(|e| causes(&e))?;
+    let found = found.map_err(|e| causes(&e))?;
+    let mut out = AheadReads::with_capacity(reads.len());
+    for (read, row) in reads.into_iter().zip(found) {
+        let doc = row
+            .map(|r| r.try_get::<_, String>(0))
+            .transpose()
+            .map_err(|e| causes(&e))?;
+        out.insert(read, doc);
+    }
+    Ok(out)
+}
+
 /// Runs the writes at the front of `waiting` as one group and commits them, answering each
-/// after the commit. Each runs in a savepoint of the group's transaction, so a write whose
-/// closure fails is rolled back alone; the group holds the locks of every write's hold until
-/// it commits.
+/// after the commit. A write whose closure fails is rolled back alone: what it had not sent is
+/// dropped, and what it sent is undone by a savepoint taken before its first statement (a write
+/// that sends nothing before it ends, its reads read ahead and its changes sent with what
+/// follows, needs none). The group holds the locks of every write's hold until it commits.
 fn commit_group(
     rt: &tokio::runtime::Runtime,
     client: &mut deadpool_postgres::Object,
@@ -337,15 +381,18 @@ fn commit_group(
     commits: &watch::Sender<u64>,
 ) {
     let started = std::time::Instant::now();
-    // The bookkeeping travels with the statements: the transaction, the first write's locks
-    // and its savepoint go out with its first statement; each write's ending (releasing its
-    // savepoint, or rolling back to it) with what comes next, or with the commit. A round
-    // trip per statement, none for the bookkeeping.
+    // The bookkeeping travels with the statements: the transaction and the first write's locks
+    // go out with the reads ahead or its first statement; a write's savepoint with its first
+    // statement, and its ending with what comes next, or with the commit.
     let mut owed = vec![Step::Batch("BEGIN ISOLATION LEVEL READ COMMITTED".to_owned())];
     let mut held: Vec<Lock> = Vec::new();
     let mut answers = Vec::new();
     let mut events = Vec::new();
     let mut broken: Option<String> = None;
+    // What the writes that share the first write's hold read ahead. Those are the only writes
+    // it serves: a write of another hold may change records its own way (a sweep).
+    let mut ahead = AheadReads::new();
+    let mut first_hold: Option<Hold> = None;
     while answers.len() < MAX_GROUP {
         let Some(next) = waiting.front() else { break };
         let need: Vec<Lock> = locks(&next.hold)
@@ -356,6 +403,25 @@ fn commit_group(
             if held.is_empty() {
                 // Holding nothing, the group may wait for what it needs: no one waits for it.
                 then(&mut owed, &lock_statement("pg_advisory_xact_lock", &need));
+                // Then, under those locks and in the same round trip, what the writes of this
+                // hold at the front of the queue will read.
+                let mut reads: Vec<ReadAhead> = Vec::new();
+                for job in waiting.iter().take(MAX_GROUP).take_while(|j| j.hold == next.hold) {
+                    for read in &job.ahead {
+                        if !reads.contains(read) {
+                            reads.push(read.clone());
+                        }
+                    }
+                }
+                if !reads.is_empty() {
+                    match read_ahead(rt, client, std::mem::take(&mut owed), reads) {
+                        Ok(found) => ahead = found,
+                        Err(why) => {
+                            broken = Some(why);
+                            break;
+                        }
+                    }
+                }
             } else {
                 // Holding something, it must not wait, or two groups could wait for each
                 // other: if another holds what this write needs, the group ends before it, and
@@ -371,12 +437,12 @@ fn commit_group(
             }
             held.extend(need);
         }
-        let Some(Job { work, reply, .. }) = waiting.pop_front() else {
+        let Some(Job { hold, work, reply, .. }) = waiting.pop_front() else {
             break;
         };
-        // Locks taken inside a savepoint are let go when it is rolled back to, so every write
-        // ends its own, and the next lock is taken outside of any.
-        then(&mut owed, "SAVEPOINT ecsd_write");
+        if *first_hold.get_or_insert_with(|| hold.clone()) != hold {
+            ahead.clear();
+        }
         let mut conn = Conn {
             client: &*client,
             rt,
@@ -384,6 +450,8 @@ fn commit_group(
             owed: std::mem::take(&mut owed),
             failed: None,
             events: Some(Vec::new()),
+            savepoint: false,
+            ahead: Some(&mut ahead),
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut conn)))
             .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())));
@@ -394,17 +462,22 @@ fn commit_group(
         }
         // What the write did not send yet is still owed, with what came before it.
         owed = std::mem::take(&mut conn.owed);
+        let (mine, savepoint) = (conn.mine, conn.savepoint);
         let kept = matches!(result, Ok(Ok(_)));
         if kept {
             events.extend(conn.events.take().unwrap_or_default());
-            then(&mut owed, "RELEASE SAVEPOINT ecsd_write");
+            if savepoint {
+                then(&mut owed, "RELEASE SAVEPOINT ecsd_write");
+            }
         } else {
-            // Its own writes not yet sent are dropped; those sent are rolled back.
-            owed.truncate(conn.mine);
-            then(
-                &mut owed,
-                "ROLLBACK TO SAVEPOINT ecsd_write; RELEASE SAVEPOINT ecsd_write",
-            );
+            // Its own statements not yet sent are dropped; those sent are rolled back.
+            owed.truncate(mine);
+            if savepoint {
+                then(
+                    &mut owed,
+                    "ROLLBACK TO SAVEPOINT ecsd_write; RELEASE SAVEPOINT ecsd_write",
+                );
+            }
         }
         answers.push((reply, result));
     }
@@ -547,9 +620,9 @@ async fn poll_events(pool: Pool, commits: watch::Sender<u64>) {
 }
 
 impl Backend for PostgresStore {
-    fn run(&self, write: Option<Hold>, f: SqlFn) -> BoxFuture<TxOutcome> {
-        if let Some(hold) = write {
-            return self.submit(hold, f);
+    fn run(&self, write: Option<Write>, f: SqlFn) -> BoxFuture<TxOutcome> {
+        if let Some(write) = write {
+            return self.submit(write, f);
         }
         self.blocking(move |rt, mut client| {
             let tx = rt.block_on(
@@ -567,6 +640,8 @@ impl Backend for PostgresStore {
                     mine: 0,
                     failed: None,
                     events: None,
+                    savepoint: false,
+                    ahead: None,
                 };
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(&mut conn)))
                     .map_err(|_| StoreError::Worker("a transaction panicked".into()))?
@@ -625,6 +700,10 @@ struct Conn<'a, C: GenericClient, D: Drive> {
     failed: Option<String>,
     /// The events a write appended, numbered when its group commits (a read has none).
     events: Option<Vec<Event>>,
+    /// Whether this write took its savepoint (before the first statement it sent).
+    savepoint: bool,
+    /// What its group read ahead (a read has nothing read ahead).
+    ahead: Option<&'a mut AheadReads>,
 }
 
 /// An event appended by a write of the group being committed.
@@ -642,6 +721,13 @@ impl<C: GenericClient, D: Drive> Conn<'_, C, D> {
     /// Runs `f` on the connection, after what is owed, in the same round trip (the driver
     /// pipelines requests that are in flight together, and the server runs them in order).
     fn run<T>(&mut self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        // A write that sends a statement (or its own owed ones with it) can be undone alone
+        // only from a savepoint taken before its first.
+        if self.events.is_some() && !self.savepoint {
+            self.owed
+                .insert(self.mine, Step::Batch("SAVEPOINT ecsd_write".to_owned()));
+            self.savepoint = true;
+        }
         if self.owed.is_empty() {
             return self.rt.block_on(f);
         }
@@ -740,6 +826,22 @@ fn cells(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(out))
 }
 
+/// The read ahead that `sql` with `params` would be, if its parameters are all text (as the
+/// keys of what is read ahead are).
+fn ahead_key(sql: &str, params: &[Param<'_>]) -> Option<ReadAhead> {
+    let params = params
+        .iter()
+        .map(|p| match p {
+            Param::Text(t) => Some((*t).to_owned()),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(ReadAhead {
+        statement: sql.to_owned(),
+        params,
+    })
+}
+
 /// Each statement prepared (from the cache when it can be), with its parameters as the driver
 /// takes them: ready to be sent together.
 async fn prepare_each<'p, C: GenericClient>(
@@ -802,6 +904,20 @@ impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
             notice: event.notice.map(str::to_owned),
         });
         Ok(())
+    }
+
+    fn read_ahead(&mut self, sql: &str, params: &[Param<'_>]) -> Option<Option<String>> {
+        let ahead = self.ahead.as_deref()?;
+        if ahead.is_empty() {
+            return None;
+        }
+        ahead.get(&ahead_key(sql, params)?).cloned()
+    }
+
+    fn changing(&mut self, sql: &str, params: &[Param<'_>]) {
+        if let (Some(ahead), Some(key)) = (self.ahead.as_deref_mut(), ahead_key(sql, params)) {
+            ahead.remove(&key);
+        }
     }
 
     fn query_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, StoreError> {

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::sql::Param;
-use super::{StoreError, Tx};
+use super::{ReadAhead, StoreError, Tx};
 use crate::domain::arn::cluster_of;
 use crate::domain::records::{
     AccountSetting, CapacityProviderRecord, Cluster, ConsoleSession, ContainerInstance, NetworkAddress, Service,
@@ -276,6 +276,18 @@ fn scope_params(scope: &crate::domain::Scope) -> Vec<Param<'_>> {
     vec![Param::Text(&scope.account), Param::Text(&scope.region)]
 }
 
+impl ReadAhead {
+    /// The read of the record of kind `R` with this key, of `scope`.
+    pub fn record<R: Record>(scope: &crate::domain::Scope, key: &[&str]) -> ReadAhead {
+        let mut params = vec![scope.account.clone(), scope.region.clone()];
+        params.extend(key.iter().map(|k| (*k).to_owned()));
+        ReadAhead {
+            statement: get_statement(&R::TABLE),
+            params,
+        }
+    }
+}
+
 impl Tx<'_> {
     /// Refuses, in a transaction bound to one cluster, a record of another cluster, a list
     /// across clusters, or a change to a record of the scope's own.
@@ -293,10 +305,18 @@ impl Tx<'_> {
         self.reach_record(&R::TABLE, key, false)?;
         let mut params = scope_params(&self.scope);
         params.extend_from_slice(key);
-        self.sql
-            .query_opt(&get_statement(&R::TABLE), &params)?
-            .map(|row| row.doc(0))
-            .transpose()
+        let sql = get_statement(&R::TABLE);
+        if let Some(found) = self.sql.read_ahead(&sql, &params) {
+            return found.map(|doc| Ok(serde_json::from_str(&doc)?)).transpose();
+        }
+        self.sql.query_opt(&sql, &params)?.map(|row| row.doc(0)).transpose()
+    }
+
+    /// Says that the record of kind `R` with this key is being changed (see [`Sql::changing`]).
+    fn changing<R: Record>(&mut self, key: &[Param<'_>]) {
+        let mut params = scope_params(&self.scope);
+        params.extend_from_slice(key);
+        self.sql.changing(&get_statement(&R::TABLE), &params);
     }
 
     /// Two records, of kinds `A` and `B`, by their keys, read together: one round trip to a
@@ -313,6 +333,9 @@ impl Tx<'_> {
         params_a.extend_from_slice(a);
         let mut params_b = scope_params(&self.scope);
         params_b.extend_from_slice(b);
+        if self.sql.read_ahead(&sql_a, &params_a).is_some() || self.sql.read_ahead(&sql_b, &params_b).is_some() {
+            return Ok((self.get(a)?, self.get(b)?));
+        }
         let rows = self.sql.query_each(&[(&sql_a, &params_a), (&sql_b, &params_b)])?;
         let row = |i: usize| rows.get(i).and_then(|r| r.first());
         Ok((
@@ -325,6 +348,7 @@ impl Tx<'_> {
     /// the record's own (kept beside it by the store) are left as they are.
     pub fn put<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
+        self.changing::<R>(&record.key());
         let (sql, mut params, doc) = update_statement(&self.scope, record)?;
         params.push(Param::Text(&doc));
         if self.sql.execute(&sql, &params)? == 0 {
@@ -337,6 +361,7 @@ impl Tx<'_> {
     /// whose answer nothing waits for (a database across the network gets it with the next).
     pub fn update<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
+        self.changing::<R>(&record.key());
         let (sql, mut params, doc) = update_statement(&self.scope, record)?;
         params.push(Param::Text(&doc));
         self.sql.execute_later(&sql, &params)
@@ -345,6 +370,7 @@ impl Tx<'_> {
     /// Removes the record of kind `R` with this key; whether there was one.
     pub fn delete<R: Record>(&mut self, key: &[Param<'_>]) -> Result<bool, StoreError> {
         self.reach_record(&R::TABLE, key, true)?;
+        self.changing::<R>(key);
         let table = R::TABLE;
         let sql = format!(
             "DELETE FROM {} WHERE account = $1 AND region = $2{}",
@@ -359,6 +385,7 @@ impl Tx<'_> {
     /// Stores a new record, with columns of the store's own beside the record's.
     pub(super) fn insert_with<R: Record>(&mut self, record: &R, extra: &[(&str, Param<'_>)]) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
+        self.changing::<R>(&record.key());
         let table = R::TABLE;
         let doc = serde_json::to_string(record)?;
         let mut params = scope_params(&self.scope);

@@ -208,6 +208,15 @@ pub trait Sql {
     /// Appends an event to the log, numbered after every event committed before it and
     /// visible when the transaction commits. A backend may number it only at the commit.
     fn append_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError>;
+    /// What the read `sql` of one record's document gave when it was made ahead of this write
+    /// ([`super::ReadAhead`]), if it was and the record has not been changed since: the
+    /// document, or `None` if there was no such record.
+    fn read_ahead(&mut self, _sql: &str, _params: &[Param<'_>]) -> Option<Option<String>> {
+        None
+    }
+    /// Says that the record the read `sql` finds is being changed: what was read of it ahead
+    /// no longer holds.
+    fn changing(&mut self, _sql: &str, _params: &[Param<'_>]) {}
 }
 
 impl dyn Sql + '_ {

@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::schema::MIGRATIONS;
 use super::sql::{Cell, Dialect, NewEvent, Param, Row, Sql};
-use super::{Backend, BoxFuture, Hold, SqlFn, StoreError, TxOutcome};
+use super::{Backend, BoxFuture, SqlFn, StoreError, TxOutcome, Write};
 
 /// Requests committed together at most; bounds the latency one group adds to its first request.
 const MAX_GROUP: usize = 512;
@@ -109,8 +109,9 @@ impl Drop for SqliteStore {
 }
 
 impl Backend for SqliteStore {
-    fn run(&self, write: Option<Hold>, f: SqlFn) -> BoxFuture<TxOutcome> {
-        // One writer commits at a time: every hold is held.
+    fn run(&self, write: Option<Write>, f: SqlFn) -> BoxFuture<TxOutcome> {
+        // One writer commits at a time: every hold is held. Reads of the embedded file cost no
+        // round trip, so what a write will read is read when it asks.
         if write.is_some() {
             return self.submit(f);
         }
