@@ -149,6 +149,8 @@ pub(crate) struct Template {
     extra: Map<String, Value>,
     /// The subnets a Fargate task's network interface may be in (it takes one at random).
     fargate_subnets: Vec<String>,
+    /// The task definition's own `memberOf` constraints.
+    pub(crate) constraints: Vec<Expr>,
 }
 
 /// RunTask's idempotency token and the fingerprint of the request it came with.
@@ -212,6 +214,7 @@ impl TaskRequest {
             _ => self.tags.clone(),
         };
         check_tags(&tags)?;
+        let constraints = constraints_of(&stored)?;
         Ok(Template {
             group: self.group.clone().unwrap_or_else(|| format!("family:{}", spec.family)),
             cluster,
@@ -224,6 +227,7 @@ impl TaskRequest {
             client_token,
             extra,
             fargate_subnets,
+            constraints,
         })
     }
 
@@ -601,9 +605,13 @@ pub(crate) fn constraints(requested: &[PlacementConstraint]) -> Result<(Vec<Expr
 
 /// The task definition's own `memberOf` constraints.
 pub(crate) fn definition_constraints(tx: &mut Tx<'_>, reference: &str) -> Result<Vec<Expr>, ApiError> {
-    let Some(stored) = task_definitions::find(tx, reference)? else {
-        return Ok(Vec::new());
-    };
+    match task_definitions::find(tx, reference)? {
+        Some(stored) => constraints_of(&stored),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn constraints_of(stored: &StoredTaskDefinition) -> Result<Vec<Expr>, ApiError> {
     let list = stored
         .definition
         .get("placementConstraints")
@@ -633,8 +641,7 @@ pub(crate) fn candidates(
     cluster: &str,
     keep: impl Fn(&ContainerInstance) -> bool,
 ) -> Result<Vec<Candidate>, StoreError> {
-    let instances = tx.list_container_instances(cluster, Some(ContainerInstanceStatus::Active), None, usize::MAX)?;
-    let mut loads = tx.cluster_loads(cluster)?;
+    let (instances, mut loads) = tx.instances_and_loads(cluster, ContainerInstanceStatus::Active)?;
     Ok(instances
         .into_iter()
         .filter(|i| keep(i))
@@ -727,7 +734,7 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
     }
     task.check()?;
     let strategies = strategies(req.placement_strategy.as_deref().unwrap_or_default())?;
-    let (mut member_of, distinct_instance) = constraints(req.placement_constraints.as_deref().unwrap_or_default())?;
+    let (member_of, distinct_instance) = constraints(req.placement_constraints.as_deref().unwrap_or_default())?;
     ctx.store
         .write(&ctx.scope, move |tx| {
             let client_token = req.client_token.clone().map(|token| ClientToken {
@@ -758,12 +765,6 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
                     });
                 }
             }
-            member_of.extend(definition_constraints(tx, &task.task_definition)?);
-            let rules = Rules {
-                strategies: &strategies,
-                member_of: &member_of,
-                distinct_instance,
-            };
             let batches = capacity(
                 tx,
                 &cluster,
@@ -779,6 +780,12 @@ pub async fn run_task(ctx: &Ctx, req: RunTaskRequest) -> Result<RunTaskResponse,
                     extra.insert("capacityProviderName".into(), provider.clone().into());
                 }
                 let template = task.template(tx, batch.launch_type.clone(), client_token.clone(), extra)?;
+                let member_of = [member_of.as_slice(), &template.constraints].concat();
+                let rules = Rules {
+                    strategies: &strategies,
+                    member_of: &member_of,
+                    distinct_instance,
+                };
                 let (placed, refusals) = place_tasks(tx, &task, &template, batch.count, &rules)?;
                 tasks.extend(placed);
                 failures.extend(refusals.iter().map(|(arn, why)| failure(arn, why)));

@@ -452,6 +452,7 @@ fn commit_group(
             events: Some(Vec::new()),
             savepoint: false,
             ahead: Some(&mut ahead),
+            remembered: Vec::new(),
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut conn)))
             .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())));
@@ -463,13 +464,18 @@ fn commit_group(
         // What the write did not send yet is still owed, with what came before it.
         owed = std::mem::take(&mut conn.owed);
         let (mine, savepoint) = (conn.mine, conn.savepoint);
+        let (remembered, appended) = (std::mem::take(&mut conn.remembered), conn.events.take());
+        drop(conn);
         let kept = matches!(result, Ok(Ok(_)));
         if kept {
-            events.extend(conn.events.take().unwrap_or_default());
+            events.extend(appended.unwrap_or_default());
             if savepoint {
                 then(&mut owed, "RELEASE SAVEPOINT ecsd_write");
             }
         } else {
+            for key in &remembered {
+                ahead.remove(key);
+            }
             // Its own statements not yet sent are dropped; those sent are rolled back.
             owed.truncate(mine);
             if savepoint {
@@ -642,6 +648,7 @@ impl Backend for PostgresStore {
                     events: None,
                     savepoint: false,
                     ahead: None,
+                    remembered: Vec::new(),
                 };
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(&mut conn)))
                     .map_err(|_| StoreError::Worker("a transaction panicked".into()))?
@@ -702,8 +709,10 @@ struct Conn<'a, C: GenericClient, D: Drive> {
     events: Option<Vec<Event>>,
     /// Whether this write took its savepoint (before the first statement it sent).
     savepoint: bool,
-    /// What its group read ahead (a read has nothing read ahead).
+    /// What its group read ahead, and read for its earlier writes (a read has none).
     ahead: Option<&'a mut AheadReads>,
+    /// What this write read into `ahead`.
+    remembered: Vec<ReadAhead>,
 }
 
 /// An event appended by a write of the group being committed.
@@ -826,6 +835,11 @@ fn cells(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(out))
 }
 
+/// The document of the first of `rows`, if there is one.
+fn first_doc(rows: &[Row]) -> Result<Option<String>, StoreError> {
+    rows.first().map(|row| row.text(0).map(str::to_owned)).transpose()
+}
+
 /// The read ahead that `sql` with `params` would be, if its parameters are all text (as the
 /// keys of what is read ahead are).
 fn ahead_key(sql: &str, params: &[Param<'_>]) -> Option<ReadAhead> {
@@ -906,17 +920,44 @@ impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
         Ok(())
     }
 
-    fn read_ahead(&mut self, sql: &str, params: &[Param<'_>]) -> Option<Option<String>> {
-        let ahead = self.ahead.as_deref()?;
-        if ahead.is_empty() {
-            return None;
+    fn read_records(&mut self, reads: &[(&str, &[Param<'_>])]) -> Result<Vec<Option<String>>, StoreError> {
+        // A read transaction, or a write whose group reads nothing but by its statements.
+        let Some(ahead) = self.ahead.as_deref() else {
+            return self
+                .query_each(reads)?
+                .into_iter()
+                .map(|rows| first_doc(&rows))
+                .collect();
+        };
+        let keys: Vec<Option<ReadAhead>> = reads.iter().map(|(sql, params)| ahead_key(sql, params)).collect();
+        let mut found: Vec<Option<Option<String>>> = keys
+            .iter()
+            .map(|key| key.as_ref().and_then(|k| ahead.get(k).cloned()))
+            .collect();
+        let missing: Vec<usize> = (0..reads.len()).filter(|&i| found[i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(found.into_iter().flatten().collect());
         }
-        ahead.get(&ahead_key(sql, params)?).cloned()
+        let asked: Vec<(&str, &[Param<'_>])> = missing.iter().map(|&i| reads[i]).collect();
+        let rows = self.query_each(&asked)?;
+        for (&i, rows) in missing.iter().zip(&rows) {
+            let doc = first_doc(rows)?;
+            // What a write read may rest on its own changes: it is kept for the group's later
+            // writes only if the write is.
+            if let (Some(key), Some(ahead)) = (keys[i].clone(), self.ahead.as_deref_mut()) {
+                ahead.insert(key.clone(), doc.clone());
+                self.remembered.push(key);
+            }
+            found[i] = Some(doc);
+        }
+        Ok(found.into_iter().flatten().collect())
     }
 
-    fn changing(&mut self, sql: &str, params: &[Param<'_>]) {
+    fn holds(&mut self, sql: &str, params: &[Param<'_>], doc: Option<&str>) {
+        // What a write changed stands for the group's later writes only if the write is kept.
         if let (Some(ahead), Some(key)) = (self.ahead.as_deref_mut(), ahead_key(sql, params)) {
-            ahead.remove(&key);
+            ahead.insert(key.clone(), doc.map(str::to_owned));
+            self.remembered.push(key);
         }
     }
 

@@ -306,17 +306,15 @@ impl Tx<'_> {
         let mut params = scope_params(&self.scope);
         params.extend_from_slice(key);
         let sql = get_statement(&R::TABLE);
-        if let Some(found) = self.sql.read_ahead(&sql, &params) {
-            return found.map(|doc| Ok(serde_json::from_str(&doc)?)).transpose();
-        }
-        self.sql.query_opt(&sql, &params)?.map(|row| row.doc(0)).transpose()
+        let found = self.sql.read_records(&[(&sql, &params)])?.pop().flatten();
+        found.map(|doc| Ok(serde_json::from_str(&doc)?)).transpose()
     }
 
-    /// Says that the record of kind `R` with this key is being changed (see [`Sql::changing`]).
-    fn changing<R: Record>(&mut self, key: &[Param<'_>]) {
+    /// Says what the record of kind `R` with this key now is (see [`Sql::holds`]).
+    fn holds<R: Record>(&mut self, key: &[Param<'_>], doc: Option<&str>) {
         let mut params = scope_params(&self.scope);
         params.extend_from_slice(key);
-        self.sql.changing(&get_statement(&R::TABLE), &params);
+        self.sql.holds(&get_statement(&R::TABLE), &params, doc);
     }
 
     /// Two records, of kinds `A` and `B`, by their keys, read together: one round trip to a
@@ -333,14 +331,15 @@ impl Tx<'_> {
         params_a.extend_from_slice(a);
         let mut params_b = scope_params(&self.scope);
         params_b.extend_from_slice(b);
-        if self.sql.read_ahead(&sql_a, &params_a).is_some() || self.sql.read_ahead(&sql_b, &params_b).is_some() {
-            return Ok((self.get(a)?, self.get(b)?));
-        }
-        let rows = self.sql.query_each(&[(&sql_a, &params_a), (&sql_b, &params_b)])?;
-        let row = |i: usize| rows.get(i).and_then(|r| r.first());
+        let mut docs = self
+            .sql
+            .read_records(&[(&sql_a, &params_a), (&sql_b, &params_b)])?
+            .into_iter();
+        let mut next = || docs.next().flatten();
+        let (a, b) = (next(), next());
         Ok((
-            row(0).map(|r| r.doc(0)).transpose()?,
-            row(1).map(|r| r.doc(0)).transpose()?,
+            a.map(|doc| serde_json::from_str(&doc)).transpose()?,
+            b.map(|doc| serde_json::from_str(&doc)).transpose()?,
         ))
     }
 
@@ -348,12 +347,12 @@ impl Tx<'_> {
     /// the record's own (kept beside it by the store) are left as they are.
     pub fn put<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
-        self.changing::<R>(&record.key());
         let (sql, mut params, doc) = update_statement(&self.scope, record)?;
         params.push(Param::Text(&doc));
         if self.sql.execute(&sql, &params)? == 0 {
-            self.insert_with(record, &[])?;
+            return self.insert_with(record, &[]);
         }
+        self.holds::<R>(&record.key(), Some(&doc));
         Ok(())
     }
 
@@ -361,16 +360,16 @@ impl Tx<'_> {
     /// whose answer nothing waits for (a database across the network gets it with the next).
     pub fn update<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
-        self.changing::<R>(&record.key());
         let (sql, mut params, doc) = update_statement(&self.scope, record)?;
         params.push(Param::Text(&doc));
-        self.sql.execute_later(&sql, &params)
+        self.sql.execute_later(&sql, &params)?;
+        self.holds::<R>(&record.key(), Some(&doc));
+        Ok(())
     }
 
     /// Removes the record of kind `R` with this key; whether there was one.
     pub fn delete<R: Record>(&mut self, key: &[Param<'_>]) -> Result<bool, StoreError> {
         self.reach_record(&R::TABLE, key, true)?;
-        self.changing::<R>(key);
         let table = R::TABLE;
         let sql = format!(
             "DELETE FROM {} WHERE account = $1 AND region = $2{}",
@@ -379,13 +378,16 @@ impl Tx<'_> {
         );
         let mut params = scope_params(&self.scope);
         params.extend_from_slice(key);
-        Ok(self.sql.execute(&sql, &params)? > 0)
+        let deleted = self.sql.execute(&sql, &params)? > 0;
+        self.holds::<R>(key, None);
+        Ok(deleted)
     }
 
-    /// Stores a new record, with columns of the store's own beside the record's.
+    /// Stores a new record, with columns of the store's own beside the record's: one statement
+    /// nothing waits for, as the record is known to be new (its key is fresh, or was just found
+    /// missing under the write's hold).
     pub(super) fn insert_with<R: Record>(&mut self, record: &R, extra: &[(&str, Param<'_>)]) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
-        self.changing::<R>(&record.key());
         let table = R::TABLE;
         let doc = serde_json::to_string(record)?;
         let mut params = scope_params(&self.scope);
@@ -406,7 +408,8 @@ impl Tx<'_> {
             names.join(", "),
             placeholders(1, names.len()).collect::<Vec<_>>().join(", "),
         );
-        self.sql.execute(&sql, &params)?;
+        self.sql.execute_later(&sql, &params)?;
+        self.holds::<R>(&record.key(), Some(&doc));
         Ok(())
     }
 
@@ -449,32 +452,46 @@ impl Tx<'_> {
         limit: usize,
     ) -> Result<Vec<super::sql::Row>, StoreError> {
         self.reach_record(&R::TABLE, prefix, false)?;
-        let table = R::TABLE;
-        let order = table.key.last().copied().unwrap_or("doc");
-        let mut params = scope_params(&self.scope);
-        params.extend_from_slice(prefix);
-        let mut sql = format!(
-            "SELECT {what} FROM {} WHERE account = $1 AND region = $2{}",
-            table.name,
-            key_condition(&table.key[..prefix.len()], 3)
-        );
-        for filter in filters {
-            let (column, op, value) = match *filter {
-                Filter::Eq(c, v) => (c, "=", v),
-                Filter::Ne(c, v) => (c, "<>", v),
-                Filter::EqIf(c, Some(v)) => (c, "=", Param::Text(v)),
-                Filter::EqIf(_, None) => continue,
-            };
-            params.push(value);
-            sql.push_str(&format!(" AND {column} {op} ${}", params.len()));
-        }
-        params.push(Param::Text(after.unwrap_or("")));
-        params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
-        sql.push_str(&format!(
-            " AND {order} > ${} ORDER BY {order} LIMIT ${}",
-            params.len() - 1,
-            params.len()
-        ));
+        let (sql, params) = select_statement::<R>(&self.scope, what, prefix, filters, after, limit);
         self.sql.query(&sql, &params)
     }
+}
+
+/// The statement of [`Tx::list`] (selecting `what`) in `scope`, and its parameters, to run with
+/// others; the caller checks that its transaction reaches what it lists.
+pub(super) fn select_statement<'p, R: Record>(
+    scope: &'p crate::domain::Scope,
+    what: &str,
+    prefix: &[Param<'p>],
+    filters: &[Filter<'p>],
+    after: Option<&'p str>,
+    limit: usize,
+) -> (String, Vec<Param<'p>>) {
+    let table = R::TABLE;
+    let order = table.key.last().copied().unwrap_or("doc");
+    let mut params = scope_params(scope);
+    params.extend_from_slice(prefix);
+    let mut sql = format!(
+        "SELECT {what} FROM {} WHERE account = $1 AND region = $2{}",
+        table.name,
+        key_condition(&table.key[..prefix.len()], 3)
+    );
+    for filter in filters {
+        let (column, op, value) = match *filter {
+            Filter::Eq(c, v) => (c, "=", v),
+            Filter::Ne(c, v) => (c, "<>", v),
+            Filter::EqIf(c, Some(v)) => (c, "=", Param::Text(v)),
+            Filter::EqIf(_, None) => continue,
+        };
+        params.push(value);
+        sql.push_str(&format!(" AND {column} {op} ${}", params.len()));
+    }
+    params.push(Param::Text(after.unwrap_or("")));
+    params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    sql.push_str(&format!(
+        " AND {order} > ${} ORDER BY {order} LIMIT ${}",
+        params.len() - 1,
+        params.len()
+    ));
+    (sql, params)
 }

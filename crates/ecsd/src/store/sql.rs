@@ -208,15 +208,21 @@ pub trait Sql {
     /// Appends an event to the log, numbered after every event committed before it and
     /// visible when the transaction commits. A backend may number it only at the commit.
     fn append_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError>;
-    /// What the read `sql` of one record's document gave when it was made ahead of this write
-    /// ([`super::ReadAhead`]), if it was and the record has not been changed since: the
-    /// document, or `None` if there was no such record.
-    fn read_ahead(&mut self, _sql: &str, _params: &[Param<'_>]) -> Option<Option<String>> {
-        None
+    /// What reads of one record's document each (`SELECT doc ... WHERE` its key) find: the
+    /// document, or `None` where there is no such record; all at once. A backend across the
+    /// network may answer from what its commit group read before (ahead of its writes, see
+    /// [`super::ReadAhead`], or for an earlier write of the group), so every change to a
+    /// record must be announced with [`Sql::holds`].
+    fn read_records(&mut self, reads: &[(&str, &[Param<'_>])]) -> Result<Vec<Option<String>>, StoreError> {
+        self.query_each(reads)?
+            .into_iter()
+            .map(|rows| rows.first().map(|row| row.text(0).map(str::to_owned)).transpose())
+            .collect()
     }
-    /// Says that the record the read `sql` finds is being changed: what was read of it ahead
-    /// no longer holds.
-    fn changing(&mut self, _sql: &str, _params: &[Param<'_>]) {}
+    /// Says what the read `sql` of [`Sql::read_records`] finds now, in this transaction: the
+    /// document `doc`, or no record. Every change to a record says so; a read of many records
+    /// may say what it found of each.
+    fn holds(&mut self, _sql: &str, _params: &[Param<'_>], _doc: Option<&str>) {}
 }
 
 impl dyn Sql + '_ {

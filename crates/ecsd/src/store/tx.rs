@@ -19,7 +19,17 @@ pub struct Tx<'a> {
     pub(super) scope: Scope,
     /// The one cluster a write bound by [`super::Hold::Cluster`] may reach.
     pub(super) bound: Option<String>,
+    /// The usage documents of instances this transaction read in bulk ([`Tx::cluster_loads`]),
+    /// by cluster and instance: [`Tx::usage`] of one of them reads nothing more.
+    usage_seen: HashMap<(String, String), String>,
 }
+
+/// The read of one instance's usage, by account, region, cluster and instance.
+const USAGE: &str =
+    "SELECT doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3 AND instance = $4";
+/// Every instance's usage of a cluster, by account, region and cluster.
+const CLUSTER_USAGE: &str =
+    "SELECT instance, doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3";
 
 fn limit(n: usize) -> Param<'static> {
     Param::Int(i64::try_from(n).unwrap_or(i64::MAX))
@@ -33,7 +43,12 @@ impl<'a> Tx<'a> {
     /// A transaction that may reach only `bound`'s records, if it is given, and read (not
     /// change) the scope's own: what a write holding [`super::Hold::Cluster`] holds.
     pub fn bound(sql: &'a mut dyn Sql, scope: Scope, bound: Option<String>) -> Self {
-        Tx { sql, scope, bound }
+        Tx {
+            sql,
+            scope,
+            bound,
+            usage_seen: HashMap::new(),
+        }
     }
 
     /// Refuses to reach `cluster` if the transaction is bound to another: the hold it runs
@@ -75,6 +90,13 @@ impl<'a> Tx<'a> {
         let mut all = vec![Param::Text(&self.scope.account), Param::Text(&self.scope.region)];
         all.extend_from_slice(params);
         self.sql.execute(sql, &all)
+    }
+
+    /// [`Tx::execute`] of a statement nothing waits for ([`super::sql::Sql::execute_later`]).
+    fn execute_later(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), StoreError> {
+        let mut all = vec![Param::Text(&self.scope.account), Param::Text(&self.scope.region)];
+        all.extend_from_slice(params);
+        self.sql.execute_later(sql, &all)
     }
 
     pub fn cluster(&mut self, name: &str) -> Result<Option<Cluster>, StoreError> {
@@ -246,22 +268,35 @@ impl<'a> Tx<'a> {
     /// What the tasks placed on an instance hold, by the accounting of [`Usage`].
     pub fn usage(&mut self, cluster: &str, instance: &str) -> Result<Usage, StoreError> {
         self.reach(cluster)?;
-        self.query(
-            "SELECT doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3 AND instance = $4",
-            &[cluster.into(), instance.into()],
-        )?
-        .first()
-        .map_or(Ok(Usage::default()), |r| r.doc(0))
+        if let Some(doc) = self.usage_seen.get(&(cluster.to_owned(), instance.to_owned())) {
+            return Ok(serde_json::from_str(doc)?);
+        }
+        let params = [
+            self.scope.account.as_str().into(),
+            self.scope.region.as_str().into(),
+            cluster.into(),
+            instance.into(),
+        ];
+        let found = self.sql.read_records(&[(USAGE, &params)])?.pop().flatten();
+        found.map_or(Ok(Usage::default()), |doc| Ok(serde_json::from_str(&doc)?))
     }
 
     pub fn put_usage(&mut self, cluster: &str, instance: &str, usage: &Usage) -> Result<(), StoreError> {
         self.reach(cluster)?;
         let doc = serde_json::to_string(usage)?;
-        self.execute(
+        self.execute_later(
             "INSERT INTO instance_usage (account, region, cluster, instance, doc) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (account, region, cluster, instance) DO UPDATE SET doc = excluded.doc",
             &[cluster.into(), instance.into(), doc.as_str().into()],
         )?;
+        let params = [
+            self.scope.account.as_str().into(),
+            self.scope.region.as_str().into(),
+            cluster.into(),
+            instance.into(),
+        ];
+        self.sql.holds(USAGE, &params, Some(&doc));
+        self.usage_seen.remove(&(cluster.to_owned(), instance.to_owned()));
         Ok(())
     }
 
@@ -273,14 +308,55 @@ impl<'a> Tx<'a> {
     /// [`Tx::instance_load`] of every instance of a cluster that holds anything, in one read.
     pub fn cluster_loads(&mut self, cluster: &str) -> Result<HashMap<String, InstanceLoad>, StoreError> {
         self.reach(cluster)?;
-        let mut loads = HashMap::new();
-        for row in self.query(
-            "SELECT instance, doc FROM instance_usage WHERE account = $1 AND region = $2 AND cluster = $3",
-            &[cluster.into()],
-        )? {
-            loads.insert(row.text(0)?.to_owned(), row.doc::<Usage>(1)?.load());
+        let rows = self.query(CLUSTER_USAGE, &[cluster.into()])?;
+        self.loads(cluster, rows)
+    }
+
+    /// The loads of [`CLUSTER_USAGE`]'s rows, whose documents the transaction keeps.
+    fn loads(
+        &mut self,
+        cluster: &str,
+        rows: Vec<super::sql::Row>,
+    ) -> Result<HashMap<String, InstanceLoad>, StoreError> {
+        let mut loads = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let (instance, doc) = (row.text(0)?.to_owned(), row.text(1)?);
+            loads.insert(instance.clone(), serde_json::from_str::<Usage>(doc)?.load());
+            self.usage_seen.insert((cluster.to_owned(), instance), doc.to_owned());
         }
         Ok(loads)
+    }
+
+    /// The instances of a cluster in `status` ([`Tx::list_container_instances`]) with the
+    /// loads of the cluster ([`Tx::cluster_loads`]), read at once.
+    pub fn instances_and_loads(
+        &mut self,
+        cluster: &str,
+        status: ContainerInstanceStatus,
+    ) -> Result<(Vec<ContainerInstance>, HashMap<String, InstanceLoad>), StoreError> {
+        self.reach(cluster)?;
+        let scope_and_cluster = [
+            self.scope.account.as_str().into(),
+            self.scope.region.as_str().into(),
+            cluster.into(),
+        ];
+        let prefix = [Param::Text(cluster)];
+        let filter = [Filter::Eq("status", status.as_str().into())];
+        let (list, params) = super::records::select_statement::<ContainerInstance>(
+            &self.scope,
+            "doc",
+            &prefix,
+            &filter,
+            None,
+            usize::MAX,
+        );
+        let mut answers = self
+            .sql
+            .query_each(&[(&list, &params), (CLUSTER_USAGE, &scope_and_cluster)])?
+            .into_iter();
+        let (instances, usage) = (answers.next().unwrap_or_default(), answers.next().unwrap_or_default());
+        let instances = instances.iter().map(|row| row.doc(0)).collect::<Result<_, _>>()?;
+        Ok((instances, self.loads(cluster, usage)?))
     }
 
     pub fn task(&mut self, cluster: &str, id: &str) -> Result<Option<Task>, StoreError> {
@@ -302,8 +378,9 @@ impl<'a> Tx<'a> {
         )?;
         let task = new.task;
         let cluster = task_cluster(task);
+        // Keyed by fresh ids: they fail only when the database does.
         for attachment in &task.attachments {
-            self.execute(
+            self.execute_later(
                 "INSERT INTO task_attachments (account, region, cluster, attachment_id, task_id) VALUES ($1, $2, $3, $4, $5)",
                 &[cluster.into(), attachment.id.as_str().into(), task.id().into()],
             )?;
