@@ -165,10 +165,10 @@ pub(crate) fn finish(
     started: Instant,
     op_name: &'static str,
     principal: Option<&Principal>,
-    result: Result<Value, ApiError>,
+    result: Result<String, ApiError>,
 ) -> Response {
     let (response, code) = match result {
-        Ok(value) => (answer(StatusCode::OK, request_id, None, &value), None),
+        Ok(body) => (answer(StatusCode::OK, request_id, None, body), None),
         Err(err) => {
             if err.code.http_status() >= 500 {
                 tracing::error!(%request_id, operation = op_name, error = %err, "request failed");
@@ -194,13 +194,13 @@ pub(crate) fn finish(
 }
 
 /// Performs a call for a verified caller: the permission for its action, the model check of its
-/// input, the cluster scope of everything it names, then the operation.
+/// input, the cluster scope of everything it names, then the operation; its answer as JSON text.
 pub(crate) async fn call(
     state: &AppState,
     caller: Caller,
     operation: Operation,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<String, ApiError> {
     let admitted = gate::authorize(state, caller, operation.family(), &operation.action())?;
     let model = Model::get();
     let input = model.check_input(operation.name(), body)?;
@@ -222,7 +222,9 @@ pub(crate) async fn call(
     };
     let output = operation.call(&ctx, input).await?;
     if cfg!(debug_assertions) {
-        model.check_output(operation.name(), &output)?;
+        let value: Value =
+            serde_json::from_str(&output).map_err(|e| ApiError::server(format!("the response is not JSON: {e}")))?;
+        model.check_output(operation.name(), &value)?;
     }
     Ok(output)
 }
@@ -290,11 +292,11 @@ pub fn error_response(request_id: &str, err: &ApiError) -> Response {
     for (member, value) in &err.members {
         body[member] = value.clone();
     }
-    answer(status, request_id, Some(err.code.as_str()), &body)
+    answer(status, request_id, Some(err.code.as_str()), body.to_string())
 }
 
-fn answer(status: StatusCode, request_id: &str, error_type: Option<&str>, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+fn answer(status: StatusCode, request_id: &str, error_type: Option<&str>, body: String) -> Response {
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     if let Ok(id) = HeaderValue::from_str(request_id) {

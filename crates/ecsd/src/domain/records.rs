@@ -25,6 +25,12 @@ pub struct Cluster {
     pub options: Map<String, Value>,
 }
 
+/// What most requests need of a stored cluster, its status, read without the rest of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct ClusterState {
+    pub status: ClusterStatus,
+}
+
 /// A registered container instance as stored; `ops` adds the derived members
 /// (`remainingResources`, `runningTasksCount`, `pendingTasksCount`) when showing it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 use super::tasks::save_task;
 use super::{active_cluster, task_definitions, write_in_cluster, Ctx};
 use crate::domain::now;
-use crate::domain::records::{Cluster, Task};
+use crate::domain::records::{Cluster, ClusterState, Task};
 use crate::domain::status::ClusterStatus;
 use crate::domain::status::TaskStatus;
 use crate::domain::task_change::{self, ContainerReport, TaskStateReport};
@@ -53,7 +53,8 @@ fn reported(tx: &mut Tx<'_>, cluster: Option<&str>, task: Option<&str>) -> Resul
         let task = reported_task(tx, &cluster, task)?;
         return Ok((cluster, task));
     };
-    let (cluster, task) = tx.get_pair::<Cluster, Task>(&[name.into()], &[name.into(), id.into()])?;
+    let (cluster, task) =
+        tx.get_pair_as::<Cluster, ClusterState, Task, Task>(&[name.into()], &[name.into(), id.into()])?;
     if !cluster.is_some_and(|c| c.status == ClusterStatus::Active) {
         return Err(ApiError::cluster_not_found());
     }

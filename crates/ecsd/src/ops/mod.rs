@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
+use crate::domain::records::{Cluster, ClusterState};
 use crate::domain::status::ClusterStatus;
 use crate::domain::Scope;
 use crate::error::ApiError;
@@ -77,7 +78,8 @@ macro_rules! operations {
             }
 
             /// Runs the operation on a request already checked against the model.
-            pub async fn call(self, ctx: &Ctx, input: Value) -> Result<Value, ApiError> {
+            /// Runs the operation on a checked input; its output as JSON text.
+            pub async fn call(self, ctx: &Ctx, input: Value) -> Result<String, ApiError> {
                 match self {
                     $(Operation::$name => {
                         // The model's shapes, so a handler cannot take or give anything else.
@@ -85,7 +87,7 @@ macro_rules! operations {
                             .map_err(|e| ApiError::serialization(format!("Unable to read the request: {e}")))?;
                         let response: <shapes::operation::$name as OperationShapes>::Output =
                             $module::$handler(ctx, request).await?;
-                        serde_json::to_value(response)
+                        serde_json::to_string(&response)
                             .map_err(|e| ApiError::server(format!("Unable to write the response: {e}")))
                     })*
                 }
@@ -252,7 +254,7 @@ fn active_cluster(tx: &mut Tx<'_>, reference: Option<&str>) -> Result<String, Ap
         .cluster_name(reference)
         .ok_or_else(ApiError::cluster_not_found)?
         .to_owned();
-    match tx.cluster(&name)? {
+    match tx.get_as::<Cluster, ClusterState>(&[name.as_str().into()])? {
         Some(c) if c.status == ClusterStatus::Active => Ok(name),
         _ => Err(ApiError::cluster_not_found()),
     }

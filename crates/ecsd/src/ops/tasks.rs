@@ -38,7 +38,7 @@ pub(crate) fn save_task(tx: &mut Tx<'_>, cluster: &str, previous: &Task, mut nex
         return Ok(next);
     }
     next.version = previous.version + 1;
-    tx.update(&next)?;
+    tx.update(previous, &next)?;
     if let Some(instance) = previous
         .container_instance_arn
         .as_deref()

@@ -599,11 +599,12 @@ async fn writers_lose_no_update(stores: &[Arc<dyn Store>]) {
                 for _ in 0..10 {
                     // Half write back as `put`, half as `update` (sent with what follows).
                     let bump = move |tx: &mut Tx<'_>| {
-                        let mut record = tx.container_instance("c", "i1")?.expect("stored");
+                        let stored = tx.container_instance("c", "i1")?.expect("stored");
+                        let mut record = stored.clone();
                         record.version += 1;
                         match w % 4 < 2 {
                             true => tx.put(&record)?,
-                            false => tx.update(&record)?,
+                            false => tx.update(&stored, &record)?,
                         }
                         Ok(record.version)
                     };
@@ -632,14 +633,37 @@ async fn an_update_is_seen_by_what_follows_and_undone_with_its_write(store: Arc<
         record
     };
     let seen = write(&store, move |tx| {
-        tx.update(&version(2))?;
+        tx.update(&instance("i1"), &version(2))?;
         Ok(tx.container_instance("c", "i1")?.map(|r| r.version))
     })
     .await;
     assert_eq!(seen, Some(2), "the write's next statement sees its update");
+    // A changed column is rewritten with the document; one left as it was keeps its value.
+    let draining = move |v: i64| {
+        let mut record = version(v);
+        record.status = crate::domain::status::ContainerInstanceStatus::Draining;
+        record
+    };
+    write(&store, move |tx| tx.update(&version(2), &draining(3))).await;
+    write(&store, move |tx| tx.update(&draining(3), &draining(4))).await;
+    let listed = read(&store, |tx| {
+        tx.list_container_instances(
+            "c",
+            Some(crate::domain::status::ContainerInstanceStatus::Draining),
+            None,
+            10,
+        )
+    })
+    .await;
+    assert_eq!(
+        listed.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [4],
+        "found by its new status"
+    );
+    write(&store, move |tx| tx.update(&draining(4), &version(2))).await;
     let aborted: Result<(), StoreError> = store
         .write(&scope(), move |tx| {
-            tx.update(&version(3))?;
+            tx.update(&version(2), &version(3))?;
             Err(StoreError::Missing("abort".into()))
         })
         .await;
@@ -674,9 +698,10 @@ async fn what_a_write_reads_ahead_is_what_it_would_read(store: Arc<dyn Store>) {
                 let ahead = ["i1", "i2"].map(|id| ReadAhead::record::<ContainerInstance>(&scope(), &["c", id]));
                 store
                     .write_in_reading(&scope(), "c", ahead.to_vec(), move |tx| {
-                        let mut record = tx.container_instance("c", "i1")?.expect("stored");
+                        let stored = tx.container_instance("c", "i1")?.expect("stored");
+                        let mut record = stored.clone();
                         record.version += 1;
-                        tx.update(&record)?;
+                        tx.update(&stored, &record)?;
                         let made = tx.container_instance("c", "i2")?.is_none();
                         if made {
                             tx.put(&instance("i2"))?;

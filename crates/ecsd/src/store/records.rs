@@ -247,22 +247,27 @@ fn get_statement(table: &Table) -> String {
 
 /// The UPDATE of a record by its key, its parameters but the last (the document, given
 /// back beside them).
+/// Only the columns whose values differ from `previous`'s are set, when it is given: a column
+/// left alone costs its indexes nothing.
 fn update_statement<'r, R: Record>(
     scope: &'r crate::domain::Scope,
+    previous: Option<&'r R>,
     record: &'r R,
 ) -> Result<(String, Vec<Param<'r>>, String), StoreError> {
     let table = R::TABLE;
     let doc = serde_json::to_string(record)?;
     let mut params = scope_params(scope);
     params.extend(record.key());
-    let sets: Vec<String> = table
-        .columns
-        .iter()
-        .chain(["doc"].iter())
-        .enumerate()
-        .map(|(i, c)| format!("{c} = ${}", params.len() + 1 + i))
-        .collect();
-    params.extend(record.columns());
+    let before = previous.map(Record::columns);
+    let mut sets = Vec::with_capacity(table.columns.len() + 1);
+    for (i, (column, value)) in table.columns.iter().zip(record.columns()).enumerate() {
+        if before.as_ref().is_some_and(|b| b[i] == value) {
+            continue;
+        }
+        params.push(value);
+        sets.push(format!("{column} = ${}", params.len()));
+    }
+    sets.push(format!("doc = ${}", params.len() + 1));
     let sql = format!(
         "UPDATE {} SET {} WHERE account = $1 AND region = $2{}",
         table.name,
@@ -302,6 +307,12 @@ impl Tx<'_> {
 
     /// The record of kind `R` with this key (the values of `R::TABLE.key`).
     pub fn get<R: Record>(&mut self, key: &[Param<'_>]) -> Result<Option<R>, StoreError> {
+        self.get_as::<R, R>(key)
+    }
+
+    /// The record of kind `R` with this key, read as `V`: a view of the members a caller
+    /// needs, which costs less to read than the whole record.
+    pub fn get_as<R: Record, V: DeserializeOwned>(&mut self, key: &[Param<'_>]) -> Result<Option<V>, StoreError> {
         self.reach_record(&R::TABLE, key, false)?;
         let mut params = scope_params(&self.scope);
         params.extend_from_slice(key);
@@ -324,6 +335,15 @@ impl Tx<'_> {
         a: &[Param<'_>],
         b: &[Param<'_>],
     ) -> Result<(Option<A>, Option<B>), StoreError> {
+        self.get_pair_as::<A, A, B, B>(a, b)
+    }
+
+    /// [`Tx::get_pair`], each read as a view ([`Tx::get_as`]).
+    pub fn get_pair_as<A: Record, VA: DeserializeOwned, B: Record, VB: DeserializeOwned>(
+        &mut self,
+        a: &[Param<'_>],
+        b: &[Param<'_>],
+    ) -> Result<(Option<VA>, Option<VB>), StoreError> {
         self.reach_record(&A::TABLE, a, false)?;
         self.reach_record(&B::TABLE, b, false)?;
         let (sql_a, sql_b) = (get_statement(&A::TABLE), get_statement(&B::TABLE));
@@ -347,7 +367,7 @@ impl Tx<'_> {
     /// the record's own (kept beside it by the store) are left as they are.
     pub fn put<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
-        let (sql, mut params, doc) = update_statement(&self.scope, record)?;
+        let (sql, mut params, doc) = update_statement(&self.scope, None, record)?;
         params.push(Param::Text(&doc));
         if self.sql.execute(&sql, &params)? == 0 {
             return self.insert_with(record, &[]);
@@ -356,11 +376,12 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Rewrites a record this transaction found stored, as [`Tx::put`] would: one statement
-    /// whose answer nothing waits for (a database across the network gets it with the next).
-    pub fn update<R: Record>(&mut self, record: &R) -> Result<(), StoreError> {
+    /// Rewrites a record this transaction found stored as `previous`, as [`Tx::put`] would: one
+    /// statement whose answer nothing waits for (a database across the network gets it with the
+    /// next), setting only the columns that changed.
+    pub fn update<R: Record>(&mut self, previous: &R, record: &R) -> Result<(), StoreError> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
-        let (sql, mut params, doc) = update_statement(&self.scope, record)?;
+        let (sql, mut params, doc) = update_statement(&self.scope, Some(previous), record)?;
         params.push(Param::Text(&doc));
         self.sql.execute_later(&sql, &params)?;
         self.holds::<R>(&record.key(), Some(&doc));
