@@ -2,8 +2,8 @@
 //!
 //! Writes are committed in groups, as on SQLite, by a few writers per process, each with a
 //! connection of its own: a writer takes every write queued for it while its previous group
-//! committed, runs each in a savepoint of one READ COMMITTED transaction (a write whose closure
-//! fails rolls back alone) and commits them together, answering none before the commit.
+//! committed, runs them in one READ COMMITTED transaction (a write whose closure fails is rolled
+//! back alone, see below) and commits them together, answering none before the commit.
 //!
 //! What keeps concurrent groups (of this process's writers and of every other process) from
 //! losing an update or overcommitting an instance is the [`Hold`] of each write, taken as
@@ -14,6 +14,12 @@
 //! other. Events are numbered when their group commits, in the statement before the commit: the
 //! counter's row is locked from there to the commit, so numbers are taken in commit order and a
 //! reader that sees the counter at N sees every event up to N.
+//!
+//! Round trips are what a group pays for. The records its writes name ahead ([`ReadAhead`]) are
+//! read in the round trip that takes its locks; what any of its writes read or changed of a
+//! record is remembered for the group's later writes (nobody else can change it under the
+//! group's locks), and forgotten with a write that is rolled back; a write's changes go with the
+//! next statement or the commit, and a write takes a savepoint only if it sends a statement.
 //!
 //! Reads run as REPEATABLE READ, READ ONLY snapshots on a pool and wait for nothing. Nothing is
 //! needed from the database beyond a plain schema: no extension, no special isolation level.
