@@ -4,6 +4,9 @@
 //! [`Tx::list`] read, write and page any kind; a new kind needs its declaration here and its
 //! table in `schema`, and nothing in the backends.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -236,13 +239,33 @@ fn key_condition(columns: &[&str], from: usize) -> String {
         .collect()
 }
 
+/// A statement of `table` that `build` makes the first time `kind` and `variant` ask for it,
+/// and kept: a kind has a few (an update per set of changed columns), and building one costs
+/// more than finding it.
+fn built(table: &'static str, kind: &'static str, variant: u64, build: impl FnOnce() -> String) -> Arc<str> {
+    type Built = HashMap<(&'static str, &'static str, u64), Arc<str>>;
+    static BUILT: OnceLock<RwLock<Built>> = OnceLock::new();
+    let cache = BUILT.get_or_init(Default::default);
+    let key = (table, kind, variant);
+    if let Some(found) = cache.read().ok().and_then(|b| b.get(&key).cloned()) {
+        return found;
+    }
+    let statement: Arc<str> = build().into();
+    if let Ok(mut b) = cache.write() {
+        b.entry(key).or_insert_with(|| statement.clone());
+    }
+    statement
+}
+
 /// The statement that reads a record of `table` by its key.
-fn get_statement(table: &Table) -> String {
-    format!(
-        "SELECT doc FROM {} WHERE account = $1 AND region = $2{}",
-        table.name,
-        key_condition(table.key, 3)
-    )
+fn get_statement(table: &Table) -> Arc<str> {
+    built(table.name, "get", 0, || {
+        format!(
+            "SELECT doc FROM {} WHERE account = $1 AND region = $2{}",
+            table.name,
+            key_condition(table.key, 3)
+        )
+    })
 }
 
 /// The UPDATE of a record by its key, its parameters but the last (the document, given
@@ -253,27 +276,38 @@ fn update_statement<'r, R: Record>(
     scope: &'r crate::domain::Scope,
     previous: Option<&'r R>,
     record: &'r R,
-) -> Result<(String, Vec<Param<'r>>, String), StoreError> {
+) -> Result<(Arc<str>, Vec<Param<'r>>, String), StoreError> {
     let table = R::TABLE;
     let doc = serde_json::to_string(record)?;
     let mut params = scope_params(scope);
     params.extend(record.key());
     let before = previous.map(Record::columns);
-    let mut sets = Vec::with_capacity(table.columns.len() + 1);
-    for (i, (column, value)) in table.columns.iter().zip(record.columns()).enumerate() {
+    // Which columns are set, one bit each.
+    let mut set = 0u64;
+    for (i, value) in record.columns().into_iter().enumerate() {
         if before.as_ref().is_some_and(|b| b[i] == value) {
             continue;
         }
+        set |= 1 << i;
         params.push(value);
-        sets.push(format!("{column} = ${}", params.len()));
     }
-    sets.push(format!("doc = ${}", params.len() + 1));
-    let sql = format!(
-        "UPDATE {} SET {} WHERE account = $1 AND region = $2{}",
-        table.name,
-        sets.join(", "),
-        key_condition(table.key, 3)
-    );
+    let sql = built(table.name, "update", set, || {
+        let mut n = 2 + table.key.len();
+        let mut sets = Vec::with_capacity(table.columns.len() + 1);
+        for (i, column) in table.columns.iter().enumerate() {
+            if set & (1 << i) != 0 {
+                n += 1;
+                sets.push(format!("{column} = ${n}"));
+            }
+        }
+        sets.push(format!("doc = ${}", n + 1));
+        format!(
+            "UPDATE {} SET {} WHERE account = $1 AND region = $2{}",
+            table.name,
+            sets.join(", "),
+            key_condition(table.key, 3)
+        )
+    });
     Ok((sql, params, doc))
 }
 
@@ -287,7 +321,7 @@ impl ReadAhead {
         let mut params = vec![scope.account.clone(), scope.region.clone()];
         params.extend(key.iter().map(|k| (*k).to_owned()));
         ReadAhead {
-            statement: get_statement(&R::TABLE),
+            statement: get_statement(&R::TABLE).to_string(),
             params,
         }
     }
@@ -392,11 +426,13 @@ impl Tx<'_> {
     pub fn delete<R: Record>(&mut self, key: &[Param<'_>]) -> Result<bool, StoreError> {
         self.reach_record(&R::TABLE, key, true)?;
         let table = R::TABLE;
-        let sql = format!(
-            "DELETE FROM {} WHERE account = $1 AND region = $2{}",
-            table.name,
-            key_condition(table.key, 3)
-        );
+        let sql = built(table.name, "delete", 0, || {
+            format!(
+                "DELETE FROM {} WHERE account = $1 AND region = $2{}",
+                table.name,
+                key_condition(table.key, 3)
+            )
+        });
         let mut params = scope_params(&self.scope);
         params.extend_from_slice(key);
         let deleted = self.sql.execute(&sql, &params)? > 0;
@@ -416,19 +452,27 @@ impl Tx<'_> {
         params.extend(record.columns());
         params.push(Param::Text(&doc));
         params.extend(extra.iter().map(|(_, p)| *p));
-        let names: Vec<&str> = ["account", "region"]
-            .into_iter()
-            .chain(table.key.iter().copied())
-            .chain(table.columns.iter().copied())
-            .chain(["doc"])
-            .chain(extra.iter().map(|(c, _)| *c))
-            .collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            table.name,
-            names.join(", "),
-            placeholders(1, names.len()).collect::<Vec<_>>().join(", "),
-        );
+        let extra_columns = {
+            use std::hash::{Hash, Hasher};
+            let mut hash = std::collections::hash_map::DefaultHasher::new();
+            extra.iter().for_each(|(c, _)| c.hash(&mut hash));
+            hash.finish()
+        };
+        let sql = built(table.name, "insert", extra_columns, || {
+            let names: Vec<&str> = ["account", "region"]
+                .into_iter()
+                .chain(table.key.iter().copied())
+                .chain(table.columns.iter().copied())
+                .chain(["doc"])
+                .chain(extra.iter().map(|(c, _)| *c))
+                .collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                table.name,
+                names.join(", "),
+                placeholders(1, names.len()).collect::<Vec<_>>().join(", "),
+            )
+        });
         self.sql.execute_later(&sql, &params)?;
         self.holds::<R>(&record.key(), Some(&doc));
         Ok(())
