@@ -2,6 +2,7 @@
 //! "ECS Container Instance State Change", with the resource as ECS shows it in `detail` and its
 //! timestamps in ISO 8601.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -100,33 +101,48 @@ fn isoify(value: &mut Value) {
 }
 
 /// The envelope of an event about `resource_arn` with `detail` (API-shaped; its timestamps are
-/// rewritten as ISO 8601, and `updatedAt` is set to the event's time).
+/// rewritten as ISO 8601, and `updatedAt` is set to the event's time), as JSON text.
 pub fn envelope(
     scope: &Scope,
     detail_type: &str,
     resource_arn: &str,
     mut detail: Map<String, Value>,
     time: f64,
-) -> Value {
+) -> String {
     detail.insert("updatedAt".into(), json!(time));
     let mut detail = Value::Object(detail);
     isoify(&mut detail);
-    json!({
-        "version": "0",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "detail-type": detail_type,
-        "source": "aws.ecs",
-        "account": scope.account,
+    // Written straight to text, its members in the order a JSON object of them would have.
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        account: &'a str,
+        detail: &'a Value,
+        #[serde(rename = "detail-type")]
+        detail_type: &'a str,
+        id: String,
+        region: &'a str,
+        resources: [&'a str; 1],
+        source: &'static str,
+        time: String,
+        version: &'static str,
+    }
+    let envelope = Envelope {
+        account: &scope.account,
+        detail: &detail,
+        detail_type,
+        id: uuid::Uuid::new_v4().to_string(),
+        region: &scope.region,
+        resources: [resource_arn],
+        source: "aws.ecs",
         // EventBridge's `time` has whole seconds.
-        "time": iso8601(time.floor()),
-        "region": scope.region,
-        "resources": [resource_arn],
-        "detail": detail,
-    })
+        time: iso8601(time.floor()),
+        version: "0",
+    };
+    serde_json::to_string(&envelope).unwrap_or_default()
 }
 
-/// The "ECS Task State Change" event for `task` as it now is.
-pub fn task_event(scope: &Scope, task: &Task, time: f64) -> Value {
+/// The "ECS Task State Change" event for `task` as it now is, as JSON text.
+pub fn task_event(scope: &Scope, task: &Task, time: f64) -> String {
     let mut detail = match serde_json::to_value(task) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
@@ -147,12 +163,28 @@ mod tests {
         let scope = Scope::new("123456789012", "us-east-1");
         let detail =
             json!({"createdAt": 1_700_000_000.5, "containers": [{"name": "a", "lastStartedAt": 1.0}], "version": 3});
-        let event = envelope(
+        let text = envelope(
             &scope,
             TASK_STATE_CHANGE,
             "arn:t",
             detail.as_object().cloned().unwrap(),
             1_700_000_001.0,
+        );
+        let event: Value = serde_json::from_str(&text).unwrap();
+        let keys: Vec<&String> = event.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "account",
+                "detail",
+                "detail-type",
+                "id",
+                "region",
+                "resources",
+                "source",
+                "time",
+                "version"
+            ]
         );
         assert_eq!(event["detail"]["createdAt"], "2023-11-14T22:13:20.5Z");
         assert_eq!(

@@ -171,13 +171,7 @@ pub(crate) fn save_instance(
         instance_arn: arn.clone(),
     }
     .encode();
-    tx.append_event(
-        cluster,
-        events::INSTANCE_STATE_CHANGE,
-        time,
-        &event.to_string(),
-        Some(&notice),
-    )
+    tx.append_event(cluster, events::INSTANCE_STATE_CHANGE, time, &event, Some(&notice))
 }
 
 /// Attributes other than the ones ECS and its agent define count against the limit.

@@ -1360,7 +1360,7 @@ pub(crate) fn capacity_steady(
         .into_iter()
         .collect();
         let event = events::envelope(tx.scope(), SERVICE_ACTION, &service.service_arn, detail, at);
-        tx.append_event(cluster, SERVICE_ACTION, at, &event.to_string(), None)?;
+        tx.append_event(cluster, SERVICE_ACTION, at, &event, None)?;
     }
     Ok(())
 }
@@ -1389,7 +1389,7 @@ fn announce(
         detail.insert("createdAt".into(), at.into());
     }
     let event = events::envelope(tx.scope(), detail_type, &service.service_arn, detail, at);
-    tx.append_event(cluster, detail_type, at, &event.to_string(), None)
+    tx.append_event(cluster, detail_type, at, &event, None)
 }
 
 /// The circuit breaker: a PRIMARY deployment none of whose tasks has run, with as many tasks

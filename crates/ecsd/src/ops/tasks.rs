@@ -80,13 +80,7 @@ fn append_task_event(tx: &mut Tx<'_>, cluster: &str, task: &Task) -> Result<(), 
     let time = now();
     let event = events::task_event(tx.scope(), task, time);
     let notice = events::Notice::of_task(task).map(|n| n.encode());
-    tx.append_event(
-        cluster,
-        events::TASK_STATE_CHANGE,
-        time,
-        &event.to_string(),
-        notice.as_deref(),
-    )
+    tx.append_event(cluster, events::TASK_STATE_CHANGE, time, &event, notice.as_deref())
 }
 
 /// The id at the end of an ARN.
