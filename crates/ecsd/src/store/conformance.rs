@@ -738,6 +738,83 @@ async fn what_a_write_reads_ahead_is_what_it_would_read(store: Arc<dyn Store>) {
     assert_eq!(stored.map(|r| r.version), Some(33));
 }
 
+async fn what_a_write_read_of_a_table_is_forgotten_when_the_table_changes(store: Arc<dyn Store>) {
+    #[derive(Debug)]
+    enum Outcome {
+        Refused,
+        Failed(StoreError),
+    }
+    impl From<StoreError> for Outcome {
+        fn from(e: StoreError) -> Self {
+            Outcome::Failed(e)
+        }
+    }
+    write(&store, |tx| tx.put(&instance("i0"))).await;
+    // Writes of one cluster that list its ACTIVE instances; every second one then registers
+    // another, and every third aborts after that. Whatever order they commit in, each must have
+    // seen every instance a write kept before it added, and none an aborted write added.
+    let writers: Vec<_> = (0..48)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let added = format!("i{}", w + 1);
+                let result = store
+                    .write_in(&scope(), "c", move |tx| {
+                        let (listed, _) =
+                            tx.instances_and_loads("c", crate::domain::status::ContainerInstanceStatus::Active)?;
+                        let seen: std::collections::BTreeSet<String> = listed
+                            .iter()
+                            .map(|i| {
+                                i.container_instance_arn
+                                    .rsplit('/')
+                                    .next()
+                                    .unwrap_or_default()
+                                    .to_owned()
+                            })
+                            .collect();
+                        let adds = w % 2 == 0;
+                        if adds {
+                            tx.put(&instance(&format!("i{}", w + 1)))?;
+                        }
+                        if w % 3 == 2 {
+                            return Err(Outcome::Refused);
+                        }
+                        Ok((seen, adds))
+                    })
+                    .await;
+                (added, result)
+            })
+        })
+        .collect();
+    let (mut kept, mut aborted) = (Vec::new(), Vec::new());
+    for writer in writers {
+        match writer.await.unwrap() {
+            (added, Ok((seen, adds))) => kept.push((seen, adds.then_some(added))),
+            (added, Err(Outcome::Refused)) => aborted.push(added),
+            (_, Err(Outcome::Failed(e))) => panic!("a write failed: {e}"),
+        }
+    }
+    for (seen, _) in &kept {
+        assert!(
+            aborted.iter().all(|a| !seen.contains(a)),
+            "an aborted write's instance was seen"
+        );
+    }
+    let after = |(seen, added): &(std::collections::BTreeSet<String>, Option<String>)| {
+        let mut all = seen.clone();
+        all.extend(added.clone());
+        all
+    };
+    for a in &kept {
+        for b in &kept {
+            assert!(
+                after(a).is_subset(&b.0) || after(b).is_subset(&a.0) || std::ptr::eq(a, b),
+                "two writes saw each other's changes in no order: {a:?} {b:?}"
+            );
+        }
+    }
+}
+
 async fn a_write_bound_to_a_cluster_reaches_nothing_else(store: Arc<dyn Store>) {
     let unheld = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Unheld { .. }));
     let bound = |f: fn(&mut Tx<'_>) -> Result<(), StoreError>| {
@@ -849,6 +926,7 @@ conformance!(
     a_write_bound_to_a_cluster_reaches_nothing_else,
     an_update_is_seen_by_what_follows_and_undone_with_its_write,
     what_a_write_reads_ahead_is_what_it_would_read,
+    what_a_write_read_of_a_table_is_forgotten_when_the_table_changes,
     connections_of_a_lapsed_lease_are_found,
 );
 

@@ -343,6 +343,32 @@ fn try_locks(
 /// record.
 type AheadReads = std::collections::HashMap<ReadAhead, Option<String>>;
 
+/// A read of many rows, by its statement and parameters (as `Debug` renders them).
+type ReadKey = (String, Vec<String>);
+
+/// What a commit group knows, under its locks, of what its writes read: records (read ahead,
+/// read, or changed by one of them), and reads of many rows of one table each
+/// ([`Sql::reads_of`]), which a change to that table makes it forget.
+#[derive(Default)]
+struct GroupReads {
+    records: AheadReads,
+    of_tables: std::collections::HashMap<ReadKey, (String, Vec<Row>)>,
+}
+
+impl GroupReads {
+    fn clear(&mut self) {
+        self.records.clear();
+        self.of_tables.clear();
+    }
+}
+
+/// What a write put into its group's [`GroupReads`], forgotten if the write is rolled back.
+#[derive(Default)]
+struct Remembered {
+    records: Vec<ReadAhead>,
+    of_tables: Vec<ReadKey>,
+}
+
 /// Reads what `reads` name, after what is owed, in one round trip.
 fn read_ahead(
     rt: &tokio::runtime::Runtime,
@@ -395,9 +421,9 @@ fn commit_group(
     let mut answers = Vec::new();
     let mut events = Vec::new();
     let mut broken: Option<String> = None;
-    // What the writes that share the first write's hold read ahead. Those are the only writes
-    // it serves: a write of another hold may change records its own way (a sweep).
-    let mut ahead = AheadReads::new();
+    // What the writes that share the first write's hold read. Those are the only writes it
+    // serves: a write of another hold may change records its own way (a sweep).
+    let mut known = GroupReads::default();
     let mut first_hold: Option<Hold> = None;
     while answers.len() < MAX_GROUP {
         let Some(next) = waiting.front() else { break };
@@ -421,7 +447,7 @@ fn commit_group(
                 }
                 if !reads.is_empty() {
                     match read_ahead(rt, client, std::mem::take(&mut owed), reads) {
-                        Ok(found) => ahead = found,
+                        Ok(found) => known.records = found,
                         Err(why) => {
                             broken = Some(why);
                             break;
@@ -447,7 +473,7 @@ fn commit_group(
             break;
         };
         if *first_hold.get_or_insert_with(|| hold.clone()) != hold {
-            ahead.clear();
+            known.clear();
         }
         let mut conn = Conn {
             client: &*client,
@@ -457,8 +483,8 @@ fn commit_group(
             failed: None,
             events: Some(Vec::new()),
             savepoint: false,
-            ahead: Some(&mut ahead),
-            remembered: Vec::new(),
+            known: Some(&mut known),
+            remembered: Remembered::default(),
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut conn)))
             .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())));
@@ -479,8 +505,11 @@ fn commit_group(
                 then(&mut owed, "RELEASE SAVEPOINT ecsd_write");
             }
         } else {
-            for key in &remembered {
-                ahead.remove(key);
+            for key in &remembered.records {
+                known.records.remove(key);
+            }
+            for key in &remembered.of_tables {
+                known.of_tables.remove(key);
             }
             // Its own statements not yet sent are dropped; those sent are rolled back.
             owed.truncate(mine);
@@ -653,8 +682,8 @@ impl Backend for PostgresStore {
                     failed: None,
                     events: None,
                     savepoint: false,
-                    ahead: None,
-                    remembered: Vec::new(),
+                    known: None,
+                    remembered: Remembered::default(),
                 };
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(&mut conn)))
                     .map_err(|_| StoreError::Worker("a transaction panicked".into()))?
@@ -716,9 +745,9 @@ struct Conn<'a, C: GenericClient, D: Drive> {
     /// Whether this write took its savepoint (before the first statement it sent).
     savepoint: bool,
     /// What its group read ahead, and read for its earlier writes (a read has none).
-    ahead: Option<&'a mut AheadReads>,
-    /// What this write read into `ahead`.
-    remembered: Vec<ReadAhead>,
+    known: Option<&'a mut GroupReads>,
+    /// What this write put into `known`.
+    remembered: Remembered,
 }
 
 /// An event appended by a write of the group being committed.
@@ -928,7 +957,7 @@ impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
 
     fn read_records(&mut self, reads: &[(&str, &[Param<'_>])]) -> Result<Vec<Option<String>>, StoreError> {
         // A read transaction, or a write whose group reads nothing but by its statements.
-        let Some(ahead) = self.ahead.as_deref() else {
+        let Some(ahead) = self.known.as_deref().map(|k| &k.records) else {
             return self
                 .query_each(reads)?
                 .into_iter()
@@ -950,21 +979,57 @@ impl<C: GenericClient, D: Drive> Sql for Conn<'_, C, D> {
             let doc = first_doc(rows)?;
             // What a write read may rest on its own changes: it is kept for the group's later
             // writes only if the write is.
-            if let (Some(key), Some(ahead)) = (keys[i].clone(), self.ahead.as_deref_mut()) {
-                ahead.insert(key.clone(), doc.clone());
-                self.remembered.push(key);
+            if let (Some(key), Some(known)) = (keys[i].clone(), self.known.as_deref_mut()) {
+                known.records.insert(key.clone(), doc.clone());
+                self.remembered.records.push(key);
             }
             found[i] = Some(doc);
         }
         Ok(found.into_iter().flatten().collect())
     }
 
-    fn holds(&mut self, sql: &str, params: &[Param<'_>], doc: Option<&str>) {
+    fn holds(&mut self, table: &str, sql: &str, params: &[Param<'_>], doc: Option<&str>) {
+        let Some(known) = self.known.as_deref_mut() else {
+            return;
+        };
+        known.of_tables.retain(|_, (of, _)| of != table);
         // What a write changed stands for the group's later writes only if the write is kept.
-        if let (Some(ahead), Some(key)) = (self.ahead.as_deref_mut(), ahead_key(sql, params)) {
-            ahead.insert(key.clone(), doc.map(str::to_owned));
-            self.remembered.push(key);
+        if let Some(key) = ahead_key(sql, params) {
+            known.records.insert(key.clone(), doc.map(str::to_owned));
+            self.remembered.records.push(key);
         }
+    }
+
+    fn reads_of(&mut self, reads: &[(&str, &str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, StoreError> {
+        let Some(known) = self.known.as_deref() else {
+            let statements: Vec<(&str, &[Param<'_>])> = reads.iter().map(|(_, sql, params)| (*sql, *params)).collect();
+            return self.query_each(&statements);
+        };
+        let keys: Vec<ReadKey> = reads
+            .iter()
+            .map(|(_, sql, params)| ((*sql).to_owned(), params.iter().map(|p| format!("{p:?}")).collect()))
+            .collect();
+        let mut found: Vec<Option<Vec<Row>>> = keys
+            .iter()
+            .map(|key| known.of_tables.get(key).map(|(_, rows)| rows.clone()))
+            .collect();
+        let missing: Vec<usize> = (0..reads.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let asked: Vec<(&str, &[Param<'_>])> = missing.iter().map(|&i| (reads[i].1, reads[i].2)).collect();
+            let answers = self.query_each(&asked)?;
+            for (&i, rows) in missing.iter().zip(answers) {
+                // Kept for the group's later writes only if this write is (what it read may
+                // rest on its own changes).
+                if let Some(known) = self.known.as_deref_mut() {
+                    known
+                        .of_tables
+                        .insert(keys[i].clone(), (reads[i].0.to_owned(), rows.clone()));
+                    self.remembered.of_tables.push(keys[i].clone());
+                }
+                found[i] = Some(rows);
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
     }
 
     fn query_each(&mut self, statements: &[(&str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, StoreError> {

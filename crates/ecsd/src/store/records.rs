@@ -359,7 +359,7 @@ impl Tx<'_> {
     fn holds<R: Record>(&mut self, key: &[Param<'_>], doc: Option<&str>) {
         let mut params = scope_params(&self.scope);
         params.extend_from_slice(key);
-        self.sql.holds(&get_statement(&R::TABLE), &params, doc);
+        self.sql.holds(R::TABLE.name, &get_statement(&R::TABLE), &params, doc);
     }
 
     /// Two records, of kinds `A` and `B`, by their keys, read together: one round trip to a

@@ -220,9 +220,16 @@ pub trait Sql {
             .collect()
     }
     /// Says what the read `sql` of [`Sql::read_records`] finds now, in this transaction: the
-    /// document `doc`, or no record. Every change to a record says so; a read of many records
-    /// may say what it found of each.
-    fn holds(&mut self, _sql: &str, _params: &[Param<'_>], _doc: Option<&str>) {}
+    /// document `doc`, or no record, of a row of `table`. Every change to a row of a table that
+    /// [`Sql::read_records`] or [`Sql::reads_of`] read says so.
+    fn holds(&mut self, _table: &str, _sql: &str, _params: &[Param<'_>], _doc: Option<&str>) {}
+    /// Reads whose answers depend only on the rows of one table each (`(table, sql, params)`),
+    /// all at once. A backend across the network may answer from what its commit group read
+    /// before, until a change to that table is announced ([`Sql::holds`]).
+    fn reads_of(&mut self, reads: &[(&str, &str, &[Param<'_>])]) -> Result<Vec<Vec<Row>>, StoreError> {
+        let statements: Vec<(&str, &[Param<'_>])> = reads.iter().map(|(_, sql, params)| (*sql, *params)).collect();
+        self.query_each(&statements)
+    }
 }
 
 impl dyn Sql + '_ {

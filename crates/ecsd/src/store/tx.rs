@@ -153,14 +153,23 @@ impl<'a> Tx<'a> {
 
     /// The newest ACTIVE revision of a family.
     pub fn latest_task_definition(&mut self, family: &str) -> Result<Option<StoredTaskDefinition>, StoreError> {
-        self.query(
-            "SELECT doc FROM task_definitions WHERE account = $1 AND region = $2 AND family = $3 AND status = 'ACTIVE'
-             ORDER BY revision DESC LIMIT 1",
-            &[family.into()],
-        )?
-        .first()
-        .map(|r| r.doc(0))
-        .transpose()
+        let params = [
+            self.scope.account.as_str().into(),
+            self.scope.region.as_str().into(),
+            family.into(),
+        ];
+        self.sql
+            .reads_of(&[(
+                "task_definitions",
+                "SELECT doc FROM task_definitions WHERE account = $1 AND region = $2 AND family = $3 AND status = 'ACTIVE'
+                 ORDER BY revision DESC LIMIT 1",
+                &params,
+            )])?
+            .pop()
+            .unwrap_or_default()
+            .first()
+            .map(|r| r.doc(0))
+            .transpose()
     }
 
     /// The highest revision ever registered in a family (0 if none), active or not.
@@ -295,7 +304,7 @@ impl<'a> Tx<'a> {
             cluster.into(),
             instance.into(),
         ];
-        self.sql.holds(USAGE, &params, Some(&doc));
+        self.sql.holds("instance_usage", USAGE, &params, Some(&doc));
         self.usage_seen.remove(&(cluster.to_owned(), instance.to_owned()));
         Ok(())
     }
@@ -352,7 +361,10 @@ impl<'a> Tx<'a> {
         );
         let mut answers = self
             .sql
-            .query_each(&[(&list, &params), (CLUSTER_USAGE, &scope_and_cluster)])?
+            .reads_of(&[
+                ("container_instances", &list, &params),
+                ("instance_usage", CLUSTER_USAGE, &scope_and_cluster),
+            ])?
             .into_iter();
         let (instances, usage) = (answers.next().unwrap_or_default(), answers.next().unwrap_or_default());
         let instances = instances.iter().map(|row| row.doc(0)).collect::<Result<_, _>>()?;
