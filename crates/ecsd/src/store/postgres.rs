@@ -18,8 +18,9 @@
 //! Round trips are what a group pays for. The records its writes name ahead ([`ReadAhead`]) are
 //! read in the round trip that takes its locks; what any of its writes read or changed of a
 //! record is remembered for the group's later writes (nobody else can change it under the
-//! group's locks), and forgotten with a write that is rolled back; a write's changes go with the
-//! next statement or the commit, and a write takes a savepoint only if it sends a statement.
+//! group's locks), as are reads of a table's rows until a write of the group changes that table;
+//! what a write put there is forgotten if it is rolled back. A write's changes go with the next
+//! statement or the commit, and a write takes a savepoint only if it sends a statement.
 //!
 //! Reads run as REPEATABLE READ, READ ONLY snapshots on a pool and wait for nothing. Nothing is
 //! needed from the database beyond a plain schema: no extension, no special isolation level.
