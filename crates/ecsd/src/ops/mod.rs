@@ -77,8 +77,8 @@ macro_rules! operations {
                 }
             }
 
-            /// Runs the operation on a request already checked against the model.
-            /// Runs the operation on a checked input; its output as JSON text.
+            /// Runs the operation on a request already checked against the model; its output as
+            /// JSON text.
             pub async fn call(self, ctx: &Ctx, input: Value) -> Result<String, ApiError> {
                 match self {
                     $(Operation::$name => {
@@ -222,13 +222,11 @@ fn canonical(value: &Value, digest: &mut Sha256) {
     }
 }
 
-/// The cluster a request names (`default` when it names none), if it exists and is ACTIVE.
 /// Runs `f` as a write bound to the cluster `reference` names (`default` if none): it waits for
 /// no write to another cluster, and may reach no other ([`crate::store::Hold::Cluster`]). A
 /// reference that names no cluster of the scope is the ClusterNotFoundException that
-/// [`active_cluster`] would find.
-/// `ahead` names what the write will read, given the scope and the cluster's name
-/// ([`ReadAhead`]).
+/// [`active_cluster`] would find. `ahead` names what the write will read, given the scope and
+/// the cluster's name ([`ReadAhead`]).
 async fn write_in_cluster<R, F>(
     ctx: &Ctx,
     reference: Option<&str>,
@@ -247,6 +245,7 @@ where
         .await
 }
 
+/// The cluster a request names (`default` when it names none), if it exists and is ACTIVE.
 fn active_cluster(tx: &mut Tx<'_>, reference: Option<&str>) -> Result<String, ApiError> {
     let reference = reference.unwrap_or("default");
     let name = tx

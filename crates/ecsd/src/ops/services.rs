@@ -1157,13 +1157,7 @@ fn launch(
         .get("placementConstraints")
         .and_then(|s| serde_json::from_value(s.clone()).ok())
         .unwrap_or_default();
-    let (mut member_of, distinct_instance) = tasks::constraints(&requested_constraints)?;
-    member_of.extend(tasks::definition_constraints(tx, &target.task_definition)?);
-    let rules = Rules {
-        strategies: &strategies,
-        member_of: &member_of,
-        distinct_instance,
-    };
+    let (member_of, distinct_instance) = tasks::constraints(&requested_constraints)?;
     // What each provider of the strategy runs of the service already.
     let mut running: Vec<(String, i64)> = Vec::new();
     for task in live.iter().filter(|t| phase(t) != Phase::Stopping) {
@@ -1212,6 +1206,12 @@ fn launch(
                 });
             }
         }
+        let member_of = [member_of.as_slice(), &template.constraints].concat();
+        let rules = Rules {
+            strategies: &strategies,
+            member_of: &member_of,
+            distinct_instance,
+        };
         let (placed, refusals) = match tasks::place_tasks(tx, &request, &template, batch.count, &rules) {
             Ok(placed) => placed,
             Err(e) if e.code.http_status() < 500 => {
@@ -1890,8 +1890,6 @@ fn daemon_instances(
     service: &Service,
     task_definition: &str,
 ) -> Result<Vec<crate::domain::placement::Candidate>, ApiError> {
-    use crate::domain::placement::Candidate;
-    use crate::domain::status::ContainerInstanceStatus;
     let requested: Vec<shapes::PlacementConstraint> = service
         .options
         .get("placementConstraints")
@@ -1899,18 +1897,9 @@ fn daemon_instances(
         .unwrap_or_default();
     let (mut member_of, _) = tasks::constraints(&requested)?;
     member_of.extend(tasks::definition_constraints(tx, task_definition)?);
-    let instances = tx.list_container_instances(cluster, Some(ContainerInstanceStatus::Active), None, usize::MAX)?;
-    let mut loads = tx.cluster_loads(cluster)?;
-    Ok(instances
-        .into_iter()
-        .map(|instance| {
-            let load = loads
-                .remove(tasks::id_of(&instance.container_instance_arn))
-                .unwrap_or_default();
-            Candidate { instance, load }
-        })
-        .filter(|c| member_of.iter().all(|e| e.matches(&c.facts())))
-        .collect())
+    let mut candidates = tasks::candidates(tx, cluster, |_| true)?;
+    candidates.retain(|c| member_of.iter().all(|e| e.matches(&c.facts())));
+    Ok(candidates)
 }
 
 pub async fn list_services_by_namespace(

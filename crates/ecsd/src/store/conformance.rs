@@ -676,17 +676,21 @@ async fn an_update_is_seen_by_what_follows_and_undone_with_its_write(store: Arc<
     );
 }
 
+/// How a write of the tests below ends when it does not commit: refused by its own closure, or
+/// failed in the store.
+#[derive(Debug)]
+enum Refusal {
+    Refused,
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Failed(e)
+    }
+}
+
 async fn what_a_write_reads_ahead_is_what_it_would_read(store: Arc<dyn Store>) {
-    #[derive(Debug)]
-    enum Outcome {
-        Refused,
-        Failed(StoreError),
-    }
-    impl From<StoreError> for Outcome {
-        fn from(e: StoreError) -> Self {
-            Outcome::Failed(e)
-        }
-    }
     write(&store, |tx| tx.put(&instance("i1"))).await;
     // Writes of one cluster that say they read `i1` (stored) and `i2` (not yet): each bumps
     // `i1`, and the first to find `i2` missing stores it; every third aborts after its changes.
@@ -707,7 +711,7 @@ async fn what_a_write_reads_ahead_is_what_it_would_read(store: Arc<dyn Store>) {
                             tx.put(&instance("i2"))?;
                         }
                         if w % 3 == 2 {
-                            return Err(Outcome::Refused);
+                            return Err(Refusal::Refused);
                         }
                         Ok((record.version, made))
                     })
@@ -723,8 +727,8 @@ async fn what_a_write_reads_ahead_is_what_it_would_read(store: Arc<dyn Store>) {
                 versions.push(version);
                 made += usize::from(m);
             }
-            Err(Outcome::Refused) => assert_eq!(w % 3, 2),
-            Err(Outcome::Failed(e)) => panic!("a write failed: {e}"),
+            Err(Refusal::Refused) => assert_eq!(w % 3, 2),
+            Err(Refusal::Failed(e)) => panic!("a write failed: {e}"),
         }
     }
     versions.sort_unstable();
@@ -739,16 +743,6 @@ async fn what_a_write_reads_ahead_is_what_it_would_read(store: Arc<dyn Store>) {
 }
 
 async fn what_a_write_read_of_a_table_is_forgotten_when_the_table_changes(store: Arc<dyn Store>) {
-    #[derive(Debug)]
-    enum Outcome {
-        Refused,
-        Failed(StoreError),
-    }
-    impl From<StoreError> for Outcome {
-        fn from(e: StoreError) -> Self {
-            Outcome::Failed(e)
-        }
-    }
     write(&store, |tx| tx.put(&instance("i0"))).await;
     // Writes of one cluster that list its ACTIVE instances; every second one then registers
     // another, and every third aborts after that. Whatever order they commit in, each must have
@@ -777,7 +771,7 @@ async fn what_a_write_read_of_a_table_is_forgotten_when_the_table_changes(store:
                             tx.put(&instance(&format!("i{}", w + 1)))?;
                         }
                         if w % 3 == 2 {
-                            return Err(Outcome::Refused);
+                            return Err(Refusal::Refused);
                         }
                         Ok((seen, adds))
                     })
@@ -790,8 +784,8 @@ async fn what_a_write_read_of_a_table_is_forgotten_when_the_table_changes(store:
     for writer in writers {
         match writer.await.unwrap() {
             (added, Ok((seen, adds))) => kept.push((seen, adds.then_some(added))),
-            (added, Err(Outcome::Refused)) => aborted.push(added),
-            (_, Err(Outcome::Failed(e))) => panic!("a write failed: {e}"),
+            (added, Err(Refusal::Refused)) => aborted.push(added),
+            (_, Err(Refusal::Failed(e))) => panic!("a write failed: {e}"),
         }
     }
     for (seen, _) in &kept {

@@ -37,7 +37,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::schema::MIGRATIONS;
-use super::sql::{Cell, Dialect, NewEvent, Param, Row, Sql};
+use super::sql::{first_doc, Cell, Dialect, NewEvent, Param, Row, Sql};
 use super::{Backend, BoxFuture, Hold, ReadAhead, SqlFn, StoreError, TxOutcome, Write};
 
 /// Migrations run under this one, by one process at a time.
@@ -869,11 +869,6 @@ fn cells(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
         out.push(cell.unwrap_or(Cell::Null));
     }
     Ok(Row(out))
-}
-
-/// The document of the first of `rows`, if there is one.
-fn first_doc(rows: &[Row]) -> Result<Option<String>, StoreError> {
-    rows.first().map(|row| row.text(0).map(str::to_owned)).transpose()
 }
 
 /// The read ahead that `sql` with `params` would be, if its parameters are all text (as the

@@ -268,10 +268,9 @@ fn get_statement(table: &Table) -> Arc<str> {
     })
 }
 
-/// The UPDATE of a record by its key, its parameters but the last (the document, given
-/// back beside them).
-/// Only the columns whose values differ from `previous`'s are set, when it is given: a column
-/// left alone costs its indexes nothing.
+/// The UPDATE of a record by its key, its parameters but the last (the document, given back
+/// beside them). Only the columns whose values differ from `previous`'s are set, when it is
+/// given: a column left alone costs its indexes nothing.
 fn update_statement<'r, R: Record>(
     scope: &'r crate::domain::Scope,
     previous: Option<&'r R>,
@@ -279,7 +278,7 @@ fn update_statement<'r, R: Record>(
 ) -> Result<(Arc<str>, Vec<Param<'r>>, String), StoreError> {
     let table = R::TABLE;
     let doc = serde_json::to_string(record)?;
-    let mut params = scope_params(scope);
+    let mut params = scoped(scope, &[]);
     params.extend(record.key());
     let before = previous.map(Record::columns);
     // Which columns are set, one bit each.
@@ -311,8 +310,12 @@ fn update_statement<'r, R: Record>(
     Ok((sql, params, doc))
 }
 
-fn scope_params(scope: &crate::domain::Scope) -> Vec<Param<'_>> {
-    vec![Param::Text(&scope.account), Param::Text(&scope.region)]
+/// The scope's account and region (`$1` and `$2` of every statement), then `params`.
+pub(super) fn scoped<'p>(scope: &'p crate::domain::Scope, params: &[Param<'p>]) -> Vec<Param<'p>> {
+    let mut all = Vec::with_capacity(params.len() + 2);
+    all.extend([Param::Text(&scope.account), Param::Text(&scope.region)]);
+    all.extend_from_slice(params);
+    all
 }
 
 impl ReadAhead {
@@ -348,8 +351,7 @@ impl Tx<'_> {
     /// needs, which costs less to read than the whole record.
     pub fn get_as<R: Record, V: DeserializeOwned>(&mut self, key: &[Param<'_>]) -> Result<Option<V>, StoreError> {
         self.reach_record(&R::TABLE, key, false)?;
-        let mut params = scope_params(&self.scope);
-        params.extend_from_slice(key);
+        let params = scoped(&self.scope, key);
         let sql = get_statement(&R::TABLE);
         let found = self.sql.read_records(&[(&sql, &params)])?.pop().flatten();
         found.map(|doc| Ok(serde_json::from_str(&doc)?)).transpose()
@@ -357,8 +359,7 @@ impl Tx<'_> {
 
     /// Says what the record of kind `R` with this key now is (see [`Sql::holds`]).
     fn holds<R: Record>(&mut self, key: &[Param<'_>], doc: Option<&str>) {
-        let mut params = scope_params(&self.scope);
-        params.extend_from_slice(key);
+        let params = scoped(&self.scope, key);
         self.sql.holds(R::TABLE.name, &get_statement(&R::TABLE), &params, doc);
     }
 
@@ -381,10 +382,8 @@ impl Tx<'_> {
         self.reach_record(&A::TABLE, a, false)?;
         self.reach_record(&B::TABLE, b, false)?;
         let (sql_a, sql_b) = (get_statement(&A::TABLE), get_statement(&B::TABLE));
-        let mut params_a = scope_params(&self.scope);
-        params_a.extend_from_slice(a);
-        let mut params_b = scope_params(&self.scope);
-        params_b.extend_from_slice(b);
+        let params_a = scoped(&self.scope, a);
+        let params_b = scoped(&self.scope, b);
         let mut docs = self
             .sql
             .read_records(&[(&sql_a, &params_a), (&sql_b, &params_b)])?
@@ -433,8 +432,7 @@ impl Tx<'_> {
                 key_condition(table.key, 3)
             )
         });
-        let mut params = scope_params(&self.scope);
-        params.extend_from_slice(key);
+        let params = scoped(&self.scope, key);
         let deleted = self.sql.execute(&sql, &params)? > 0;
         self.holds::<R>(key, None);
         Ok(deleted)
@@ -447,7 +445,7 @@ impl Tx<'_> {
         self.reach_record(&R::TABLE, &record.key(), true)?;
         let table = R::TABLE;
         let doc = serde_json::to_string(record)?;
-        let mut params = scope_params(&self.scope);
+        let mut params = scoped(&self.scope, &[]);
         params.extend(record.key());
         params.extend(record.columns());
         params.push(Param::Text(&doc));
@@ -534,8 +532,7 @@ pub(super) fn select_statement<'p, R: Record>(
 ) -> (String, Vec<Param<'p>>) {
     let table = R::TABLE;
     let order = table.key.last().copied().unwrap_or("doc");
-    let mut params = scope_params(scope);
-    params.extend_from_slice(prefix);
+    let mut params = scoped(scope, prefix);
     let mut sql = format!(
         "SELECT {what} FROM {} WHERE account = $1 AND region = $2{}",
         table.name,

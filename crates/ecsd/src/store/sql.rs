@@ -181,6 +181,11 @@ pub fn append_now(sql: &mut dyn Sql, event: &NewEvent<'_>) -> Result<(), StoreEr
     Ok(())
 }
 
+/// The document (first column) of the first of `rows`, if there is one.
+pub fn first_doc(rows: &[Row]) -> Result<Option<String>, StoreError> {
+    rows.first().map(|row| row.text(0).map(str::to_owned)).transpose()
+}
+
 /// An open transaction of a backend.
 pub trait Sql {
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError>;
@@ -214,10 +219,7 @@ pub trait Sql {
     /// [`super::ReadAhead`], or for an earlier write of the group), so every change to a
     /// record must be announced with [`Sql::holds`].
     fn read_records(&mut self, reads: &[(&str, &[Param<'_>])]) -> Result<Vec<Option<String>>, StoreError> {
-        self.query_each(reads)?
-            .into_iter()
-            .map(|rows| rows.first().map(|row| row.text(0).map(str::to_owned)).transpose())
-            .collect()
+        self.query_each(reads)?.iter().map(|rows| first_doc(rows)).collect()
     }
     /// Says what the read `sql` of [`Sql::read_records`] finds now, in this transaction: the
     /// document `doc`, or no record, of a row of `table`. Every change to a row of a table that

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::records::Filter;
+use super::records::{scoped, Filter};
 use super::sql::{Param, Sql};
 use super::{ClusterCounts, FamilyStatus, NewTask, StoreError, TaskFilter};
 use crate::domain::placement::{InstanceLoad, Reservation, Usage};
@@ -81,21 +81,18 @@ impl<'a> Tx<'a> {
 
     /// Runs a statement with the scope's account and region as `$1` and `$2`, then `params`.
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<super::sql::Row>, StoreError> {
-        let mut all = vec![Param::Text(&self.scope.account), Param::Text(&self.scope.region)];
-        all.extend_from_slice(params);
+        let all = scoped(&self.scope, params);
         self.sql.query(sql, &all)
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let mut all = vec![Param::Text(&self.scope.account), Param::Text(&self.scope.region)];
-        all.extend_from_slice(params);
+        let all = scoped(&self.scope, params);
         self.sql.execute(sql, &all)
     }
 
     /// [`Tx::execute`] of a statement nothing waits for ([`super::sql::Sql::execute_later`]).
     fn execute_later(&mut self, sql: &str, params: &[Param<'_>]) -> Result<(), StoreError> {
-        let mut all = vec![Param::Text(&self.scope.account), Param::Text(&self.scope.region)];
-        all.extend_from_slice(params);
+        let all = scoped(&self.scope, params);
         self.sql.execute_later(sql, &all)
     }
 
@@ -153,11 +150,7 @@ impl<'a> Tx<'a> {
 
     /// The newest ACTIVE revision of a family.
     pub fn latest_task_definition(&mut self, family: &str) -> Result<Option<StoredTaskDefinition>, StoreError> {
-        let params = [
-            self.scope.account.as_str().into(),
-            self.scope.region.as_str().into(),
-            family.into(),
-        ];
+        let params = scoped(&self.scope, &[family.into()]);
         self.sql
             .reads_of(&[(
                 "task_definitions",
@@ -280,12 +273,7 @@ impl<'a> Tx<'a> {
         if let Some(doc) = self.usage_seen.get(&(cluster.to_owned(), instance.to_owned())) {
             return Ok(serde_json::from_str(doc)?);
         }
-        let params = [
-            self.scope.account.as_str().into(),
-            self.scope.region.as_str().into(),
-            cluster.into(),
-            instance.into(),
-        ];
+        let params = scoped(&self.scope, &[cluster.into(), instance.into()]);
         let found = self.sql.read_records(&[(USAGE, &params)])?.pop().flatten();
         found.map_or(Ok(Usage::default()), |doc| Ok(serde_json::from_str(&doc)?))
     }
@@ -298,12 +286,7 @@ impl<'a> Tx<'a> {
              ON CONFLICT (account, region, cluster, instance) DO UPDATE SET doc = excluded.doc",
             &[cluster.into(), instance.into(), doc.as_str().into()],
         )?;
-        let params = [
-            self.scope.account.as_str().into(),
-            self.scope.region.as_str().into(),
-            cluster.into(),
-            instance.into(),
-        ];
+        let params = scoped(&self.scope, &[cluster.into(), instance.into()]);
         self.sql.holds("instance_usage", USAGE, &params, Some(&doc));
         self.usage_seen.remove(&(cluster.to_owned(), instance.to_owned()));
         Ok(())
@@ -344,11 +327,7 @@ impl<'a> Tx<'a> {
         status: ContainerInstanceStatus,
     ) -> Result<(Vec<ContainerInstance>, HashMap<String, InstanceLoad>), StoreError> {
         self.reach(cluster)?;
-        let scope_and_cluster = [
-            self.scope.account.as_str().into(),
-            self.scope.region.as_str().into(),
-            cluster.into(),
-        ];
+        let scope_and_cluster = scoped(&self.scope, &[cluster.into()]);
         let prefix = [Param::Text(cluster)];
         let filter = [Filter::Eq("status", status.as_str().into())];
         let (list, params) = super::records::select_statement::<ContainerInstance>(
