@@ -142,6 +142,8 @@ impl Principal {
 #[derive(Debug, Default)]
 pub struct Keys {
     by_access_key: HashMap<String, Arc<Principal>>,
+    /// The signing keys derived from their secrets.
+    pub(super) signing: super::sigv4::SigningKeys,
 }
 
 impl Keys {
@@ -157,6 +159,7 @@ impl Keys {
         };
         Keys {
             by_access_key: HashMap::from([(DEVELOPMENT_KEY.into(), Arc::new(principal))]),
+            signing: Default::default(),
         }
     }
 
@@ -209,7 +212,10 @@ impl Keys {
                 return Err(problem(format!("access_key_id '{}' is used twice", p.access_key_id)));
             }
         }
-        Ok(Keys { by_access_key })
+        Ok(Keys {
+            by_access_key,
+            signing: Default::default(),
+        })
     }
 
     pub fn get(&self, access_key: &str) -> Option<&Arc<Principal>> {

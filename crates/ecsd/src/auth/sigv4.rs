@@ -1,11 +1,18 @@
 //! AWS Signature Version 4 verification (header form).
 //!
-//! The canonical request is rebuilt by `aws-sigv4` from exactly the headers the client says it
-//! signed, with the client's date, region and service, and the secret of the access key it
-//! named; the resulting signature is compared with the one sent in constant time. The date must
-//! be within 15 minutes of ours, every signed header must be present, and `host` must be signed.
+//! The canonical request is rebuilt from exactly the headers the client says it signed, with the
+//! client's date, region and service, and the secret of the access key it named; the resulting
+//! signature is compared with the one sent in constant time. The date must be within 15 minutes
+//! of ours, every signed header must be present, and `host` must be signed.
+//!
+//! Every API call is a request to `/` with no query: its canonical request is built here, and
+//! signed with a signing key derived once per access key, day, region and service
+//! ([`SigningKeys`]) instead of four HMACs per request. Any other request (a path, a query) is
+//! canonicalized by `aws-sigv4`, whose URI encoding rules it needs.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::http_request::{
@@ -13,9 +20,11 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
+use zeroize::Zeroizing;
 
 use super::{Caller, Keys};
 use crate::error::{ApiError, ErrorCode};
@@ -23,6 +32,43 @@ use crate::error::{ApiError, ErrorCode};
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// How far a request's date may be from ours.
 pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// Signing keys already derived, by access key, date, region and service. A client signs every
+/// request of a day with the same key; a few are kept (the cache is emptied when it fills).
+#[derive(Default)]
+pub struct SigningKeys(Mutex<HashMap<[String; 4], Zeroizing<Vec<u8>>>>);
+
+/// Signing keys kept at most.
+const SIGNING_KEYS_KEPT: usize = 1024;
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKeys(..)")
+    }
+}
+
+impl SigningKeys {
+    /// The signature of `string_to_sign` with the key derived from `secret` for this scope.
+    fn sign(
+        &self,
+        access_key: &str,
+        secret: &str,
+        auth: &Authorization<'_>,
+        at: SystemTime,
+        string_to_sign: &str,
+    ) -> String {
+        let scope = [access_key, auth.date, auth.region, auth.service].map(str::to_owned);
+        let mut kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !kept.contains_key(&scope) {
+            if kept.len() >= SIGNING_KEYS_KEPT {
+                kept.clear();
+            }
+            let key = v4::generate_signing_key(secret, at, auth.region, auth.service);
+            kept.insert(scope.clone(), Zeroizing::new(key.as_ref().to_vec()));
+        }
+        v4::calculate_signature(&kept[&scope][..], string_to_sign.as_bytes())
+    }
+}
 
 /// The parts of a request that a signature covers.
 pub struct SignedRequest<'a> {
@@ -217,14 +263,35 @@ pub fn verify(keys: &Keys, service: &str, request: &SignedRequest<'_>, now: Syst
         }
     }
 
-    let identity = aws_credential_types::Credentials::new(
-        auth.access_key,
-        principal.secret(),
-        session_token.map(str::to_owned),
-        None,
-        "ecsd",
-    )
-    .into();
+    let signature = if request.path_and_query == "/" {
+        let string_to_sign = string_to_sign(request, &auth, amz_date, &headers, session_token)?;
+        keys.signing
+            .sign(auth.access_key, principal.secret(), &auth, signed_at, &string_to_sign)
+    } else {
+        sdk_signature(request, &auth, principal.secret(), signed_at, headers, session_token)?
+    };
+    if !bool::from(signature.as_bytes().ct_eq(auth.signature.as_bytes())) {
+        return Err(mismatch());
+    }
+    Ok(Caller {
+        principal: principal.clone(),
+        region: auth.region.to_owned(),
+    })
+}
+
+/// The signature `aws-sigv4` computes for `request`, of `headers` (the signed ones but the date
+/// and the session token, which it adds itself).
+fn sdk_signature(
+    request: &SignedRequest<'_>,
+    auth: &Authorization<'_>,
+    secret: &str,
+    signed_at: SystemTime,
+    headers: Vec<(&str, &str)>,
+    session_token: Option<&str>,
+) -> Result<String, ApiError> {
+    let identity =
+        aws_credential_types::Credentials::new(auth.access_key, secret, session_token.map(str::to_owned), None, "ecsd")
+            .into();
     let mut settings = SigningSettings::default();
     // Sign exactly what the client signed: none of the default exclusions apply.
     settings.excluded_headers = Some(Vec::<Cow<'static, str>>::new());
@@ -258,13 +325,86 @@ pub fn verify(keys: &Keys, service: &str, request: &SignedRequest<'_>, now: Syst
     if computed_signed_headers != auth.signed_headers.join(";") {
         return Err(mismatch());
     }
-    if !bool::from(output.signature().as_bytes().ct_eq(auth.signature.as_bytes())) {
+    Ok(output.signature().to_owned())
+}
+
+/// The string to sign of a request to `/` with no query: the canonical request (method, path,
+/// no query, the signed headers with their values trimmed and runs of spaces made one, several
+/// values joined by commas, the signed header names, the body's hash) hashed under the
+/// algorithm, the date and the credential scope. `headers` are the signed ones but the date and
+/// the session token.
+fn string_to_sign(
+    request: &SignedRequest<'_>,
+    auth: &Authorization<'_>,
+    amz_date: &str,
+    headers: &[(&str, &str)],
+    session_token: Option<&str>,
+) -> Result<String, ApiError> {
+    // The names as a signer lists them: lowercase, sorted, once each; the date always.
+    let listed_as_signed = auth.signed_headers.windows(2).all(|w| w[0] < w[1])
+        && auth
+            .signed_headers
+            .iter()
+            .all(|name| !name.bytes().any(|b| b.is_ascii_uppercase()))
+        && auth.signed_headers.contains(&"x-amz-date");
+    if !listed_as_signed {
         return Err(mismatch());
     }
-    Ok(Caller {
-        principal: principal.clone(),
-        region: auth.region.to_owned(),
-    })
+    let mut canonical = String::with_capacity(512);
+    canonical.push_str(request.method);
+    canonical.push_str("\n/\n\n");
+    for name in &auth.signed_headers {
+        canonical.push_str(name);
+        canonical.push(':');
+        match *name {
+            "x-amz-date" => canonical.push_str(amz_date),
+            "x-amz-security-token" => canonical.push_str(session_token.unwrap_or_default()),
+            _ => {
+                let values = headers.iter().filter(|(n, _)| n == name);
+                for (i, (_, value)) in values.enumerate() {
+                    if i > 0 {
+                        canonical.push(',');
+                    }
+                    push_trimmed(&mut canonical, value);
+                }
+            }
+        }
+        canonical.push('\n');
+    }
+    canonical.push('\n');
+    canonical.push_str(&auth.signed_headers.join(";"));
+    canonical.push('\n');
+    push_hex(&mut canonical, &Sha256::digest(request.body));
+    let mut string_to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{}/{}/{}/aws4_request\n",
+        auth.date, auth.region, auth.service
+    );
+    push_hex(&mut string_to_sign, &Sha256::digest(canonical.as_bytes()));
+    Ok(string_to_sign)
+}
+
+/// Appends `value` without leading or trailing spaces and with each run of spaces made one.
+fn push_trimmed(out: &mut String, value: &str) {
+    let mut space = false;
+    for c in value.trim_matches(' ').chars() {
+        if c == ' ' {
+            if space {
+                continue;
+            }
+            space = true;
+        } else {
+            space = false;
+        }
+        out.push(c);
+    }
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
 }
 
 #[cfg(test)]
@@ -531,6 +671,75 @@ mod tests {
             check("POST", "/", &h2, b"", at(DATE)).unwrap_err().code,
             ErrorCode::UnrecognizedClientException
         );
+    }
+
+    /// The canonical request built here and the one `aws-sigv4` builds sign alike, whatever the
+    /// headers' values, repeats and spacing.
+    #[test]
+    fn requests_to_the_root_are_signed_as_aws_sigv4_signs_them() {
+        let values = ["x", "  padded  ", "a   b\tc", "\"quoted  value\"", "", "{\"k\": 1}"];
+        let mut checked = 0;
+        for (i, first) in values.iter().enumerate() {
+            for second in &values[i..] {
+                for token in [None, Some("session token")] {
+                    let headers = vec![
+                        ("content-type", "application/x-amz-json-1.1"),
+                        ("host", "127.0.0.1:8080"),
+                        ("x-amz-target", "AmazonEC2ContainerServiceV20141113.DescribeTasks"),
+                        ("x-custom", *first),
+                        ("x-custom", *second),
+                    ];
+                    let mut signed = vec!["content-type", "host", "x-amz-date", "x-amz-target", "x-custom"];
+                    if token.is_some() {
+                        signed.insert(3, "x-amz-security-token");
+                    }
+                    let signed_list = signed.join(";");
+                    let auth = Authorization {
+                        access_key: KEY,
+                        date: "20150830",
+                        region: "eu-west-3",
+                        service: "ecs",
+                        signed_headers: signed,
+                        signature: "",
+                    };
+                    let map = {
+                        let mut pairs = headers.clone();
+                        pairs.push(("x-amz-date", DATE));
+                        self::headers(&pairs)
+                    };
+                    let request = SignedRequest {
+                        method: "POST",
+                        path_and_query: "/",
+                        headers: &map,
+                        body: br#"{"cluster":"default","tasks":["t"]}"#,
+                    };
+                    let to_sign = string_to_sign(&request, &auth, DATE, &headers, token).unwrap();
+                    let ours = SigningKeys::default().sign(KEY, SECRET, &auth, at(DATE), &to_sign);
+                    let theirs = sdk_signature(&request, &auth, SECRET, at(DATE), headers, token)
+                        .unwrap_or_else(|e| panic!("{signed_list} {first:?} {second:?}: {e}"));
+                    assert_eq!(ours, theirs, "{signed_list} {first:?} {second:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 42);
+    }
+
+    #[test]
+    fn a_list_of_signed_headers_no_signer_writes_is_refused() {
+        // Unsorted, repeated or capitalized names: a signer lists them sorted, once, lowercase.
+        for signed in ["x-amz-date;host", "host;host;x-amz-date", "Host;x-amz-date"] {
+            let authorization = format!(
+                "AWS4-HMAC-SHA256 Credential={KEY}/20150830/us-east-1/service/aws4_request, SignedHeaders={signed}, Signature={POST_VANILLA}"
+            );
+            let h = headers(&[
+                ("host", "example.amazonaws.com"),
+                ("x-amz-date", DATE),
+                ("authorization", &authorization),
+            ]);
+            let err = check("POST", "/", &h, b"", at(DATE)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidSignatureException, "{signed}");
+        }
     }
 
     #[test]
