@@ -124,8 +124,9 @@ def reach(shapes, roots, rendered=frozenset()):
     return seen
 
 
-def emit(shapes, names, inputs, outputs, rendered, exceptions_too=False):
-    """Rust types for `names`: structs (Deserialize too when received), enums, rendered shapes."""
+def emit(shapes, names, inputs, outputs, rendered, exceptions_too=False, rendered_type="Rendered"):
+    """Rust types for `names`: structs (Deserialize too when received), enums, rendered shapes
+    (holding `rendered_type`)."""
 
     def rtype(name):
         shape = shapes[name]
@@ -155,7 +156,7 @@ def emit(shapes, names, inputs, outputs, rendered, exceptions_too=False):
                 f"/// `{name}`, as ecsd renders it from its record.",
                 "#[derive(Clone, Debug, PartialEq, Serialize)]",
                 "#[serde(transparent)]",
-                f"pub struct {name}(pub serde_json::Value);",
+                f"pub struct {name}(pub {rendered_type});",
                 "",
             ]
         elif kind == "structure" and (exceptions_too or not shape.get("exception")):
@@ -215,6 +216,42 @@ def rust_shapes(extract):
         "",
         "pub mod acs;",
         "pub mod tcs;",
+        "",
+        "/// JSON ecsd rendered from a record, kept as the text it is answered with: a response",
+        "/// holding it is written out without building a tree of it first.",
+        "#[derive(Clone, Debug)]",
+        "pub struct Rendered(Box<serde_json::value::RawValue>);",
+        "",
+        "impl Rendered {",
+        "    /// `value` rendered as JSON.",
+        "    pub fn of(value: &impl Serialize) -> serde_json::Result<Rendered> {",
+        "        serde_json::value::to_raw_value(value).map(Rendered)",
+        "    }",
+        "",
+        "    /// The JSON text.",
+        "    pub fn get(&self) -> &str {",
+        "        self.0.get()",
+        "    }",
+        "}",
+        "",
+        "impl From<serde_json::Value> for Rendered {",
+        "    fn from(value: serde_json::Value) -> Rendered {",
+        "        // A JSON tree always renders: its keys are strings and its numbers finite.",
+        "        Rendered::of(&value).unwrap_or_else(|_| Rendered(serde_json::value::RawValue::NULL.to_owned()))",
+        "    }",
+        "}",
+        "",
+        "impl PartialEq for Rendered {",
+        "    fn eq(&self, other: &Rendered) -> bool {",
+        "        self.get() == other.get()",
+        "    }",
+        "}",
+        "",
+        "impl Serialize for Rendered {",
+        "    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {",
+        "        self.0.serialize(serializer)",
+        "    }",
+        "}",
         "",
         "/// A message ecsd sends on an agent channel, under its shape's name.",
         "pub trait ChannelMessage: Serialize {",
@@ -281,7 +318,8 @@ def rust_messages(extract, channel):
         "//! they hold.",
         "",
     ]
-    types = emit(shapes, names, set(), names, CHANNEL_RENDERED[channel], exceptions_too=True)
+    types = emit(shapes, names, set(), names, CHANNEL_RENDERED[channel], exceptions_too=True,
+                 rendered_type="super::Rendered")
     if any("BTreeMap<" in line for line in types):
         out += ["use std::collections::BTreeMap;", ""]
     out += ["use serde::Serialize;", "", "use super::ChannelMessage;", ""]

@@ -13,6 +13,42 @@ use serde::{Deserialize, Serialize};
 pub mod acs;
 pub mod tcs;
 
+/// JSON ecsd rendered from a record, kept as the text it is answered with: a response
+/// holding it is written out without building a tree of it first.
+#[derive(Clone, Debug)]
+pub struct Rendered(Box<serde_json::value::RawValue>);
+
+impl Rendered {
+    /// `value` rendered as JSON.
+    pub fn of(value: &impl Serialize) -> serde_json::Result<Rendered> {
+        serde_json::value::to_raw_value(value).map(Rendered)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<serde_json::Value> for Rendered {
+    fn from(value: serde_json::Value) -> Rendered {
+        // A JSON tree always renders: its keys are strings and its numbers finite.
+        Rendered::of(&value).unwrap_or_else(|_| Rendered(serde_json::value::RawValue::NULL.to_owned()))
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, other: &Rendered) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for Rendered {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 /// A message ecsd sends on an agent channel, under its shape's name.
 pub trait ChannelMessage: Serialize {
     const KIND: &'static str;
@@ -555,7 +591,7 @@ pub struct CapacityReservationRequest {
 /// `Cluster`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct Cluster(pub serde_json::Value);
+pub struct Cluster(pub Rendered);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct ClusterConfiguration {
@@ -772,7 +808,7 @@ pub struct ContainerDependency {
 /// `ContainerInstance`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct ContainerInstance(pub serde_json::Value);
+pub struct ContainerInstance(pub Rendered);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ContainerInstanceField {
@@ -3464,7 +3500,7 @@ pub struct Secret {
 /// `Service`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct Service(pub serde_json::Value);
+pub struct Service(pub Rendered);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConnectAccessLogConfiguration {
@@ -3612,7 +3648,7 @@ pub struct ServiceConnectTlsConfiguration {
 /// `ServiceDeployment`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct ServiceDeployment(pub serde_json::Value);
+pub struct ServiceDeployment(pub Rendered);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct ServiceDeploymentBrief {
@@ -3733,7 +3769,7 @@ pub struct ServiceRegistry {
 /// `ServiceRevision`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct ServiceRevision(pub serde_json::Value);
+pub struct ServiceRevision(pub Rendered);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ServiceRevisionCleanup {
@@ -4055,12 +4091,12 @@ impl TargetType {
 /// `Task`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct Task(pub serde_json::Value);
+pub struct Task(pub Rendered);
 
 /// `TaskDefinition`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct TaskDefinition(pub serde_json::Value);
+pub struct TaskDefinition(pub Rendered);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TaskDefinitionFamilyStatus {
@@ -4238,7 +4274,7 @@ pub struct TaskOverride {
 /// `TaskSet`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct TaskSet(pub serde_json::Value);
+pub struct TaskSet(pub Rendered);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TaskSetField {

@@ -228,7 +228,7 @@ impl Session {
             let message = acs::PayloadMessage {
                 cluster_arn: Some(self.instance.cluster_arn.clone()),
                 container_instance_arn: Some(self.instance.arn.clone()),
-                tasks: Some(chunk.iter().map(|d| acs::Task(d.task.clone())).collect()),
+                tasks: Some(chunk.iter().map(|d| acs::Task(d.task.clone().into())).collect()),
                 generated_at: Some(epoch_millis()),
                 message_id: Some(message_id.clone()),
                 seq_num: Some(i32::try_from(first + i as i64).unwrap_or(i32::MAX)),

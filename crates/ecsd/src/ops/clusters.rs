@@ -280,5 +280,5 @@ pub(crate) fn view(cluster: &Cluster, counts: ClusterCounts, include: &[&str]) -
     if let Some(defaults) = cluster.options.get("serviceConnectDefaults") {
         out.insert("serviceConnectDefaults".into(), defaults.clone());
     }
-    crate::shapes::Cluster(Value::Object(out))
+    crate::shapes::Cluster(Value::Object(out).into())
 }

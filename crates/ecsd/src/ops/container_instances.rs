@@ -199,7 +199,7 @@ impl Include {
 }
 
 fn shown(view: Value) -> crate::shapes::ContainerInstance {
-    crate::shapes::ContainerInstance(view)
+    crate::shapes::ContainerInstance(view.into())
 }
 
 /// A container instance as ECS shows it: remaining resources and task counts derived from

@@ -810,7 +810,7 @@ fn view(tx: &mut Tx<'_>, cluster: &str, service: Service, with_tags: bool) -> Re
     let sets: Vec<Value> = service
         .task_sets
         .iter()
-        .map(|set| task_set_view(&service, set, &tasks).0)
+        .map(|set| task_set_view(&service, set, &tasks))
         .collect();
     map.insert("taskSets".into(), sets.into());
     for member in HIDDEN {
@@ -852,7 +852,7 @@ fn view(tx: &mut Tx<'_>, cluster: &str, service: Service, with_tags: bool) -> Re
     if !with_tags {
         map.remove("tags");
     }
-    Ok(shapes::Service(out))
+    Ok(shapes::Service(out.into()))
 }
 
 /// One pass of the scheduler over a service: starts, stops and retires what its deployments
@@ -1558,7 +1558,7 @@ fn deployment_view(service: &Service, record: &ServiceDeploymentRecord, live: &[
             "serviceRevisionArn": child_arn(service, "service-revision", revision),
         });
     }
-    shapes::ServiceDeployment(out)
+    shapes::ServiceDeployment(out.into())
 }
 
 pub async fn list_service_deployments(
@@ -1700,7 +1700,7 @@ pub async fn describe_service_revisions(
                         .revisions
                         .into_iter()
                         .find(|(r, _)| r == id)
-                        .map(|(_, revision)| shapes::ServiceRevision(revision)))
+                        .map(|(_, revision)| shapes::ServiceRevision(revision.into())))
                 },
             )?;
             Ok(DescribeServiceRevisionsResponse {
@@ -1967,8 +1967,8 @@ fn computed_desired(service: &Service, set: &TaskSetRecord) -> i64 {
     (service.desired_count as f64 * set.scale / 100.0).ceil() as i64
 }
 
-/// A task set as the model's `TaskSet`.
-fn task_set_view(service: &Service, set: &TaskSetRecord, tasks: &[Task]) -> shapes::TaskSet {
+/// A task set, rendered as the model's `TaskSet`.
+fn task_set_view(service: &Service, set: &TaskSetRecord, tasks: &[Task]) -> Value {
     let count = |wanted: Phase| {
         tasks
             .iter()
@@ -1996,7 +1996,7 @@ fn task_set_view(service: &Service, set: &TaskSetRecord, tasks: &[Task]) -> shap
     for (member, value) in &set.options {
         out[member] = value.clone();
     }
-    shapes::TaskSet(out)
+    out
 }
 
 /// An EXTERNAL service's pass: each task set runs its computed desired count; a deleted
@@ -2126,7 +2126,9 @@ fn task_set_answer(
 ) -> Result<shapes::TaskSet, ApiError> {
     tx.put(service)?;
     let tasks = tx.group_tasks(cluster, &format!("service:{}", service.service_name), f64::MAX)?;
-    Ok(task_set_view(service, &service.task_sets[index], &tasks))
+    Ok(shapes::TaskSet(
+        task_set_view(service, &service.task_sets[index], &tasks).into(),
+    ))
 }
 
 pub async fn create_task_set(ctx: &Ctx, req: CreateTaskSetRequest) -> Result<CreateTaskSetResponse, ApiError> {
@@ -2226,11 +2228,18 @@ pub async fn describe_task_sets(ctx: &Ctx, req: DescribeTaskSetsRequest) -> Resu
             let tasks = tx.group_tasks(&cluster, &format!("service:{}", service.service_name), f64::MAX)?;
             let (mut shown, mut failures) = (Vec::new(), Vec::new());
             match &req.task_sets {
-                None => shown.extend(service.task_sets.iter().map(|s| task_set_view(&service, s, &tasks))),
+                None => shown.extend(
+                    service
+                        .task_sets
+                        .iter()
+                        .map(|s| shapes::TaskSet(task_set_view(&service, s, &tasks).into())),
+                ),
                 Some(wanted) => {
                     for reference in wanted {
                         match task_set_index(&service, reference) {
-                            Ok(i) => shown.push(task_set_view(&service, &service.task_sets[i], &tasks)),
+                            Ok(i) => shown.push(shapes::TaskSet(
+                                task_set_view(&service, &service.task_sets[i], &tasks).into(),
+                            )),
                             Err(_) => failures.push(failure(reference, "MISSING")),
                         }
                     }

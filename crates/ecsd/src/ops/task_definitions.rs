@@ -26,7 +26,7 @@ const MAX_DEFINITION_BYTES: usize = 64 * 1024;
 
 /// A stored definition as the model's `TaskDefinition`.
 fn shown(stored: StoredTaskDefinition) -> TaskDefinition {
-    TaskDefinition(Value::Object(stored.definition))
+    TaskDefinition(Value::Object(stored.definition).into())
 }
 
 pub async fn register_task_definition(

@@ -529,7 +529,7 @@ pub(crate) fn extra_members(platform_version: Option<&str>) -> Map<String, Value
 fn shown(tasks: Vec<Task>) -> Result<Option<Vec<shapes::Task>>, StoreError> {
     tasks
         .into_iter()
-        .map(|t| Ok(shapes::Task(serde_json::to_value(t)?)))
+        .map(|t| Ok(shapes::Task(shapes::Rendered::of(&t)?)))
         .collect::<Result<_, StoreError>>()
         .map(Some)
 }
@@ -861,7 +861,7 @@ pub async fn stop_task(ctx: &Ctx, req: StopTaskRequest) -> Result<StopTaskRespon
             }
             let task = save_task(tx, &cluster, &task, next)?;
             Ok(StopTaskResponse {
-                task: Some(shapes::Task(serde_json::to_value(task).map_err(StoreError::from)?)),
+                task: Some(shapes::Task(shapes::Rendered::of(&task).map_err(StoreError::from)?)),
             })
         })
         .await

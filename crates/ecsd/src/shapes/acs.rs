@@ -41,7 +41,7 @@ pub struct PayloadMessage {
 /// `Task`, as ecsd renders it from its record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct Task(pub serde_json::Value);
+pub struct Task(pub super::Rendered);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Default)]
 pub struct TaskIdentifier {
