@@ -352,7 +352,9 @@ def test_tags_on_every_resource(ecs):
     assert ecs.describe_tasks(cluster="tagged", tasks=[task], include=["TAGS"])["tasks"][0]["tags"] == [
         {"key": "a", "value": "3"}
     ]
-    assert ecs.describe_tasks(cluster="tagged", tasks=[task])["tasks"][0]["version"] == 1, "tags are not state"
+    untagged = ecs.describe_tasks(cluster="tagged", tasks=[task])["tasks"][0]
+    assert untagged["version"] == 1, "tags are not state"
+    assert untagged.get("tags", []) == [], "tags are shown only when asked for"
     with pytest.raises(ecs.exceptions.ResourceNotFoundException):
         ecs.list_tags_for_resource(resourceArn=arn("task", "tagged/" + "0" * 32))
     with pytest.raises(ecs.exceptions.InvalidParameterException):

@@ -24,6 +24,11 @@ impl Rendered {
         serde_json::value::to_raw_value(value).map(Rendered)
     }
 
+    /// JSON text rendered before (a record's stored document), checked to be JSON.
+    pub fn from_text(text: String) -> serde_json::Result<Rendered> {
+        serde_json::value::RawValue::from_string(text).map(Rendered)
+    }
+
     /// The JSON text.
     pub fn get(&self) -> &str {
         self.0.get()

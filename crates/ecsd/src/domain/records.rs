@@ -158,18 +158,30 @@ pub struct Task {
     pub attachments: Vec<Attachment>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_status: Option<String>,
-    pub tags: Vec<Tag>,
-    pub enable_execute_command: bool,
     /// `platformVersion`, `ephemeralStorage`, `capacityProviderName` and other members copied
     /// from the request or the task definition without interpretation.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    // These two are serialized last, after `extra`, so that `Task::untagged` can tell from the
+    // end of any task's text.
+    pub tags: Vec<Tag>,
+    pub enable_execute_command: bool,
 }
 
 impl Task {
     /// The id at the end of the task ARN.
     pub fn id(&self) -> &str {
         self.task_arn.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// Whether `doc`, a task as this record serializes it, has no tags. Its last two members
+    /// are `tags` and `enableExecuteCommand`, so an untagged task's text ends in one of two
+    /// ways, and nothing nested can end it so. (A document written before that order was
+    /// chosen may not end so though untagged: that answers false, never wrongly true.)
+    pub fn untagged(doc: &str) -> bool {
+        doc.strip_suffix(r#"true}"#)
+            .or_else(|| doc.strip_suffix(r#"false}"#))
+            .is_some_and(|rest| rest.ends_with(r#","tags":[],"enableExecuteCommand":"#))
     }
 }
 
@@ -499,4 +511,44 @@ pub struct ConsoleSession {
     /// Sent back with every state-changing request (the page reads it from the session, a
     /// page of another site cannot).
     pub csrf_token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(members: Value) -> Task {
+        let mut doc = serde_json::json!({
+            "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/0123",
+            "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/c",
+            "taskDefinitionArn": "arn:aws:ecs:us-east-1:123456789012:task-definition/f:1",
+            "overrides": {}, "lastStatus": "PENDING", "desiredStatus": "RUNNING", "containers": [],
+            "version": 1, "createdAt": 1.5, "attachments": [], "tags": [], "enableExecuteCommand": false,
+        });
+        doc.as_object_mut()
+            .unwrap()
+            .extend(members.as_object().unwrap().clone());
+        serde_json::from_value(doc).unwrap()
+    }
+
+    #[test]
+    fn a_stored_task_says_whether_it_is_tagged_by_how_its_text_ends() {
+        let untagged = serde_json::to_string(&task(serde_json::json!({"enableExecuteCommand": true}))).unwrap();
+        assert!(Task::untagged(&untagged), "{untagged}");
+        // Members kept as the client sent them come before the tags.
+        let fargate = serde_json::to_string(&task(serde_json::json!({"platformVersion": "1.4.0"}))).unwrap();
+        assert!(Task::untagged(&fargate), "{fargate}");
+        let tagged = serde_json::to_string(&task(serde_json::json!({"tags": [{"key": "a", "value": "1"}]}))).unwrap();
+        assert!(!Task::untagged(&tagged), "{tagged}");
+        // A member kept as the client sent it that ends as an untagged task does, in a tagged one.
+        let lookalike = task(serde_json::json!({
+            "tags": [{"key": "a", "value": "1"}],
+            "zz": {"tags": [], "enableExecuteCommand": false},
+        }));
+        let lookalike = serde_json::to_string(&lookalike).unwrap();
+        assert!(!Task::untagged(&lookalike), "{lookalike}");
+        // Read back, a stored task renders as the very text it was stored as.
+        let again = serde_json::to_string(&serde_json::from_str::<Task>(&lookalike).unwrap()).unwrap();
+        assert_eq!(again, lookalike);
+    }
 }

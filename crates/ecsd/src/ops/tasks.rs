@@ -884,16 +884,11 @@ pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<Desc
             let (mut tasks, mut failures) = (Vec::new(), Vec::new());
             for reference in &req.tasks {
                 let found = match scope.id_in(reference, "task", &cluster) {
-                    Some(id) => tx.task(&cluster, id)?,
+                    Some(id) => tx.get_text::<Task>(&[cluster.as_str().into(), id.into()])?,
                     None => None,
                 };
                 match found {
-                    Some(mut task) => {
-                        if !with_tags {
-                            task.tags.clear();
-                        }
-                        tasks.push(task);
-                    }
+                    Some(doc) => tasks.push(described(doc, with_tags)?),
                     None => {
                         let arn = arn_for(reference, |id| scope.task_arn(&cluster, id));
                         failures.push(failure(&arn, "MISSING"));
@@ -901,11 +896,25 @@ pub async fn describe_tasks(ctx: &Ctx, req: DescribeTasksRequest) -> Result<Desc
                 }
             }
             Ok(DescribeTasksResponse {
-                tasks: shown(tasks)?,
+                tasks: Some(tasks),
                 failures: Some(failures),
             })
         })
         .await
+}
+
+/// A stored task as DescribeTasks shows it. The stored document is the `Task` shape, so it is
+/// answered as it is, unparsed, unless it holds tags the caller did not ask for.
+fn described(doc: String, with_tags: bool) -> Result<shapes::Task, StoreError> {
+    if with_tags || Task::untagged(&doc) {
+        // What makes answering unparsed right: a stored task reads back as the very text its
+        // record renders (no member defaulted or normalized on the way).
+        debug_assert_eq!(serde_json::to_string(&serde_json::from_str::<Task>(&doc)?)?, doc);
+        return Ok(shapes::Task(shapes::Rendered::from_text(doc)?));
+    }
+    let mut task: Task = serde_json::from_str(&doc)?;
+    task.tags.clear();
+    Ok(shapes::Task(shapes::Rendered::of(&task)?))
 }
 
 pub async fn list_tasks(ctx: &Ctx, req: ListTasksRequest) -> Result<ListTasksResponse, ApiError> {

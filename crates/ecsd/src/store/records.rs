@@ -350,11 +350,17 @@ impl Tx<'_> {
     /// The record of kind `R` with this key, read as `V`: a view of the members a caller
     /// needs, which costs less to read than the whole record.
     pub fn get_as<R: Record, V: DeserializeOwned>(&mut self, key: &[Param<'_>]) -> Result<Option<V>, StoreError> {
+        let found = self.get_text::<R>(key)?;
+        found.map(|doc| Ok(serde_json::from_str(&doc)?)).transpose()
+    }
+
+    /// The stored document of the record of kind `R` with this key, unparsed: for an answer
+    /// that shows the record as it is stored.
+    pub fn get_text<R: Record>(&mut self, key: &[Param<'_>]) -> Result<Option<String>, StoreError> {
         self.reach_record(&R::TABLE, key, false)?;
         let params = scoped(&self.scope, key);
         let sql = get_statement(&R::TABLE);
-        let found = self.sql.read_records(&[(&sql, &params)])?.pop().flatten();
-        found.map(|doc| Ok(serde_json::from_str(&doc)?)).transpose()
+        Ok(self.sql.read_records(&[(&sql, &params)])?.pop().flatten())
     }
 
     /// Says what the record of kind `R` with this key now is (see [`Sql::holds`]).
