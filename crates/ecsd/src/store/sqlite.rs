@@ -5,7 +5,8 @@
 //! another's) and commits with `synchronous=FULL`: one fsync covers the whole group, and no
 //! request is answered before the group is on disk. Reads run on a pool of read-only connections
 //! and see the last committed state: short ones on the thread that asked, scans of many rows
-//! (the event log) on the blocking thread pool.
+//! (the event log) on the blocking thread pool. A checkpointer thread beside the writer copies
+//! committed pages from the WAL into the database file.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -70,9 +71,10 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let (commits_tx, commits) = watch::channel(0);
+        let checkpointed = path.to_owned();
         let writer = std::thread::Builder::new()
             .name("ecsd-sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx, commits_tx))
+            .spawn(move || write_loop(conn, &checkpointed, rx, commits_tx))
             .map_err(|e| StoreError::Worker(e.to_string()))?;
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -197,7 +199,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, commits: watch::Sender<u64>) {
+fn write_loop(mut conn: Connection, path: &Path, jobs: mpsc::Receiver<Job>, commits: watch::Sender<u64>) {
+    let (kick, kicked) = mpsc::sync_channel(1);
+    let path = path.to_owned();
+    let checkpointer = std::thread::Builder::new()
+        .name("ecsd-sqlite-checkpointer".into())
+        .spawn(move || checkpoint_loop(&path, kicked));
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -207,6 +214,36 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, commits: watch::S
             }
         }
         commit_group(&mut conn, group, &commits);
+        let _ = kick.try_send(());
+    }
+    drop(kick);
+    if let Ok(checkpointer) = checkpointer {
+        let _ = checkpointer.join();
+    }
+}
+
+/// How long the checkpointer lets commits gather before copying them.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Copies committed pages from the WAL into the database file on a thread of its own, soon
+/// after commits, so that the checkpoint SQLite runs in the committing writer (once the log
+/// holds 1,000 pages) finds them copied already and has little to do before the log restarts.
+fn checkpoint_loop(path: &Path, kicked: mpsc::Receiver<()>) {
+    let conn = match Connection::open(path)
+        .map_err(StoreError::from)
+        .and_then(|c| configure(&c).map(|()| c))
+    {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, "no checkpoints beside the writer");
+            return;
+        }
+    };
+    while kicked.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_PAUSE);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
     }
 }
 
@@ -292,5 +329,41 @@ impl Sql for Conn<'_> {
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
         let mut stmt = self.0.prepare_cached(&Dialect::Sqlite.render(sql))?;
         Ok(stmt.execute(rusqlite::params_from_iter(params))? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::domain::Scope;
+    use crate::store::{SqliteStore, Store, StoreError, StoreExt};
+
+    #[tokio::test]
+    async fn a_commit_reaches_the_database_file_long_before_the_log_is_full() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("ecsd.db");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("opens"));
+        let marker = "copied-from-the-log-into-the-database-file";
+        let body = format!("{{\"marker\":\"{marker}\"}}");
+        store
+            .write(&Scope::new("a", "r"), move |tx| {
+                tx.append_event("c", "d", 1.0, &body, None)
+            })
+            .await
+            .map_err(|e: StoreError| e)
+            .expect("appends");
+        // One small commit is far from the 1,000 pages of log at which the writer itself would
+        // copy it; only the checkpointer puts it in the database file while the store is open.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let file = std::fs::read(&path).expect("reads the database file");
+            if file.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the commit is still only in the log");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
