@@ -74,7 +74,7 @@ impl SqliteStore {
         let checkpointed = path.to_owned();
         let writer = std::thread::Builder::new()
             .name("ecsd-sqlite-writer".into())
-            .spawn(move || write_loop(conn, &checkpointed, rx, commits_tx))
+            .spawn(move || write_loop(conn, checkpointed, rx, commits_tx))
             .map_err(|e| StoreError::Worker(e.to_string()))?;
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -199,9 +199,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write_loop(mut conn: Connection, path: &Path, jobs: mpsc::Receiver<Job>, commits: watch::Sender<u64>) {
+fn write_loop(mut conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>, commits: watch::Sender<u64>) {
     let (kick, kicked) = mpsc::sync_channel(1);
-    let path = path.to_owned();
     let checkpointer = std::thread::Builder::new()
         .name("ecsd-sqlite-checkpointer".into())
         .spawn(move || checkpoint_loop(&path, kicked));
