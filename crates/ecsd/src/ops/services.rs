@@ -1967,6 +1967,11 @@ fn computed_desired(service: &Service, set: &TaskSetRecord) -> i64 {
     (service.desired_count as f64 * set.scale / 100.0).ceil() as i64
 }
 
+/// A task set as the model's `TaskSet`, as answered on its own.
+fn task_set_shape(service: &Service, set: &TaskSetRecord, tasks: &[Task]) -> shapes::TaskSet {
+    shapes::TaskSet(task_set_view(service, set, tasks).into())
+}
+
 /// A task set, rendered as the model's `TaskSet`.
 fn task_set_view(service: &Service, set: &TaskSetRecord, tasks: &[Task]) -> Value {
     let count = |wanted: Phase| {
@@ -2126,9 +2131,7 @@ fn task_set_answer(
 ) -> Result<shapes::TaskSet, ApiError> {
     tx.put(service)?;
     let tasks = tx.group_tasks(cluster, &format!("service:{}", service.service_name), f64::MAX)?;
-    Ok(shapes::TaskSet(
-        task_set_view(service, &service.task_sets[index], &tasks).into(),
-    ))
+    Ok(task_set_shape(service, &service.task_sets[index], &tasks))
 }
 
 pub async fn create_task_set(ctx: &Ctx, req: CreateTaskSetRequest) -> Result<CreateTaskSetResponse, ApiError> {
@@ -2228,18 +2231,11 @@ pub async fn describe_task_sets(ctx: &Ctx, req: DescribeTaskSetsRequest) -> Resu
             let tasks = tx.group_tasks(&cluster, &format!("service:{}", service.service_name), f64::MAX)?;
             let (mut shown, mut failures) = (Vec::new(), Vec::new());
             match &req.task_sets {
-                None => shown.extend(
-                    service
-                        .task_sets
-                        .iter()
-                        .map(|s| shapes::TaskSet(task_set_view(&service, s, &tasks).into())),
-                ),
+                None => shown.extend(service.task_sets.iter().map(|s| task_set_shape(&service, s, &tasks))),
                 Some(wanted) => {
                     for reference in wanted {
                         match task_set_index(&service, reference) {
-                            Ok(i) => shown.push(shapes::TaskSet(
-                                task_set_view(&service, &service.task_sets[i], &tasks).into(),
-                            )),
+                            Ok(i) => shown.push(task_set_shape(&service, &service.task_sets[i], &tasks)),
                             Err(_) => failures.push(failure(reference, "MISSING")),
                         }
                     }
