@@ -2,8 +2,11 @@
 //! "ECS Container Instance State Change", with the resource as ECS shows it in `detail` and its
 //! timestamps in ISO 8601.
 
+use std::cell::Cell;
+use std::io::{self, Write};
+
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -83,78 +86,261 @@ pub fn iso8601(t: f64) -> String {
         .unwrap_or_default()
 }
 
-fn isoify(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                match v {
-                    Value::Number(n) if TIMESTAMPS.contains(&key.as_str()) => {
-                        *v = Value::String(iso8601(n.as_f64().unwrap_or_default()));
-                    }
-                    _ => isoify(v),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(isoify),
-        _ => {}
+/// Top-level members of a resource an event's `detail` leaves out: tags are not part of the
+/// state (EventBridge carries them elsewhere), and `updatedAt` is the event's own.
+const LEFT_OUT: [&str; 2] = ["tags", "updatedAt"];
+
+/// Writes a resource as an event's `detail`, straight to the event's text with no JSON tree
+/// between (this runs for every change, on the store's writer): the API's epoch-second
+/// timestamps (members named in [`TIMESTAMPS`], at any depth) as ISO 8601 text, without the
+/// members [`LEFT_OUT`], and with `updatedAt`, the event's time, last.
+struct DetailFormatter<'a> {
+    /// Set while a left-out member is written: its text goes nowhere.
+    muted: &'a Cell<bool>,
+    /// Objects open around what is being written.
+    depth: usize,
+    /// The name of the member being started, while it is written; at the top level it is
+    /// held back until it is known whether the member is left out.
+    key: Option<Vec<u8>>,
+    /// Whether the value about to be written is a timestamp member's.
+    timestamp: bool,
+    /// Whether the top-level object has members written yet.
+    top_members: bool,
+    updated_at: &'a str,
+}
+
+impl DetailFormatter<'_> {
+    /// Whether the value now written is a timestamp member's (and is written as ISO 8601).
+    fn take_timestamp(&mut self) -> bool {
+        std::mem::take(&mut self.timestamp)
+    }
+
+    fn write_time<W: ?Sized + io::Write>(writer: &mut W, t: f64) -> io::Result<()> {
+        write!(writer, "\"{}\"", iso8601(t))
+    }
+
+    /// Whether a top-level member's name is being held back.
+    fn holding_key(&self) -> bool {
+        self.key.is_some() && self.depth == 1
     }
 }
 
-/// The envelope of an event about `resource_arn` with `detail` (API-shaped; its timestamps are
-/// rewritten as ISO 8601, and `updatedAt` is set to the event's time), as JSON text.
-pub fn envelope(
-    scope: &Scope,
-    detail_type: &str,
-    resource_arn: &str,
-    mut detail: Map<String, Value>,
-    time: f64,
-) -> String {
-    detail.insert("updatedAt".into(), json!(time));
-    let mut detail = Value::Object(detail);
-    isoify(&mut detail);
-    // Written straight to text, its members in the order a JSON object of them would have.
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        account: &'a str,
-        detail: &'a Value,
-        #[serde(rename = "detail-type")]
-        detail_type: &'a str,
-        id: String,
-        region: &'a str,
-        resources: [&'a str; 1],
-        source: &'static str,
-        time: String,
-        version: &'static str,
+impl Formatter for DetailFormatter<'_> {
+    fn write_null<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.timestamp = false;
+        writer.write_all(b"null")
     }
-    let envelope = Envelope {
-        account: &scope.account,
-        detail: &detail,
-        detail_type,
-        id: uuid::Uuid::new_v4().to_string(),
-        region: &scope.region,
-        resources: [resource_arn],
-        source: "aws.ecs",
+
+    fn write_bool<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: bool) -> io::Result<()> {
+        self.timestamp = false;
+        CompactFormatter.write_bool(writer, value)
+    }
+
+    fn write_i64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: i64) -> io::Result<()> {
+        if self.take_timestamp() {
+            return Self::write_time(writer, value as f64);
+        }
+        CompactFormatter.write_i64(writer, value)
+    }
+
+    fn write_u64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: u64) -> io::Result<()> {
+        if self.take_timestamp() {
+            return Self::write_time(writer, value as f64);
+        }
+        CompactFormatter.write_u64(writer, value)
+    }
+
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        if self.take_timestamp() {
+            return Self::write_time(writer, value);
+        }
+        CompactFormatter.write_f64(writer, value)
+    }
+
+    fn begin_string<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        if self.key.is_none() {
+            self.timestamp = false;
+        }
+        if self.holding_key() {
+            return Ok(());
+        }
+        writer.write_all(b"\"")
+    }
+
+    fn end_string<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        if self.holding_key() {
+            return Ok(());
+        }
+        writer.write_all(b"\"")
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+        match &mut self.key {
+            Some(key) if self.depth == 1 => {
+                key.extend_from_slice(fragment.as_bytes());
+                Ok(())
+            }
+            Some(key) => {
+                key.extend_from_slice(fragment.as_bytes());
+                writer.write_all(fragment.as_bytes())
+            }
+            None => writer.write_all(fragment.as_bytes()),
+        }
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()> {
+        // The name is kept as written, escaped: no name looked for has a character to escape.
+        match &mut self.key {
+            Some(key) if self.depth == 1 => CompactFormatter.write_char_escape(key, escape),
+            Some(key) => {
+                let start = key.len();
+                CompactFormatter.write_char_escape(key, escape)?;
+                writer.write_all(&key[start..])
+            }
+            None => CompactFormatter.write_char_escape(writer, escape),
+        }
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.timestamp = false;
+        writer.write_all(b"[")
+    }
+
+    fn begin_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.timestamp = false;
+        self.depth += 1;
+        writer.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.depth -= 1;
+        if self.depth == 0 {
+            let comma = if self.top_members { "," } else { "" };
+            write!(writer, "{comma}\"updatedAt\":\"{}\"", self.updated_at)?;
+        }
+        writer.write_all(b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+        self.key = Some(Vec::new());
+        if self.depth == 1 {
+            // Its comma too waits for its name.
+            return Ok(());
+        }
+        CompactFormatter.begin_object_key(writer, first)
+    }
+
+    fn end_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        let key = self.key.take().unwrap_or_default();
+        let name = std::str::from_utf8(&key).unwrap_or_default();
+        self.timestamp = TIMESTAMPS.contains(&name);
+        if self.depth == 1 {
+            if LEFT_OUT.contains(&name) {
+                self.muted.set(true);
+                return Ok(());
+            }
+            if std::mem::replace(&mut self.top_members, true) {
+                writer.write_all(b",")?;
+            }
+            writer.write_all(b"\"")?;
+            writer.write_all(&key)?;
+            writer.write_all(b"\"")?;
+        }
+        Ok(())
+    }
+
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, _writer: &mut W) -> io::Result<()> {
+        if self.depth == 1 {
+            self.muted.set(false);
+        }
+        Ok(())
+    }
+}
+
+/// Where a [`DetailFormatter`] writes: the event's text, but nothing while it is muted.
+struct Muted<'a> {
+    out: &'a mut Vec<u8>,
+    muted: &'a Cell<bool>,
+}
+
+impl io::Write for Muted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.muted.get() {
+            self.out.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The envelope of an event about `resource_arn` with `detail` (the resource in the API's shape,
+/// written as [`DetailFormatter`] writes it), as JSON text.
+pub fn envelope(scope: &Scope, detail_type: &str, resource_arn: &str, detail: &impl Serialize, time: f64) -> String {
+    let mut out = Vec::with_capacity(2048);
+    // Its members in the order a JSON object of them would have: that of their names.
+    let text = |out: &mut Vec<u8>, value: &str| serde_json::to_writer(out, value);
+    let written = (|| -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"account\":");
+        text(&mut out, &scope.account)?;
+        out.extend_from_slice(b",\"detail\":");
+        let updated_at = iso8601(time);
+        let muted = Cell::new(false);
+        let formatter = DetailFormatter {
+            muted: &muted,
+            depth: 0,
+            key: None,
+            timestamp: false,
+            top_members: false,
+            updated_at: &updated_at,
+        };
+        let writer = Muted {
+            out: &mut out,
+            muted: &muted,
+        };
+        detail.serialize(&mut serde_json::Serializer::with_formatter(writer, formatter))?;
+        out.extend_from_slice(b",\"detail-type\":");
+        text(&mut out, detail_type)?;
+        out.extend_from_slice(b",\"id\":\"");
+        out.extend_from_slice(
+            uuid::Uuid::new_v4()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"region\":");
+        text(&mut out, &scope.region)?;
+        out.extend_from_slice(b",\"resources\":[");
+        text(&mut out, resource_arn)?;
         // EventBridge's `time` has whole seconds.
-        time: iso8601(time.floor()),
-        version: "0",
-    };
-    serde_json::to_string(&envelope).unwrap_or_default()
+        write!(
+            out,
+            "],\"source\":\"aws.ecs\",\"time\":\"{}\",\"version\":\"0\"}}",
+            iso8601(time.floor())
+        )
+        .map_err(serde_json::Error::io)
+    })();
+    match written {
+        // Only valid UTF-8 was written: JSON text of strings that were.
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(error = %e, "an event could not be written");
+            String::new()
+        }
+    }
 }
 
 /// The "ECS Task State Change" event for `task` as it now is, as JSON text.
 pub fn task_event(scope: &Scope, task: &Task, time: f64) -> String {
-    let mut detail = match serde_json::to_value(task) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    // Tags are not part of the state; EventBridge carries them elsewhere.
-    detail.remove("tags");
-    envelope(scope, TASK_STATE_CHANGE, &task.task_arn, detail, time)
+    envelope(scope, TASK_STATE_CHANGE, &task.task_arn, task, time)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn timestamps_become_iso_8601() {
@@ -163,28 +349,17 @@ mod tests {
         let scope = Scope::new("123456789012", "us-east-1");
         let detail =
             json!({"createdAt": 1_700_000_000.5, "containers": [{"name": "a", "lastStartedAt": 1.0}], "version": 3});
-        let text = envelope(
-            &scope,
-            TASK_STATE_CHANGE,
-            "arn:t",
-            detail.as_object().cloned().unwrap(),
-            1_700_000_001.0,
-        );
+        let text = envelope(&scope, TASK_STATE_CHANGE, "arn:t", &detail, 1_700_000_001.0);
         let event: Value = serde_json::from_str(&text).unwrap();
-        let keys: Vec<&String> = event.as_object().unwrap().keys().collect();
-        assert_eq!(
-            keys,
-            [
-                "account",
-                "detail",
-                "detail-type",
-                "id",
-                "region",
-                "resources",
-                "source",
-                "time",
-                "version"
-            ]
+        // The envelope's members in the order of their names, as EventBridge writes them.
+        assert!(text.starts_with(r#"{"account":"123456789012","detail":{"#), "{text}");
+        assert!(
+            text.contains(r#"},"detail-type":"ECS Task State Change","id":""#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#"","region":"us-east-1","resources":["arn:t"],"source":"aws.ecs","time":"2023-11-14T22:13:21Z","version":"0"}"#),
+            "{text}"
         );
         assert_eq!(event["detail"]["createdAt"], "2023-11-14T22:13:20.5Z");
         assert_eq!(
@@ -198,6 +373,91 @@ mod tests {
         assert_eq!(event["detail-type"], "ECS Task State Change");
         assert_eq!(event["resources"][0], "arn:t");
         assert_eq!(event["version"], "0");
+    }
+
+    /// What the detail was before it was written straight from the resource: the resource as
+    /// a JSON tree, its timestamps rewritten, its tags and `updatedAt` replaced.
+    fn detail_from_tree(resource: &impl Serialize, time: f64) -> Value {
+        fn isoify(value: &mut Value) {
+            match value {
+                Value::Object(map) => {
+                    for (key, v) in map.iter_mut() {
+                        match v {
+                            Value::Number(n) if TIMESTAMPS.contains(&key.as_str()) => {
+                                *v = Value::String(iso8601(n.as_f64().unwrap()));
+                            }
+                            _ => isoify(v),
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter_mut().for_each(isoify),
+                _ => {}
+            }
+        }
+        let mut detail = serde_json::to_value(resource).unwrap();
+        let map = detail.as_object_mut().unwrap();
+        map.remove("tags");
+        map.insert("updatedAt".into(), json!(time));
+        isoify(&mut detail);
+        detail
+    }
+
+    fn detail_of(resource: &impl Serialize, time: f64) -> (String, Value) {
+        let scope = Scope::new("123456789012", "us-east-1");
+        let text = envelope(&scope, TASK_STATE_CHANGE, "arn:t", resource, time);
+        let event: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        (text, event["detail"].clone())
+    }
+
+    #[test]
+    fn a_detail_is_what_the_resource_shows_with_iso_times_and_without_its_tags() {
+        let time = 1_700_000_001.5;
+        let task: Task = serde_json::from_value(json!({
+            "taskArn": "arn:t", "clusterArn": "arn:c", "taskDefinitionArn": "arn:d",
+            "overrides": {"containerOverrides": [{"name": "app", "tags": ["kept"], "createdAt": 7}]},
+            "lastStatus": "RUNNING", "desiredStatus": "RUNNING", "version": 3,
+            "createdAt": 1_700_000_000.25, "startedAt": 1_700_000_000.75, "connectivityAt": 1_700_000_000,
+            "containers": [{"containerArn": "arn:k", "taskArn": "arn:t", "name": "app", "lastStatus": "RUNNING",
+                            "networkBindings": [], "networkInterfaces": [],
+                            "managedAgents": [{"name": "ExecuteCommandAgent", "lastStartedAt": 12.5}]}],
+            "attachments": [], "platformVersion": "1.4.0", "weird\"name": {"stoppedAt": "not a number"},
+            "updatedAt": 5, "tags": [{"key": "team", "value": "a"}], "enableExecuteCommand": true
+        }))
+        .unwrap();
+        let (text, detail) = detail_of(&task, time);
+        assert_eq!(detail, detail_from_tree(&task, time), "{text}");
+        assert_eq!(detail["createdAt"], "2023-11-14T22:13:20.25Z");
+        assert_eq!(detail["connectivityAt"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            detail["containers"][0]["managedAgents"][0]["lastStartedAt"],
+            "1970-01-01T00:00:12.5Z"
+        );
+        assert_eq!(
+            detail["overrides"]["containerOverrides"][0]["createdAt"],
+            "1970-01-01T00:00:07Z"
+        );
+        assert_eq!(detail["overrides"]["containerOverrides"][0]["tags"], json!(["kept"]));
+        assert_eq!(detail["weird\"name"]["stoppedAt"], "not a number");
+        assert_eq!(detail["version"], 3);
+        assert_eq!(detail["updatedAt"], "2023-11-14T22:13:21.5Z");
+        assert!(detail.get("tags").is_none(), "{text}");
+        assert_eq!(text.matches("updatedAt").count(), 1, "{text}");
+
+        // Left-out members first and last, and an object with nothing else.
+        let first_and_last = json!({"tags": [{"key": "k"}], "name": "x", "stoppedAt": 2, "updatedAt": 1});
+        assert_eq!(
+            detail_of(&first_and_last, time).1,
+            detail_from_tree(&first_and_last, time)
+        );
+        let only_left_out = json!({"tags": []});
+        assert_eq!(
+            detail_of(&only_left_out, time).1,
+            json!({"updatedAt": "2023-11-14T22:13:21.5Z"})
+        );
+        assert_eq!(
+            detail_of(&json!({}), time).1,
+            json!({"updatedAt": "2023-11-14T22:13:21.5Z"})
+        );
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub(crate) fn save_instance(
     detail.insert("clusterArn".into(), tx.scope().cluster_arn(cluster).into());
     let time = now();
     let arn = instance.container_instance_arn.clone();
-    let event = events::envelope(tx.scope(), events::INSTANCE_STATE_CHANGE, &arn, detail, time);
+    let event = events::envelope(tx.scope(), events::INSTANCE_STATE_CHANGE, &arn, &detail, time);
     let notice = events::Notice::Instance {
         instance_arn: arn.clone(),
     }

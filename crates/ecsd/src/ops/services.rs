@@ -1359,7 +1359,7 @@ pub(crate) fn capacity_steady(
         ]
         .into_iter()
         .collect();
-        let event = events::envelope(tx.scope(), SERVICE_ACTION, &service.service_arn, detail, at);
+        let event = events::envelope(tx.scope(), SERVICE_ACTION, &service.service_arn, &detail, at);
         tx.append_event(cluster, SERVICE_ACTION, at, &event, None)?;
     }
     Ok(())
@@ -1388,7 +1388,7 @@ fn announce(
     } else {
         detail.insert("createdAt".into(), at.into());
     }
-    let event = events::envelope(tx.scope(), detail_type, &service.service_arn, detail, at);
+    let event = events::envelope(tx.scope(), detail_type, &service.service_arn, &detail, at);
     tx.append_event(cluster, detail_type, at, &event, None)
 }
 

@@ -199,7 +199,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write_loop(mut conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>, commits: watch::Sender<u64>) {
+fn write_loop(conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>, commits: watch::Sender<u64>) {
     let (kick, kicked) = mpsc::sync_channel(1);
     let checkpointer = std::thread::Builder::new()
         .name("ecsd-sqlite-checkpointer".into())
@@ -212,7 +212,7 @@ fn write_loop(mut conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>, co
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, group, &commits);
+        commit_group(&conn, group, &commits);
         let _ = kick.try_send(());
     }
     drop(kick);
@@ -246,36 +246,59 @@ fn checkpoint_loop(path: &Path, kicked: mpsc::Receiver<()>) {
     }
 }
 
-fn commit_group(conn: &mut Connection, group: Vec<Job>, commits: &watch::Sender<u64>) {
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            let message = e.to_string();
-            for job in group {
-                let _ = job.reply.send(Err(StoreError::Worker(message.clone())));
-            }
-            return;
+/// Runs one of the writer's own statements. They go through the statement cache like every
+/// other: rusqlite's transaction and savepoint types parse theirs on every use, and a savepoint
+/// is taken and released for every request.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+fn commit_group(conn: &Connection, group: Vec<Job>, commits: &watch::Sender<u64>) {
+    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
+        let message = e.to_string();
+        for job in group {
+            let _ = job.reply.send(Err(StoreError::Worker(message.clone())));
         }
-    };
+        return;
+    }
     let started = std::time::Instant::now();
     let mut answers = Vec::with_capacity(group.len());
+    let mut broken = None;
     for Job { work, reply } in group {
-        let outcome = (|| {
-            let savepoint = tx.savepoint()?;
-            let result = catch_unwind(AssertUnwindSafe(|| work(&mut Conn(&savepoint))))
-                .map_err(|_| StoreError::Worker("a write panicked".into()))?;
-            match result {
-                Ok(Ok(value)) => {
-                    savepoint.commit()?;
-                    Ok(Ok(value))
-                }
-                // Dropping the savepoint rolls it back.
-                other => other,
-            }
-        })();
+        // Once a savepoint could not be handled, what the group holds is unknown: nothing more
+        // runs, and the whole group is rolled back and answered with the failure.
+        let outcome = match &broken {
+            None => request(conn, work).unwrap_or_else(|e| {
+                broken = Some(e.to_string());
+                Err(StoreError::Closed)
+            }),
+            Some(_) => Err(StoreError::Closed),
+        };
         answers.push((reply, outcome));
     }
-    super::settle(tx.commit().map_err(|e| e.to_string()), started, answers, commits);
+    let committed = match broken {
+        None => run(conn, "COMMIT").map_err(|e| e.to_string()),
+        Some(message) => Err(message),
+    };
+    if committed.is_err() && !conn.is_autocommit() {
+        if let Err(e) = run(conn, "ROLLBACK") {
+            tracing::error!(error = %e, "a failed commit group could not be rolled back");
+        }
+    }
+    super::settle(committed, started, answers, commits);
+}
+
+/// Runs one request's work in a savepoint of the group's transaction, so that its failure
+/// undoes only its own writes. An error here is the savepoint's own, not the work's.
+fn request(conn: &Connection, work: SqlFn) -> rusqlite::Result<TxOutcome> {
+    run(conn, "SAVEPOINT request")?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| work(&mut Conn(conn))))
+        .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())));
+    if !matches!(outcome, Ok(Ok(_))) {
+        run(conn, "ROLLBACK TO request")?;
+    }
+    run(conn, "RELEASE request")?;
+    Ok(outcome)
 }
 
 /// An open transaction (or savepoint) on one connection.
