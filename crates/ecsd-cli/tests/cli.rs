@@ -93,6 +93,35 @@ fn a_taken_address_names_the_address_and_the_option_to_change() {
 }
 
 #[test]
+fn a_data_folder_another_server_uses_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Serving::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let mut second = ecsd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ecsd starts");
+    // It gives up after the store's lock wait (5 s); one that serves the folder too never ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second server serves the same data folder");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is in use by another process"), "{stderr}");
+    // The first server still answers.
+    assert!(first.call_unsigned().starts_with("HTTP/1.1 "));
+    first.stop();
+}
+
+#[test]
 fn listen_addresses_resolve_like_any_servers() {
     let dir = tempfile::tempdir().unwrap();
     let server = Serving::start(dir.path(), &["--listen", "localhost:0"], &[]);

@@ -47,6 +47,8 @@ pub enum StoreError {
     Missing(String),
     #[error("the store is shut down")]
     Closed,
+    #[error("{0} is in use by another process (one ecsd at a time serves a data folder)")]
+    InUse(String),
     #[error("cannot reach PostgreSQL at {target}: {cause}")]
     Connect { target: String, cause: String },
     #[error("the store's worker failed: {0}")]

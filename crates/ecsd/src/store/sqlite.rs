@@ -50,6 +50,20 @@ pub struct SqliteStore {
 /// again.
 const STATEMENTS_KEPT: usize = 256;
 
+/// Opens a connection to the database file, as every connection of the store is opened.
+///
+/// Through SQLite's `unix-excl` file system layer: the first connection takes an exclusive lock
+/// on the file for the process, so another process cannot open the store beside this one (its
+/// single writer numbers events in commit order), and the connections of this process
+/// coordinate in memory: the WAL's index lives in the heap, and beginning a read costs no
+/// system call (with the default layer every read transaction locks and unlocks a slot of the
+/// shared-memory index file with `fcntl`).
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags_and_vfs(path, flags, c"unix-excl")?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
 /// What every connection is opened with. The query planner's stability guarantee makes a plan
 /// independent of the values bound: without it SQLite prepares a statement again whenever a
 /// value it planned with (a `LIMIT $n`, a LIKE pattern) is bound anew, which every page and
@@ -64,10 +78,15 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let mut conn = connect(path, OpenFlags::default())?;
+        // The first statement takes the file's lock (see `connect`): still busy after the
+        // connection's wait, it is another process's.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy) => StoreError::InUse(path.display().to_string()),
+                _ => e.into(),
+            })?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        configure(&conn)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let (commits_tx, commits) = watch::channel(0);
@@ -118,9 +137,13 @@ impl SqliteStore {
         if let Some(conn) = pool.lock().ok().and_then(|mut p| p.pop()) {
             return Ok(conn);
         }
-        let conn =
-            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        configure(&conn)?;
+        // Opened for writing as the `unix-excl` layer wants of every connection that shares its
+        // in-memory locks (a read-only one would lock the file itself), and kept to reading.
+        let conn = connect(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.pragma_update(None, "query_only", true)?;
         Ok(conn)
     }
 }
@@ -228,10 +251,7 @@ const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(1
 /// after commits, so that the checkpoint SQLite runs in the committing writer (once the log
 /// holds 1,000 pages) finds them copied already and has little to do before the log restarts.
 fn checkpoint_loop(path: &Path, kicked: mpsc::Receiver<()>) {
-    let conn = match Connection::open(path)
-        .map_err(StoreError::from)
-        .and_then(|c| configure(&c).map(|()| c))
-    {
+    let conn = match connect(path, OpenFlags::default()) {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(error = %e, "no checkpoints beside the writer");
