@@ -34,6 +34,13 @@ def ecs(server):
     return server.client()
 
 
+@pytest.fixture
+def ecsd(server):
+    # The fixtures shared by every module (the AWS CLI's) talk to this module's server, not to a
+    # second one on the same data folder.
+    return server
+
+
 def fargate_definition(ecs, family="web", cpu="256", memory="512", **labels):
     return ecs.register_task_definition(
         family=family,
