@@ -99,9 +99,10 @@ struct DetailFormatter<'a> {
     muted: &'a Cell<bool>,
     /// Objects open around what is being written.
     depth: usize,
-    /// The name of the member being started, while it is written; at the top level it is
-    /// held back until it is known whether the member is left out.
-    key: Option<Vec<u8>>,
+    /// Whether a member's name is being written, and the name so far (as written, escaped); at
+    /// the top level it is held back until it is known whether the member is left out.
+    naming: bool,
+    name: Vec<u8>,
     /// Whether the value about to be written is a timestamp member's.
     timestamp: bool,
     /// Whether the top-level object has members written yet.
@@ -121,7 +122,7 @@ impl DetailFormatter<'_> {
 
     /// Whether a top-level member's name is being held back.
     fn holding_key(&self) -> bool {
-        self.key.is_some() && self.depth == 1
+        self.naming && self.depth == 1
     }
 }
 
@@ -158,7 +159,7 @@ impl Formatter for DetailFormatter<'_> {
     }
 
     fn begin_string<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
-        if self.key.is_none() {
+        if !self.naming {
             self.timestamp = false;
         }
         if self.holding_key() {
@@ -175,30 +176,26 @@ impl Formatter for DetailFormatter<'_> {
     }
 
     fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
-        match &mut self.key {
-            Some(key) if self.depth == 1 => {
-                key.extend_from_slice(fragment.as_bytes());
-                Ok(())
-            }
-            Some(key) => {
-                key.extend_from_slice(fragment.as_bytes());
-                writer.write_all(fragment.as_bytes())
-            }
-            None => writer.write_all(fragment.as_bytes()),
+        if self.naming {
+            self.name.extend_from_slice(fragment.as_bytes());
         }
+        if self.holding_key() {
+            return Ok(());
+        }
+        writer.write_all(fragment.as_bytes())
     }
 
     fn write_char_escape<W: ?Sized + io::Write>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()> {
-        // The name is kept as written, escaped: no name looked for has a character to escape.
-        match &mut self.key {
-            Some(key) if self.depth == 1 => CompactFormatter.write_char_escape(key, escape),
-            Some(key) => {
-                let start = key.len();
-                CompactFormatter.write_char_escape(key, escape)?;
-                writer.write_all(&key[start..])
-            }
-            None => CompactFormatter.write_char_escape(writer, escape),
+        if !self.naming {
+            return CompactFormatter.write_char_escape(writer, escape);
         }
+        // The name is kept as written, escaped: no name looked for has a character to escape.
+        let start = self.name.len();
+        CompactFormatter.write_char_escape(&mut self.name, escape)?;
+        if self.holding_key() {
+            return Ok(());
+        }
+        writer.write_all(&self.name[start..])
     }
 
     fn begin_array<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
@@ -222,7 +219,8 @@ impl Formatter for DetailFormatter<'_> {
     }
 
     fn begin_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
-        self.key = Some(Vec::new());
+        self.naming = true;
+        self.name.clear();
         if self.depth == 1 {
             // Its comma too waits for its name.
             return Ok(());
@@ -231,8 +229,8 @@ impl Formatter for DetailFormatter<'_> {
     }
 
     fn end_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
-        let key = self.key.take().unwrap_or_default();
-        let name = std::str::from_utf8(&key).unwrap_or_default();
+        self.naming = false;
+        let name = std::str::from_utf8(&self.name).unwrap_or_default();
         self.timestamp = TIMESTAMPS.contains(&name);
         if self.depth == 1 {
             if LEFT_OUT.contains(&name) {
@@ -243,7 +241,7 @@ impl Formatter for DetailFormatter<'_> {
                 writer.write_all(b",")?;
             }
             writer.write_all(b"\"")?;
-            writer.write_all(&key)?;
+            writer.write_all(&self.name)?;
             writer.write_all(b"\"")?;
         }
         Ok(())
@@ -291,7 +289,8 @@ pub fn envelope(scope: &Scope, detail_type: &str, resource_arn: &str, detail: &i
         let formatter = DetailFormatter {
             muted: &muted,
             depth: 0,
-            key: None,
+            naming: false,
+            name: Vec::with_capacity(32),
             timestamp: false,
             top_members: false,
             updated_at: &updated_at,
