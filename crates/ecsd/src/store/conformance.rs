@@ -580,6 +580,11 @@ async fn a_domain_abort_rolls_back_its_writes_and_only_its_own(store: Arc<dyn St
     assert_eq!(names, ["c0", "c2", "c4", "c6", "c8"]);
     let events = events(&store, 0, 100, false).await;
     assert_eq!(events.events.len(), 5, "the aborted writes' events are gone too");
+    let seqs: Vec<i64> = events.events.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "the aborted writes' numbers are given out again: {seqs:?}"
+    );
 }
 
 async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {

@@ -3,7 +3,8 @@
 //! All writes go through one writer thread that groups whatever is queued into a single
 //! transaction (each request in its own savepoint, so one request's abort does not undo
 //! another's) and commits with `synchronous=FULL`: one fsync covers the whole group, and no
-//! request is answered before the group is on disk. Reads run on a pool of connections kept to
+//! request is answered before the group is on disk. The writer numbers events as it runs them,
+//! so in commit order, and stores the counter once per group. Reads run on a pool of connections kept to
 //! reading (`query_only`) and see the last committed state: short ones on the thread that
 //! asked, scans of many rows (the event log) on the blocking thread pool. A checkpointer thread
 //! beside the writer copies committed pages from the WAL into the database file.
@@ -120,7 +121,12 @@ impl SqliteStore {
             // Through cached statements: parsed once per connection, not once per read. A read
             // changed nothing, so it ends with a rollback.
             conn.prepare_cached("BEGIN")?.execute([])?;
-            let result = catch_unwind(AssertUnwindSafe(|| f(&mut Conn(&conn))));
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                f(&mut Conn {
+                    conn: &conn,
+                    events: None,
+                })
+            }));
             conn.prepare_cached("ROLLBACK")?.execute([])?;
             result.map_err(|_| StoreError::Worker("a read panicked".into()))?
         })();
@@ -274,13 +280,19 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 fn commit_group(conn: &Connection, group: Vec<Job>, commits: &watch::Sender<u64>) {
-    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
-        let message = e.to_string();
-        for job in group {
-            let _ = job.reply.send(Err(StoreError::Worker(message.clone())));
+    let mut numbered = match run(conn, "BEGIN IMMEDIATE").and_then(|()| last_event(conn)) {
+        Ok(last) => Numbered { stored: last, last },
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = run(conn, "ROLLBACK");
+            }
+            let message = e.to_string();
+            for job in group {
+                let _ = job.reply.send(Err(StoreError::Worker(message.clone())));
+            }
+            return;
         }
-        return;
-    }
+    };
     let started = std::time::Instant::now();
     let mut answers = Vec::with_capacity(group.len());
     let mut broken = None;
@@ -288,7 +300,7 @@ fn commit_group(conn: &Connection, group: Vec<Job>, commits: &watch::Sender<u64>
         // Once a savepoint could not be handled, what the group holds is unknown: nothing more
         // runs, and the whole group is rolled back and answered with the failure.
         let outcome = match &broken {
-            None => request(conn, work).unwrap_or_else(|e| {
+            None => request(conn, &mut numbered, work).unwrap_or_else(|e| {
                 broken = Some(e.to_string());
                 Err(StoreError::Closed)
             }),
@@ -297,7 +309,10 @@ fn commit_group(conn: &Connection, group: Vec<Job>, commits: &watch::Sender<u64>
         answers.push((reply, outcome));
     }
     let committed = match broken {
-        None => run(conn, "COMMIT").map_err(|e| e.to_string()),
+        None => numbered
+            .store(conn)
+            .and_then(|()| run(conn, "COMMIT"))
+            .map_err(|e| e.to_string()),
         Some(message) => Err(message),
     };
     if committed.is_err() && !conn.is_autocommit() {
@@ -308,21 +323,58 @@ fn commit_group(conn: &Connection, group: Vec<Job>, commits: &watch::Sender<u64>
     super::settle(committed, started, answers, commits);
 }
 
+/// The number of the last event a commit group gave out, kept by the writer while the group
+/// runs and stored once, before its commit: numbering an event then costs no statement of its
+/// own, and the counter's page is written once per group.
+struct Numbered {
+    /// As the database holds it (the group's start).
+    stored: i64,
+    last: i64,
+}
+
+impl Numbered {
+    fn store(&self, conn: &Connection) -> rusqlite::Result<()> {
+        if self.last != self.stored {
+            conn.prepare_cached("UPDATE counters SET value = ?1 WHERE name = 'event'")?
+                .execute([self.last])?;
+        }
+        Ok(())
+    }
+}
+
+/// The number of the last event given out, as the database holds it.
+fn last_event(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT value FROM counters WHERE name = 'event'")?
+        .query_row([], |row| row.get(0))
+}
+
 /// Runs one request's work in a savepoint of the group's transaction, so that its failure
-/// undoes only its own writes. An error here is the savepoint's own, not the work's.
-fn request(conn: &Connection, work: SqlFn) -> rusqlite::Result<TxOutcome> {
+/// undoes only its own writes (and gives back the event numbers it took). An error here is the
+/// savepoint's own, not the work's.
+fn request(conn: &Connection, numbered: &mut Numbered, work: SqlFn) -> rusqlite::Result<TxOutcome> {
     run(conn, "SAVEPOINT request")?;
-    let outcome = catch_unwind(AssertUnwindSafe(|| work(&mut Conn(conn))))
-        .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())));
+    let before = numbered.last;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        work(&mut Conn {
+            conn,
+            events: Some(&mut numbered.last),
+        })
+    }))
+    .unwrap_or_else(|_| Err(StoreError::Worker("a write panicked".into())));
     if !matches!(outcome, Ok(Ok(_))) {
         run(conn, "ROLLBACK TO request")?;
+        numbered.last = before;
     }
     run(conn, "RELEASE request")?;
     Ok(outcome)
 }
 
-/// An open transaction (or savepoint) on one connection.
-struct Conn<'c>(&'c Connection);
+/// An open transaction (or savepoint) on one connection; in the writer's, with the number of
+/// the last event its group gave out.
+struct Conn<'c> {
+    conn: &'c Connection,
+    events: Option<&'c mut i64>,
+}
 
 impl rusqlite::ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -351,11 +403,32 @@ fn cell(value: ValueRef<'_>) -> Result<Cell, StoreError> {
 impl Sql for Conn<'_> {
     fn append_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError> {
         // One writer commits at a time: numbers taken now are taken in commit order.
-        super::sql::append_now(self, event)
+        let last = self
+            .events
+            .as_deref_mut()
+            .ok_or_else(|| StoreError::Worker("an event was appended outside the writer".into()))?;
+        let seq = *last + 1;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (seq, account, region, cluster, detail_type, time, body, notice)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(rusqlite::params![
+                seq,
+                event.account,
+                event.region,
+                event.cluster,
+                event.detail_type,
+                event.time,
+                event.body,
+                event.notice
+            ])?;
+        *last = seq;
+        Ok(())
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        let mut stmt = self.0.prepare_cached(&Dialect::Sqlite.render(sql))?;
+        let mut stmt = self.conn.prepare_cached(&Dialect::Sqlite.render(sql))?;
         let columns = stmt.column_count();
         let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
         let mut out = Vec::new();
@@ -369,7 +442,7 @@ impl Sql for Conn<'_> {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let mut stmt = self.0.prepare_cached(&Dialect::Sqlite.render(sql))?;
+        let mut stmt = self.conn.prepare_cached(&Dialect::Sqlite.render(sql))?;
         Ok(stmt.execute(rusqlite::params_from_iter(params))? as u64)
     }
 }
