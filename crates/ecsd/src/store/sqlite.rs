@@ -4,10 +4,11 @@
 //! transaction (each request in its own savepoint, so one request's abort does not undo
 //! another's) and commits with `synchronous=FULL`: one fsync covers the whole group, and no
 //! request is answered before the group is on disk. The writer numbers events as it runs them,
-//! so in commit order, and stores the counter once per group. Reads run on a pool of connections kept to
-//! reading (`query_only`) and see the last committed state: short ones on the thread that
-//! asked, scans of many rows (the event log) on the blocking thread pool. A checkpointer thread
-//! beside the writer copies committed pages from the WAL into the database file.
+//! so in commit order, and stores the counter once per group. Reads run on a pool of
+//! connections kept to reading (`query_only`) and see the last committed state: short ones on
+//! the thread that asked, scans of many rows (the event log) on the blocking thread pool. A
+//! checkpointer thread beside the writer copies committed pages from the WAL into the database
+//! file.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
