@@ -234,6 +234,7 @@ fn write_loop(conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>, commit
     let checkpointer = std::thread::Builder::new()
         .name("ecsd-sqlite-checkpointer".into())
         .spawn(move || checkpoint_loop(&path, kicked));
+    let mut numbered = None;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -242,7 +243,7 @@ fn write_loop(conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>, commit
                 Err(_) => break,
             }
         }
-        commit_group(&conn, group, &commits);
+        commit_group(&conn, group, &mut numbered, &commits);
         let _ = kick.try_send(());
     }
     drop(kick);
@@ -280,9 +281,16 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn commit_group(conn: &Connection, group: Vec<Job>, commits: &watch::Sender<u64>) {
-    let mut numbered = match run(conn, "BEGIN IMMEDIATE").and_then(|()| last_event(conn)) {
-        Ok(last) => Numbered { stored: last, last },
+/// Runs a group in one transaction and commits it. `numbered` is the writer's count of events,
+/// read from the database when it is not known (at the start, and after a group that did not
+/// commit): this process is the store's only writer, so the count it keeps is the database's.
+fn commit_group(conn: &Connection, group: Vec<Job>, known: &mut Option<Numbered>, commits: &watch::Sender<u64>) {
+    let begun = run(conn, "BEGIN IMMEDIATE").and_then(|()| match known.take() {
+        Some(numbered) => Ok(numbered),
+        None => last_event(conn).map(|last| Numbered { stored: last, last }),
+    });
+    let mut numbered = match begun {
+        Ok(numbered) => numbered,
         Err(e) => {
             if !conn.is_autocommit() {
                 let _ = run(conn, "ROLLBACK");
@@ -321,14 +329,18 @@ fn commit_group(conn: &Connection, group: Vec<Job>, commits: &watch::Sender<u64>
             tracing::error!(error = %e, "a failed commit group could not be rolled back");
         }
     }
+    if committed.is_ok() {
+        numbered.stored = numbered.last;
+        *known = Some(numbered);
+    }
     super::settle(committed, started, answers, commits);
 }
 
-/// The number of the last event a commit group gave out, kept by the writer while the group
-/// runs and stored once, before its commit: numbering an event then costs no statement of its
-/// own, and the counter's page is written once per group.
+/// The number of the last event the writer gave out, kept in memory and stored once per group,
+/// before its commit: numbering an event then costs no statement of its own, and the counter's
+/// page is written once per group.
 struct Numbered {
-    /// As the database holds it (the group's start).
+    /// As the database holds it (at the group's start).
     stored: i64,
     last: i64,
 }
